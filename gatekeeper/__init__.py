@@ -1,3 +1,49 @@
-"""Gatekeeper: decide, before a Twilio call costs money or breaks a rule, whether and how to reach a number."""
+"""Gatekeeper: decide, before a Twilio call costs money or breaks a rule, whether and how to reach a number.
+
+::
+
+    from gatekeeper import Gatekeeper, GatedClient, Settings
+
+    gate = Gatekeeper.from_settings(Settings.load("config/gatekeeper.toml"))
+    decision = gate.decide("(415) 555-2671", purpose="notify", country="US")
+    client = GatedClient(gate.client, gate)      # the twilio Client, gated
+"""
+
+from gatekeeper.client import GatedClient
+from gatekeeper.errors import (
+    ConfigError,
+    GatekeeperError,
+    GateRefused,
+    IdempotencyConflict,
+    InvalidNumber,
+    LookupUnavailable,
+    StoreUnavailable,
+)
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.models import Action, Decision, Outcome, PhoneFacts, StatusRecord
+from gatekeeper.policy import Policy
+from gatekeeper.settings import Settings
+from gatekeeper.stores.base import Stores
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "ConfigError",
+    "Decision",
+    "GateRefused",
+    "GatedClient",
+    "Gatekeeper",
+    "GatekeeperError",
+    "IdempotencyConflict",
+    "InvalidNumber",
+    "LookupUnavailable",
+    "Outcome",
+    "PhoneFacts",
+    "Policy",
+    "Settings",
+    "StatusRecord",
+    "StoreUnavailable",
+    "Stores",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""Step 5, act: the only code that sends. One module per channel."""

@@ -1,0 +1,128 @@
+"""Step 4a, evaluate: facts + policy → a verdict with reason codes. Pure.
+
+Each check returns ``None`` when it has nothing to say, so the gate can stop
+at the first refusal without paying for later steps (a number refused by its
+country never costs a Lookup). Every rule that fires adds a reason code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from gatekeeper.models import LINE_TYPES, VOIP_LINE_TYPES, Phone, PhoneFacts
+
+RefusalKind = Literal[
+    "invalid", "country", "opted_out", "suppressed", "line_type", "lookup_unavailable", "risk", "store_unavailable"
+]
+LandlineRule = Literal["voice", "refuse"]
+VoipRule = Literal["totp", "email", "refuse", "allow"]
+LookupErrorRule = Literal["refuse", "allow_local"]
+Mode = Literal["enforce", "observe"]
+
+#: Line-type names accepted in configuration: Lookup's own, plus the classic alias ``voip``.
+LINE_TYPE_ALIASES: dict[str, frozenset[str]] = {"voip": VOIP_LINE_TYPES}
+
+
+def expand_line_types(names: Iterable[str]) -> frozenset[str]:
+    """Lookup line-type names with aliases expanded; an unknown name is a ``ValueError`` naming it."""
+    out: set[str] = set()
+    for name in names:
+        if name in LINE_TYPE_ALIASES:
+            out |= LINE_TYPE_ALIASES[name]
+        elif name in LINE_TYPES:
+            out.add(name)
+        else:
+            allowed = ", ".join(sorted(LINE_TYPES | LINE_TYPE_ALIASES.keys()))
+            raise ValueError(f"unknown line type {name!r} (allowed: {allowed})")
+    return frozenset(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The rules for one purpose (``notify`` or ``mfa``). Empty ``allow_countries`` allows every country."""
+
+    allow_countries: frozenset[str] = frozenset()
+    deny_countries: frozenset[str] = frozenset()
+    deny_line_types: frozenset[str] = frozenset()
+    flag_line_types: frozenset[str] = frozenset()
+    landline: LandlineRule = "voice"
+    voip: VoipRule = "allow"
+    on_lookup_error: LookupErrorRule = "allow_local"
+    carrier_error: Literal["allow", "refuse"] = "allow"
+    max_sms_pumping_risk: int | None = None
+    max_age_seconds: float | None = None
+    mode: Mode = "enforce"
+    opt_outs_block: bool = True
+    fields: tuple[str, ...] = ("line_type_intelligence",)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Allowed or not, why, and what kind of refusal (the router maps it to a Twilio code)."""
+
+    allowed: bool
+    reasons: tuple[str, ...] = ()
+    refusal: RefusalKind | None = None
+    flagged: bool = False
+
+
+def refuse(kind: RefusalKind, *reasons: str) -> Verdict:
+    return Verdict(allowed=False, reasons=reasons, refusal=kind)
+
+
+def screen_number(phone: Phone, policy: Policy) -> Verdict | None:
+    """Refusals the local parse alone can make: not a number, short code, country."""
+    if not phone.ok:
+        return refuse("invalid", f"number:{phone.problem}")
+    return screen_country(phone.region, policy)
+
+
+def screen_country(region: str | None, policy: Policy) -> Verdict | None:
+    country = region or "ZZ"
+    if country in policy.deny_countries:
+        return refuse("country", f"country:denied:{country}")
+    if policy.allow_countries and country not in policy.allow_countries:
+        return refuse("country", f"country:not_allowed:{country}")
+    return None
+
+
+def screen_suppression(opted_out_scope: str | None, suppression: str | None, policy: Policy) -> Verdict | None:
+    """Opt-outs (when this purpose honours them) and delivery-failure suppression."""
+    if opted_out_scope is not None and policy.opt_outs_block:
+        scope = "account" if opted_out_scope == "*" else "sender"
+        return refuse("opted_out", f"opted_out:{scope}")
+    if suppression is not None:
+        return refuse("suppressed", suppression)
+    return None
+
+
+def evaluate(facts: PhoneFacts, policy: Policy, *, lookup_error: str | None = None) -> Verdict:
+    """The verdict on enriched (or local-only) facts."""
+    reasons: list[str] = []
+    if lookup_error is not None:
+        reasons.append(f"lookup:unavailable:{lookup_error}")
+        if policy.on_lookup_error == "refuse":
+            return refuse("lookup_unavailable", *reasons, "on_lookup_error:refuse")
+        reasons.append("on_lookup_error:allow_local")
+    if facts.valid is False:
+        return refuse("invalid", *reasons, "lookup:invalid")
+    if facts.source != "local":
+        country_refusal = screen_country(facts.country_code, policy)
+        if country_refusal is not None:
+            return refuse("country", *reasons, *country_refusal.reasons)
+    if facts.carrier_error_code is not None:
+        reasons.append(f"carrier:error:{facts.carrier_error_code}")
+        if policy.carrier_error == "refuse":
+            return refuse("lookup_unavailable", *reasons)
+    line_type = facts.line_type
+    if line_type is not None and line_type in policy.deny_line_types:
+        return refuse("line_type", *reasons, f"line_type:denied:{line_type}")
+    risk = facts.sms_pumping_risk_score
+    if risk is not None and policy.max_sms_pumping_risk is not None and risk > policy.max_sms_pumping_risk:
+        return refuse("risk", *reasons, f"sms_pumping_risk:{risk}")
+    flagged = line_type is not None and line_type in policy.flag_line_types
+    if flagged:
+        reasons.append(f"line_type:flagged:{line_type}")
+    return Verdict(allowed=True, reasons=tuple(reasons), flagged=flagged)

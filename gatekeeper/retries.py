@@ -1,0 +1,104 @@
+"""Retry pieces shared by Lookup and the channels, built on tenacity.
+
+Retry only what is safe. A Lookup is a GET: network errors, 5xx and 429 are
+retried, honouring ``Retry-After``. A send is a POST and Twilio has no
+idempotency header for creates, so it is retried only when Twilio cannot have
+acted: the connection was never made, or Twilio answered 429 (20429: "not
+processed"). The clock, the sleep and the randomness are injected.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import TypeVar
+
+import requests
+import tenacity
+from twilio.base.exceptions import TwilioRestException
+from urllib3.exceptions import NewConnectionError
+
+T = TypeVar("T")
+
+
+class TransientError(Exception):
+    """A failure worth retrying; ``retry_after_seconds`` comes from the server when it said."""
+
+    def __init__(self, reason: str, *, status: int | None = None, retry_after_seconds: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after_seconds = retry_after_seconds
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form; HTTP dates are ignored)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+class Backoff:
+    """tenacity wait strategy: ``Retry-After`` when given (capped), else exponential backoff plus jitter."""
+
+    def __init__(
+        self,
+        *,
+        base_ms: float,
+        jitter_ms: float,
+        max_retry_after_ms: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base_s = base_ms / 1000
+        self.jitter_s = jitter_ms / 1000
+        self.cap_s = max_retry_after_ms / 1000
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def __call__(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = getattr(exc, "retry_after_seconds", None)
+        if isinstance(hinted, (int, float)):
+            return float(min(hinted, self.cap_s))
+        exp = self.base_s * (2 ** max(state.attempt_number - 1, 0))
+        return float(min(exp + self.rng.uniform(0, self.jitter_s), max(self.cap_s, self.base_s)))
+
+
+def never_connected(exc: BaseException) -> bool:
+    """True when a request failed before any byte reached the server (refused, DNS, connect timeout)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        inner = getattr(reason, "reason", reason)
+        return isinstance(inner, (NewConnectionError, ConnectionRefusedError))
+    return False
+
+
+def safe_to_resend(exc: BaseException) -> bool:
+    """A send may be retried: Twilio cannot have acted on it."""
+    if isinstance(exc, TwilioRestException):
+        return bool(exc.status == 429 or exc.code == 20429)
+    return never_connected(exc)
+
+
+def call_with_retries(
+    fn: Callable[[], T],
+    *,
+    retry_if: Callable[[BaseException], bool],
+    max_retries: int,
+    wait: Backoff,
+    sleep: Callable[[float], None],
+) -> T:
+    """Call ``fn``; retry it up to ``max_retries`` times while ``retry_if`` says the failure is safe."""
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(max_retries + 1),
+        wait=wait,
+        retry=tenacity.retry_if_exception(retry_if),
+        sleep=sleep,
+        reraise=True,
+    )
+    return retrying(fn)

@@ -1,0 +1,424 @@
+"""Settings: a TOML file plus a few environment variables, validated at load.
+
+Source order, highest first: environment variables, the TOML file, built-in
+defaults. This module is the only reader of ``os.environ``; pass ``env=`` to
+:meth:`Settings.load` to read a mapping instead (tests do). Secrets are
+``SecretStr``: they never appear in ``repr``, logs or error messages.
+
+Environment variables:
+
+=========================  ==============================================
+``GATEKEEPER_CONFIG``      path of the TOML file when ``load()`` gets none
+``TWILIO_ACCOUNT_SID``     ``[twilio] account_sid``
+``TWILIO_AUTH_TOKEN``      the account's auth token (secret)
+``TWILIO_API_KEY_SID``     ``[twilio.api_key] sid``
+``TWILIO_API_KEY_SECRET``  the API key secret (or the variable named by ``secret_env``)
+``GATEKEEPER_REDIS_URL``   ``[redis] url``: every store uses Redis (secret: may hold a password)
+``GATEKEEPER_SANDBOX_URL`` ``[twilio] sandbox_url``: send every Twilio call to a local sandbox
+=========================  ==============================================
+
+A secret variable whose value is the path of an existing file is read from
+that file (Docker and Kubernetes secrets).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gatekeeper.errors import ConfigError
+from gatekeeper.models import LOOKUP_FIELDS
+from gatekeeper.policy import Policy, expand_line_types
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_fields(fields: list[str]) -> list[str]:
+    unknown = [f for f in fields if f not in LOOKUP_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown Lookup field(s) {unknown} (allowed: {', '.join(sorted(LOOKUP_FIELDS))})")
+    return list(dict.fromkeys(fields))
+
+
+def _check_countries(codes: list[str]) -> list[str]:
+    out = [c.strip().upper() for c in codes]
+    bad = [c for c in out if len(c) != 2 or not c.isalpha()]
+    if bad:
+        raise ValueError(f"country codes must be ISO 3166 alpha-2, like 'US': {bad}")
+    return out
+
+
+class ApiKeySettings(_Section):
+    sid: str | None = None
+    secret_env: str = "TWILIO_API_KEY_SECRET"  # noqa: S105 - the name of a variable, not a secret
+    secret: SecretStr | None = None
+
+
+class TwilioSettings(_Section):
+    account_sid: str | None = None
+    auth_mode: Literal["api_key", "auth_token"] | None = None
+    auth_token: SecretStr | None = None
+    api_key: ApiKeySettings = ApiKeySettings()
+    region: str | None = None
+    edge: str | None = None
+    timeout_ms: int = Field(10_000, gt=0)
+    max_send_retries: int = Field(2, ge=0, le=10)
+    sandbox_url: str | None = None
+
+    @field_validator("account_sid")
+    @classmethod
+    def _sid_shape(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("AC") and len(v) == 34):
+            raise ValueError("an account SID starts with 'AC' and has 34 characters")
+        return v
+
+
+class LookupSettings(_Section):
+    enabled: bool = True
+    base_url: str = "https://lookups.twilio.com"
+    default_country_code: str = "US"
+    default_fields: list[str] = ["line_type_intelligence"]
+    timeout_ms: int = Field(3_000, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    retry_backoff_ms: int = Field(200, ge=0)
+    retry_jitter_ms: int = Field(100, ge=0)
+    max_retry_after_ms: int = Field(10_000, ge=0)
+    fill_wait_ms: int = Field(10_000, ge=0)
+    field_ttl_seconds: dict[str, int] = {"sms_pumping_risk": 3_600, "sim_swap": 3_600, "line_status": 86_400}
+
+    _fields = field_validator("default_fields")(_check_fields)
+
+    @field_validator("default_country_code")
+    @classmethod
+    def _country(cls, v: str) -> str:
+        return _check_countries([v])[0]
+
+    @field_validator("field_ttl_seconds")
+    @classmethod
+    def _ttl_fields(cls, v: dict[str, int]) -> dict[str, int]:
+        _check_fields(list(v))
+        if any(t <= 0 for t in v.values()):
+            raise ValueError("TTLs must be positive")
+        return v
+
+
+class CacheSettings(_Section):
+    enabled: bool = True
+    backend: Literal["redis", "memory"] | None = None  # None: Redis when [redis] url is set, else memory
+    ttl_seconds: int = Field(7 * 86_400, gt=0)
+    negative_ttl_seconds: int = Field(3_600, gt=0)
+    max_entries: int = Field(100_000, gt=0)
+
+
+class RedisSettings(_Section):
+    url: SecretStr | None = None
+    key_prefix: str = "gk:"
+    timeout_ms: int = Field(2_000, gt=0)
+
+
+class PurposeSettings(_Section):
+    """Per-purpose overrides of ``[policy]``; unset keys inherit."""
+
+    allow_countries: list[str] | None = None
+    deny_countries: list[str] | None = None
+    deny_line_types: list[str] | None = None
+    flag_line_types: list[str] | None = None
+    landline: Literal["voice", "refuse"] | None = None
+    voip: Literal["totp", "email", "refuse", "allow"] | None = None
+    on_lookup_error: Literal["refuse", "allow_local"] | None = None
+    carrier_error: Literal["allow", "refuse"] | None = None
+    max_sms_pumping_risk: int | None = None
+    max_age_seconds: int | None = Field(None, gt=0)
+    mode: Literal["enforce", "observe"] | None = None
+    fields: list[str] | None = None
+
+    @field_validator("allow_countries", "deny_countries")
+    @classmethod
+    def _countries(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_countries(v)
+
+    @field_validator("deny_line_types", "flag_line_types")
+    @classmethod
+    def _line_types(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            expand_line_types(v)
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_fields(v)
+
+
+class PolicySettings(_Section):
+    allow_countries: list[str] = []
+    deny_countries: list[str] = []
+    deny_line_types: list[str] = []
+    flag_line_types: list[str] = []
+    landline: Literal["voice", "refuse"] = "voice"
+    mode: Literal["enforce", "observe"] = "enforce"
+    carrier_error: Literal["allow", "refuse"] = "allow"
+    max_sms_pumping_risk: int | None = None
+    opt_out_blocks_mfa: bool = False
+    notify: PurposeSettings = PurposeSettings()
+    mfa: PurposeSettings = PurposeSettings()
+
+    _countries = field_validator("allow_countries", "deny_countries")(_check_countries)
+
+    @field_validator("deny_line_types", "flag_line_types")
+    @classmethod
+    def _line_types(cls, v: list[str]) -> list[str]:
+        expand_line_types(v)
+        return v
+
+    def resolve(self, purpose: str, default_fields: list[str]) -> Policy:
+        """The effective :class:`Policy` of one purpose: its overrides on top of the shared keys."""
+        p: PurposeSettings = getattr(self, purpose)
+        # Documented defaults: VoIP gets TOTP on mfa; Lookup down allows local facts on notify,
+        # refuses on mfa; mfa re-checks facts older than a day.
+        defaults = {"notify": ("allow", "allow_local", None), "mfa": ("totp", "refuse", 86_400)}[purpose]
+
+        def pick(name: str, fallback: Any) -> Any:
+            value = getattr(p, name)
+            return fallback if value is None else value
+
+        return Policy(
+            allow_countries=frozenset(pick("allow_countries", self.allow_countries)),
+            deny_countries=frozenset(pick("deny_countries", self.deny_countries)),
+            deny_line_types=expand_line_types(pick("deny_line_types", self.deny_line_types)),
+            flag_line_types=expand_line_types(pick("flag_line_types", self.flag_line_types)),
+            landline=pick("landline", self.landline),
+            voip=pick("voip", defaults[0]) if purpose == "mfa" else "allow",
+            on_lookup_error=pick("on_lookup_error", defaults[1]),
+            carrier_error=pick("carrier_error", self.carrier_error),
+            max_sms_pumping_risk=pick("max_sms_pumping_risk", self.max_sms_pumping_risk),
+            max_age_seconds=pick("max_age_seconds", defaults[2]),
+            mode=pick("mode", self.mode),
+            opt_outs_block=True if purpose == "notify" else self.opt_out_blocks_mfa,
+            fields=tuple(pick("fields", default_fields)),
+        )
+
+
+class RoutingSettings(_Section):
+    dropin_reroute: bool = False
+    voice: str = "Polly.Joanna"
+    language: str = "en-US"
+    status_callback: str | None = None
+
+
+class IdempotencySettings(_Section):
+    window_seconds: int = Field(86_400, gt=0)
+    wait_ms: int = Field(2_000, ge=0)
+
+
+class AuditSettings(_Section):
+    enabled: bool = True
+    hash_key_env: str | None = None  # name of an env var holding a key for the number pseudonyms
+    hash_key: SecretStr | None = None
+    max_entries: int = Field(10_000, gt=0)
+
+
+class Replies(_Section):
+    stop: str = "You have been unsubscribed and will receive no more messages. Reply START to resubscribe."
+    start: str = "You have been resubscribed. Reply STOP to unsubscribe."
+    help: str = "Reply STOP to unsubscribe, START to resubscribe."
+
+
+class Keywords(_Section):
+    stop: list[str] = []
+    start: list[str] = []
+    help: list[str] = []
+
+
+class WebhookSettings(_Section):
+    public_base_url: str | None = None
+    trusted_proxy_hops: int = Field(0, ge=0, le=10)
+    max_body_bytes: int = Field(64 * 1024, gt=0)
+    auth_tokens: list[SecretStr] = []
+    advanced_opt_out: bool = False
+    replies: Replies = Replies()
+    keywords: Keywords = Keywords()
+    consent_phrases: bool = True
+    failure_codes: list[int] = [30003, 30005, 30006, 30007, 21610, 21614, 21211, 21612]
+    failure_threshold: int = Field(3, ge=1)
+    failure_window_seconds: int = Field(7 * 86_400, gt=0)
+    suppression_ttl_seconds: int = Field(30 * 86_400, gt=0)
+    status_ttl_seconds: int = Field(30 * 86_400, gt=0)
+    event_ttl_seconds: int = Field(7 * 86_400, gt=0)
+    opt_out_scope: Literal["account", "sender"] = "account"
+
+
+class SandboxSettings(_Section):
+    numbers: dict[str, dict[str, Any]] = {}
+
+
+class Settings(BaseSettings):
+    """Every option Gatekeeper reads. ``Settings()`` is the built-in defaults, reading nothing."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    twilio: TwilioSettings = TwilioSettings()
+    lookup: LookupSettings = LookupSettings()
+    cache: CacheSettings = CacheSettings()
+    redis: RedisSettings = RedisSettings()
+    policy: PolicySettings = PolicySettings()
+    routing: RoutingSettings = RoutingSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    audit: AuditSettings = AuditSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what load() merged explicitly: Settings() alone must read no file and no env.
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.cache.backend == "redis" and self.redis.url is None:
+            raise ValueError("cache.backend = 'redis' needs [redis] url or GATEKEEPER_REDIS_URL")
+        if self.twilio.auth_mode == "api_key" and self.twilio.api_key.sid and self.twilio.account_sid is None:
+            raise ValueError("twilio.account_sid is required with API-key auth")
+        return self
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``path`` (or ``GATEKEEPER_CONFIG``; none: env only) and the environment.
+
+        Raises :class:`~gatekeeper.errors.ConfigError` naming the key at fault.
+        """
+        environ = os.environ if env is None else env
+        chosen = path if path is not None else environ.get("GATEKEEPER_CONFIG") or None
+        data: dict[str, Any] = {}
+        if chosen is not None:
+            file = Path(chosen)
+            if not file.is_file():
+                raise ConfigError(f"config file not found: {file}", key="GATEKEEPER_CONFIG")
+            try:
+                data = TomlConfigSettingsSource(cls, toml_file=file)()
+            except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+                raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        _deep_merge(data, _from_env(data, environ))
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            raise _config_error(exc, chosen) from None
+
+    def policies(self) -> dict[str, Policy]:
+        return {p: self.policy.resolve(p, self.lookup.default_fields) for p in ("notify", "mfa")}
+
+    def store_backend(self) -> Literal["redis", "memory"]:
+        return "redis" if self.redis.url is not None else "memory"
+
+    def cache_backend(self) -> Literal["redis", "memory"]:
+        return self.cache.backend or self.store_backend()
+
+    def credentials(self) -> tuple[str, str, str] | None:
+        """(username, password, account_sid) for the twilio Client; API-key auth preferred when both are given."""
+        t = self.twilio
+        key_ok = t.api_key.sid is not None and t.api_key.secret is not None and t.account_sid is not None
+        token_ok = t.auth_token is not None and t.account_sid is not None
+        mode = t.auth_mode or ("api_key" if key_ok else "auth_token" if token_ok else None)
+        if mode == "api_key":
+            if not key_ok:
+                raise ConfigError(
+                    "API-key auth needs twilio.account_sid, twilio.api_key.sid and the secret "
+                    f"in ${t.api_key.secret_env}",
+                    key="twilio.api_key",
+                )
+            assert t.api_key.sid is not None
+            assert t.api_key.secret is not None
+            assert t.account_sid is not None
+            return t.api_key.sid, t.api_key.secret.get_secret_value(), t.account_sid
+        if mode == "auth_token":
+            if not token_ok:
+                raise ConfigError(
+                    "auth-token auth needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN", key="twilio.auth_token"
+                )
+            assert t.auth_token is not None
+            assert t.account_sid is not None
+            return t.account_sid, t.auth_token.get_secret_value(), t.account_sid
+        return None
+
+
+def _secret(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name)
+    if not value:
+        return None
+    candidate = Path(value)
+    if value.startswith(("/", "./")) and candidate.is_file():
+        return candidate.read_text().strip()
+    return value
+
+
+def _from_env(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def put(path: tuple[str, ...], value: str | None) -> None:
+        if value is None:
+            return
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+
+    put(("twilio", "account_sid"), environ.get("TWILIO_ACCOUNT_SID") or None)
+    put(("twilio", "auth_token"), _secret(environ, "TWILIO_AUTH_TOKEN"))
+    put(("twilio", "api_key", "sid"), environ.get("TWILIO_API_KEY_SID") or None)
+    secret_env = data.get("twilio", {}).get("api_key", {}).get("secret_env", "TWILIO_API_KEY_SECRET")
+    put(("twilio", "api_key", "secret"), _secret(environ, str(secret_env)))
+    put(("twilio", "sandbox_url"), environ.get("GATEKEEPER_SANDBOX_URL") or None)
+    put(("redis", "url"), _secret(environ, "GATEKEEPER_REDIS_URL"))
+    hash_env = data.get("audit", {}).get("hash_key_env")
+    if hash_env:
+        put(("audit", "hash_key"), _secret(environ, str(hash_env)))
+    return out
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> None:
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _config_error(exc: ValidationError, source: str | os.PathLike[str] | None) -> ConfigError:
+    lines = []
+    first_key = None
+    for err in exc.errors(include_input=False, include_url=False):
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        first_key = first_key or key
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting (check the spelling against config/gatekeeper.toml)"
+        lines.append(f"  {key}: {msg}")
+    where = f" in {source}" if source else ""
+    return ConfigError(f"invalid settings{where}:\n" + "\n".join(lines), key=first_key)

@@ -1,0 +1,285 @@
+"""The embedded store: one process, thread-safe, bounded.
+
+Every collection that a long-running process could grow without limit is an
+LRU map capped at ``max_entries``; expired entries are dropped as they are met.
+Opt-outs are the exception: forgetting one would message a person who said
+STOP, so they are never evicted; past ``max_opt_outs`` a new opt-out raises
+:class:`~gatekeeper.errors.StoreUnavailable` instead (the webhook then answers
+503 and Twilio retries) — use the Redis store for real volumes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from gatekeeper.errors import StoreUnavailable
+from gatekeeper.models import StatusRecord
+from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange
+
+V = TypeVar("V")
+
+
+class _LRU(Generic[V]):
+    """An LRU map with per-entry expiry. Not thread-safe by itself; the store holds the lock."""
+
+    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
+        self._data: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self._max = max_entries
+        self._clock = clock
+
+    def get(self, key: str) -> V | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires_at, value = item
+        if expires_at <= self._clock():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: V, ttl_seconds: float) -> None:
+        self._data[key] = (self._clock() + ttl_seconds, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    def pop(self, key: str) -> V | None:
+        item = self._data.pop(key, None)
+        return None if item is None else item[1]
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass
+class _IdemRecord:
+    fingerprint: str
+    state: str
+    token: str
+    result: bytes | None = None
+
+
+class MemoryStore:
+    """Every store protocol in one process's memory."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 100_000,
+        max_opt_outs: int = 1_000_000,
+        max_audit: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._lock = threading.RLock()
+        self._clock = clock
+        self._max_opt_outs = max_opt_outs
+        self._lookups: _LRU[CachedLookup] = _LRU(max_entries, clock)
+        self._fill_locks: dict[str, tuple[threading.Lock, int]] = {}
+        self._opt_outs: dict[str, dict[str, ConsentChange]] = {}
+        self._consent: _LRU[deque[ConsentChange]] = _LRU(max_entries, clock)
+        self._failures: _LRU[dict[str, float]] = _LRU(max_entries, clock)
+        self._suppressed: _LRU[str] = _LRU(max_entries, clock)
+        self._idem: _LRU[_IdemRecord] = _LRU(max_entries, clock)
+        self._statuses: _LRU[StatusRecord] = _LRU(max_entries, clock)
+        self._status_rank: dict[str, int] = {}
+        self._rates: _LRU[float] = _LRU(max_entries, clock)
+        self._audit: deque[dict[str, Any]] = deque(maxlen=max_audit)
+
+    # -- lookup cache ---------------------------------------------------------------
+    def get_lookup(self, key: str) -> CachedLookup | None:
+        with self._lock:
+            return self._lookups.get(key)
+
+    def put_lookup(self, key: str, entry: CachedLookup, *, ttl_seconds: float) -> None:
+        with self._lock:
+            self._lookups.put(key, entry, ttl_seconds)
+
+    @contextmanager
+    def fill_lock(self, key: str, *, ttl_seconds: float, wait_seconds: float) -> Iterator[bool]:
+        # One lock object per key while anyone holds or waits for it; refcounted so the map stays small.
+        with self._lock:
+            lock, users = self._fill_locks.get(key, (threading.Lock(), 0))
+            self._fill_locks[key] = (lock, users + 1)
+        acquired = lock.acquire(timeout=max(wait_seconds, 0.0))
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                lock.release()
+            with self._lock:
+                lock, users = self._fill_locks[key]
+                if users <= 1:
+                    del self._fill_locks[key]
+                else:
+                    self._fill_locks[key] = (lock, users - 1)
+
+    # -- opt-outs -------------------------------------------------------------------
+    def _note_consent(self, change: ConsentChange) -> None:
+        history = self._consent.get(change.e164)
+        if history is None:
+            history = deque(maxlen=50)
+        history.appendleft(change)
+        self._consent.put(change.e164, history, 10 * 365 * 86400)
+
+    def opt_out(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
+        with self._lock:
+            scopes = self._opt_outs.get(e164)
+            if scopes is None:
+                if len(self._opt_outs) >= self._max_opt_outs:
+                    raise StoreUnavailable(
+                        f"memory store holds {self._max_opt_outs} opted-out numbers; use the Redis store"
+                    )
+                scopes = self._opt_outs[e164] = {}
+            changed = scope not in scopes
+            change = ConsentChange(e164=e164, scope=scope, opted_out=True, source=source, at=at)
+            scopes[scope] = change
+            self._note_consent(change)
+            return changed
+
+    def opt_in(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
+        with self._lock:
+            scopes = self._opt_outs.get(e164, {})
+            if scope == ACCOUNT_SCOPE:
+                changed = bool(scopes)
+                self._opt_outs.pop(e164, None)
+            else:
+                changed = scopes.pop(scope, None) is not None
+                if not scopes:
+                    self._opt_outs.pop(e164, None)
+            self._note_consent(ConsentChange(e164=e164, scope=scope, opted_out=False, source=source, at=at))
+            return changed
+
+    def opted_out_scope(self, e164: str, scopes: Sequence[str]) -> str | None:
+        with self._lock:
+            have = self._opt_outs.get(e164)
+            if not have:
+                return None
+            return next((s for s in scopes if s in have), None)
+
+    def consent_history(self, e164: str, *, limit: int = 50) -> list[ConsentChange]:
+        with self._lock:
+            history = self._consent.get(e164)
+            return list(history)[:limit] if history else []
+
+    # -- delivery failures and suppression -----------------------------------------
+    def record_failure(self, e164: str, event_id: str, *, at: float, window_seconds: float) -> int:
+        with self._lock:
+            events = self._failures.get(e164) or {}
+            events.setdefault(event_id, at)
+            cutoff = at - window_seconds
+            events = {k: t for k, t in events.items() if t > cutoff}
+            self._failures.put(e164, events, window_seconds)
+            return len(events)
+
+    def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
+        with self._lock:
+            self._suppressed.put(e164, reason, ttl_seconds)
+
+    def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
+        with self._lock:
+            reason = self._suppressed.get(e164)
+            if reason is not None:
+                return f"suppressed:{reason}"
+            events = self._failures.get(e164)
+            if not events:
+                return None
+            count = sum(1 for t in events.values() if t > now - window_seconds)
+            return f"failures:{count}" if count >= threshold else None
+
+    def lift_suppression(self, e164: str) -> bool:
+        with self._lock:
+            had_supp = self._suppressed.pop(e164) is not None
+            had_fail = self._failures.pop(e164) is not None
+            return had_supp or had_fail
+
+    # -- idempotency ---------------------------------------------------------------
+    def claim(self, key: str, fingerprint: str, *, ttl_seconds: float) -> Claim:
+        with self._lock:
+            rec = self._idem.get(key)
+            if rec is None:
+                token = secrets.token_hex(8)
+                self._idem.put(key, _IdemRecord(fingerprint, "pending", token), ttl_seconds)
+                return Claim(won=True, state="pending", fingerprint=fingerprint, token=token)
+            state: Literal["pending", "done", "unknown"] = (
+                "done" if rec.state == "done" else "unknown" if rec.state == "unknown" else "pending"
+            )
+            return Claim(won=False, state=state, fingerprint=rec.fingerprint, result=rec.result)
+
+    def _owned(self, key: str, token: str) -> _IdemRecord | None:
+        rec = self._idem.get(key)
+        return rec if rec is not None and rec.token == token else None
+
+    def complete(self, key: str, token: str, result: bytes, *, ttl_seconds: float) -> None:
+        with self._lock:
+            rec = self._owned(key, token)
+            if rec is not None:
+                self._idem.put(key, _IdemRecord(rec.fingerprint, "done", token, result), ttl_seconds)
+
+    def abandon(self, key: str, token: str) -> None:
+        with self._lock:
+            if self._owned(key, token) is not None:
+                self._idem.pop(key)
+
+    def mark_unknown(self, key: str, token: str, *, ttl_seconds: float) -> None:
+        with self._lock:
+            rec = self._owned(key, token)
+            if rec is not None:
+                self._idem.put(key, _IdemRecord(rec.fingerprint, "unknown", token), ttl_seconds)
+
+    # -- delivery statuses ---------------------------------------------------------
+    def apply_status(
+        self,
+        sid: str,
+        status: str,
+        rank: int,
+        *,
+        error_code: int | None,
+        at: float,
+        to_hash: str | None = None,
+        ttl_seconds: float,
+    ) -> bool:
+        with self._lock:
+            current = self._statuses.get(sid)
+            if current is not None and self._status_rank.get(sid, -1) >= rank:
+                return False
+            record = StatusRecord(sid=sid, status=status, error_code=error_code, updated_at=at, to_hash=to_hash)
+            self._statuses.put(sid, record, ttl_seconds)
+            self._status_rank[sid] = rank
+            if len(self._status_rank) > 2 * self._statuses._max:
+                self._status_rank = {k: v for k, v in self._status_rank.items() if self._statuses.get(k)}
+            return True
+
+    def status_of(self, sid: str) -> StatusRecord | None:
+        with self._lock:
+            return self._statuses.get(sid)
+
+    # -- rate limits (GCRA) --------------------------------------------------------
+    def reserve(self, bucket: str, *, rate_per_second: float, burst: int, now: float) -> float:
+        if rate_per_second <= 0 or burst < 1:
+            raise ValueError("rate_per_second must be > 0 and burst >= 1")
+        interval = 1.0 / rate_per_second
+        tolerance = (burst - 1) * interval
+        with self._lock:
+            tat = max(self._rates.get(bucket) or now, now)
+            wait = max(0.0, tat - tolerance - now)
+            self._rates.put(bucket, tat + interval, tat + interval - now + tolerance + 1)
+            return wait
+
+    # -- audit ---------------------------------------------------------------------
+    def record(self, entry: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._audit.append(dict(entry))
+
+    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(e) for e in list(self._audit)[-limit:][::-1]] if limit > 0 else []
