@@ -1,0 +1,96 @@
+"""Shared fixtures: a fake clock, Twilio's HTTP intercepted by ``responses``, and a real Redis.
+
+Redis: the suite uses the server on 127.0.0.1:6379 when it answers; otherwise it
+starts a private ``redis-server`` on a free port; when neither is possible the
+Redis tests are skipped with a reason saying so (shown in pytest's summary).
+Every test gets a fresh key prefix, so tests never see each other's keys.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import responses
+from support import ACCOUNT_SID, API, AUTH_TOKEN, LOOKUP, FakeClock, FakeTwilio, PrivateRedis, answers
+from twilio.rest import Client
+
+from gatekeeper.stores.redis import RedisStore
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def twilio_http() -> Iterator[FakeTwilio]:
+    """Intercept Twilio's HTTP; unmatched requests fail the test (nothing reaches the network)."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake = FakeTwilio(mock)
+        mock.add_callback("GET", LOOKUP, callback=fake._lookup)
+        mock.add_callback("POST", f"{API}/Messages.json", callback=lambda r: fake._create("message", "SM", r))
+        mock.add_callback("POST", f"{API}/Calls.json", callback=lambda r: fake._create("call", "CA", r))
+        mock.add_callback(
+            "POST",
+            re.compile(r"https://verify\.twilio\.com/v2/Services/VA[0-9a-f]{32}/Verifications"),
+            callback=lambda r: fake._create("verification", "VE", r),
+        )
+        yield fake
+
+
+@pytest.fixture
+def twilio_client() -> Client:
+    return Client(ACCOUNT_SID, AUTH_TOKEN, environment={})
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    shared = "redis://127.0.0.1:6379/0"
+    if answers(shared):
+        yield shared
+        return
+    private = PrivateRedis()
+    private.start()
+    try:
+        yield private.url
+    finally:
+        private.stop()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A Redis this test owns: stopping it never touches the shared server."""
+    server = PrivateRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"gktest:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def redis_store(redis_url: str, redis_prefix: str) -> Iterator[RedisStore]:
+    store = RedisStore.from_url(redis_url, prefix=redis_prefix)
+    try:
+        yield store
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{redis_prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+        store.close()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,201 @@
+"""One contract every store backend passes (the cachelib pattern): subclass and provide ``store`` and ``pass_time``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from support import run_threads
+
+from gatekeeper.models import PhoneFacts
+from gatekeeper.stores.base import (
+    ACCOUNT_SCOPE,
+    AuditLog,
+    CachedLookup,
+    FailureStore,
+    IdempotencyStore,
+    LookupCache,
+    OptOutStore,
+    RateLimiter,
+    StatusStore,
+    lookup_key,
+)
+
+E164 = "+14155552671"
+T0 = 1_800_000_000.0
+
+
+def entry(line_type: str = "mobile", negative: bool = False) -> CachedLookup:
+    facts = PhoneFacts(
+        e164=E164,
+        country_code="US",
+        line_type=line_type,
+        source="lookup",
+        fetched_at=T0,
+        valid=True,
+        fields=("line_type_intelligence",),
+    )
+    payload = {"phone_number": E164, "valid": True, "line_type_intelligence": {"type": line_type}}
+    return CachedLookup(
+        facts=facts, payload=payload, field_times={"line_type_intelligence": T0}, fetched_at=T0, negative=negative
+    )
+
+
+class StoreContract:
+    """Behaviour shared by MemoryStore and RedisStore."""
+
+    store: Any
+    pass_time: Callable[[float], None]
+
+    def test_implements_every_protocol(self, store: Any) -> None:
+        """The backend satisfies each runtime-checkable store Protocol."""
+        for proto in (LookupCache, OptOutStore, FailureStore, IdempotencyStore, StatusStore, RateLimiter, AuditLog):
+            assert isinstance(store, proto), proto.__name__
+
+    # -- lookup cache ---------------------------------------------------------------
+    def test_lookup_round_trip(self, store: Any) -> None:
+        """A cached Lookup answer comes back equal, facts and field times included."""
+        key = lookup_key(E164, "abc", "US")
+        assert store.get_lookup(key) is None
+        store.put_lookup(key, entry(), ttl_seconds=60)
+        got = store.get_lookup(key)
+        assert got == entry()
+        assert got.facts.line_type == "mobile"
+        assert got.field_times["line_type_intelligence"] == T0
+
+    def test_lookup_expires(self, store: Any, pass_time: Callable[[float], None]) -> None:
+        """An entry is gone once its TTL has passed."""
+        key = lookup_key(E164, "abc", "US")
+        store.put_lookup(key, entry(), ttl_seconds=0.05)
+        pass_time(0.12)
+        assert store.get_lookup(key) is None
+
+    def test_fill_lock_is_exclusive(self, store: Any) -> None:
+        """While one caller holds a key's fill lock, another cannot take it; after release it can."""
+        key = lookup_key(E164, "abc", "US")
+        with store.fill_lock(key, ttl_seconds=5, wait_seconds=1) as first:
+            assert first is True
+            results = run_threads(1, lambda _: store.fill_lock(key, ttl_seconds=5, wait_seconds=0.05).__enter__())
+            assert results == [False]
+        with store.fill_lock(key, ttl_seconds=5, wait_seconds=0.05) as again:
+            assert again is True
+
+    # -- opt-outs -------------------------------------------------------------------
+    def test_opt_out_and_in_account_scope(self, store: Any) -> None:
+        """An account-wide opt-out blocks every sender; opting in lifts it; changes report True once."""
+        assert store.opt_out(E164, source="sms:STOP", at=T0) is True
+        assert store.opt_out(E164, source="sms:STOP", at=T0 + 1) is False
+        assert store.opted_out_scope(E164, [ACCOUNT_SCOPE, "+15005550006"]) == ACCOUNT_SCOPE
+        assert store.opt_in(E164, source="sms:START", at=T0 + 2) is True
+        assert store.opted_out_scope(E164, [ACCOUNT_SCOPE]) is None
+        assert store.opt_in(E164, source="sms:START", at=T0 + 3) is False
+
+    def test_sender_scope_opt_in_lifts_only_itself(self, store: Any) -> None:
+        """A sender-scoped opt-in leaves other senders' opt-outs; the account scope lifts them all."""
+        store.opt_out(E164, "+15005550006", source="sms:STOP", at=T0)
+        store.opt_out(E164, "MG" + "1" * 32, source="sms:STOP", at=T0)
+        assert store.opted_out_scope(E164, [ACCOUNT_SCOPE, "+15005550006"]) == "+15005550006"
+        assert store.opted_out_scope(E164, [ACCOUNT_SCOPE, "+15005550007"]) is None
+        store.opt_in(E164, "+15005550006", source="sms:START", at=T0 + 1)
+        assert store.opted_out_scope(E164, [ACCOUNT_SCOPE, "+15005550006"]) is None
+        assert store.opted_out_scope(E164, ["MG" + "1" * 32]) == "MG" + "1" * 32
+        store.opt_in(E164, source="api", at=T0 + 2)
+        assert store.opted_out_scope(E164, ["MG" + "1" * 32]) is None
+
+    def test_consent_history_newest_first(self, store: Any) -> None:
+        """Every consent change is kept with its time and source, newest first."""
+        store.opt_out(E164, source="sms:STOP", at=T0)
+        store.opt_in(E164, source="sms:START", at=T0 + 5)
+        history = store.consent_history(E164)
+        assert [(h.opted_out, h.source, h.at) for h in history] == [
+            (False, "sms:START", T0 + 5),
+            (True, "sms:STOP", T0),
+        ]
+        assert store.consent_history("+14155550000") == []
+
+    # -- failures -------------------------------------------------------------------
+    def test_failures_count_once_per_event_inside_window(self, store: Any) -> None:
+        """A repeated event counts once; events older than the window drop out."""
+        assert store.record_failure(E164, "SM1:undelivered", at=T0, window_seconds=100) == 1
+        assert store.record_failure(E164, "SM1:undelivered", at=T0 + 1, window_seconds=100) == 1
+        assert store.record_failure(E164, "SM2:undelivered", at=T0 + 2, window_seconds=100) == 2
+        assert store.record_failure(E164, "SM3:failed", at=T0 + 150, window_seconds=100) == 1
+
+    def test_suppression_by_threshold_marker_and_lift(self, store: Any) -> None:
+        """The threshold of failures suppresses; an explicit marker does too; lifting clears both."""
+        for i in range(3):
+            store.record_failure(E164, f"SM{i}:failed", at=T0 + i, window_seconds=1000)
+        assert store.suppression(E164, now=T0 + 3, window_seconds=1000, threshold=3) == "failures:3"
+        assert store.suppression(E164, now=T0 + 3, window_seconds=1000, threshold=4) is None
+        assert store.suppression(E164, now=T0 + 2000, window_seconds=1000, threshold=3) is None
+        store.suppress(E164, ttl_seconds=60, reason="failures", at=T0)
+        assert store.suppression(E164, now=T0, window_seconds=1000, threshold=99) == "suppressed:failures"
+        assert store.lift_suppression(E164) is True
+        assert store.suppression(E164, now=T0 + 3, window_seconds=1000, threshold=1) is None
+        assert store.lift_suppression(E164) is False
+
+    # -- idempotency ----------------------------------------------------------------
+    def test_claim_lifecycle(self, store: Any) -> None:
+        """First claim wins; others see pending, then done with the result; only the owner settles."""
+        first = store.claim("k1", "fp", ttl_seconds=60)
+        assert first.won and first.token
+        second = store.claim("k1", "fp2", ttl_seconds=60)
+        assert (second.won, second.state, second.fingerprint) == (False, "pending", "fp")
+        store.complete("k1", "not-the-token", b"forged", ttl_seconds=60)
+        assert store.claim("k1", "fp", ttl_seconds=60).state == "pending"
+        store.complete("k1", first.token, b'{"ok": 1}', ttl_seconds=60)
+        done = store.claim("k1", "fp", ttl_seconds=60)
+        assert (done.won, done.state, done.result, done.fingerprint) == (False, "done", b'{"ok": 1}', "fp")
+
+    def test_abandon_frees_and_unknown_sticks(self, store: Any) -> None:
+        """An abandoned claim can be won again; one marked unknown reports so."""
+        a = store.claim("k2", "fp", ttl_seconds=60)
+        store.abandon("k2", a.token)
+        b = store.claim("k2", "fp", ttl_seconds=60)
+        assert b.won
+        store.mark_unknown("k2", b.token, ttl_seconds=60)
+        c = store.claim("k2", "fp", ttl_seconds=60)
+        assert (c.won, c.state) == (False, "unknown")
+
+    def test_pending_claim_lease_expires(self, store: Any, pass_time: Callable[[float], None]) -> None:
+        """A pending claim is a lease: when it lapses the key can be claimed again."""
+        store.claim("k3", "fp", ttl_seconds=0.05)
+        pass_time(0.12)
+        assert store.claim("k3", "fp", ttl_seconds=60).won
+
+    def test_concurrent_claims_have_one_winner(self, store: Any) -> None:
+        """Twenty threads claiming one key at once: exactly one wins."""
+        results = run_threads(20, lambda _: store.claim("k4", "fp", ttl_seconds=60))
+        assert sum(1 for r in results if r.won) == 1
+
+    # -- statuses -------------------------------------------------------------------
+    def test_status_never_moves_backwards(self, store: Any) -> None:
+        """A lower-ranked status does not overwrite a higher one; equal rank is a no-op."""
+        sid = "SM" + "a" * 32
+        assert store.status_of(sid) is None
+        assert store.apply_status(sid, "sent", 3, error_code=None, at=T0, ttl_seconds=60) is True
+        assert store.apply_status(sid, "delivered", 5, error_code=None, at=T0 + 1, ttl_seconds=60) is True
+        assert store.apply_status(sid, "sent", 3, error_code=None, at=T0 + 2, ttl_seconds=60) is False
+        assert store.apply_status(sid, "delivered", 5, error_code=None, at=T0 + 3, ttl_seconds=60) is False
+        record = store.status_of(sid)
+        assert (record.status, record.error_code, record.updated_at) == ("delivered", None, T0 + 1)
+        store.apply_status(sid, "undelivered", 6, error_code=30003, at=T0 + 4, to_hash="h", ttl_seconds=60)
+        record = store.status_of(sid)
+        assert (record.status, record.error_code, record.to_hash) == ("undelivered", 30003, "h")
+
+    # -- rate limits ----------------------------------------------------------------
+    def test_rate_limiter_allows_burst_then_spaces(self, store: Any, now: Callable[[], float]) -> None:
+        """A burst of permits is free; each further permit waits one more interval."""
+        waits = [store.reserve("lookups", rate_per_second=10, burst=3, now=now()) for _ in range(6)]
+        assert waits[:3] == [0.0, 0.0, 0.0]
+        for i, w in enumerate(waits[3:], start=1):
+            assert w == pytest.approx(0.1 * i, abs=0.03)
+
+    # -- audit ----------------------------------------------------------------------
+    def test_audit_newest_first(self, store: Any) -> None:
+        """Audit records come back newest first, limited."""
+        for i in range(5):
+            store.record({"i": i, "to": "+1415555****"})
+        assert [r["i"] for r in store.recent(3)] == [4, 3, 2]
+        assert store.recent(0) == []

@@ -1,0 +1,228 @@
+"""Test doubles shared by the suite: a fake clock, Twilio over ``responses``, a private Redis."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+import responses
+
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "test-auth-token"  # a fake credential for intercepted HTTP
+API = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}"
+LOOKUP = re.compile(r"https://lookups\.twilio\.com/v2/PhoneNumbers/(?P<number>[^?]+)")
+
+
+class FakeClock:
+    """A clock tests move by hand; ``sleep`` advances it and records the request."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# -- Twilio over intercepted HTTP ---------------------------------------------------------
+LINE_TYPES = {
+    "+14155552671": "mobile",
+    "+14155552672": "landline",
+    "+14155552673": "nonFixedVoip",
+    "+14155552674": "fixedVoip",
+    "+14155552675": "premium",
+    "+447911123456": "mobile",
+}
+
+
+@dataclass
+class FakeTwilio:
+    """Twilio's endpoints as ``responses`` callbacks, with counters and scripted faults."""
+
+    mock: responses.RequestsMock
+    lookups: Counter[str] = field(default_factory=Counter)
+    lookup_fields: list[str] = field(default_factory=list)
+    # Per-number queue of scripted answers: (status, headers, body) or an exception instance.
+    faults: dict[str, list[Any]] = field(default_factory=dict)
+    line_types: dict[str, str] = field(default_factory=lambda: dict(LINE_TYPES))
+    invalid: set[str] = field(default_factory=set)
+    lookup_delay_seconds: float = 0.0
+    sent: list[dict[str, str]] = field(default_factory=list)
+    calls: list[dict[str, str]] = field(default_factory=list)
+    verifications: list[dict[str, str]] = field(default_factory=list)
+    send_faults: list[Any] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def lookup_answer(self, number: str, fields: str) -> dict[str, Any]:
+        if number in self.invalid:
+            return {
+                "phone_number": number,
+                "valid": False,
+                "validation_errors": ["INVALID_BUT_POSSIBLE"],
+                "country_code": None,
+                "line_type_intelligence": None,
+            }
+        body: dict[str, Any] = {
+            "phone_number": number,
+            "country_code": "GB" if number.startswith("+44") else "US",
+            "calling_country_code": "44" if number.startswith("+44") else "1",
+            "national_format": number,
+            "valid": True,
+            "validation_errors": [],
+            "caller_name": None,
+            "line_type_intelligence": None,
+            "sms_pumping_risk": None,
+            "url": f"https://lookups.twilio.com/v2/PhoneNumbers/{number}",
+        }
+        if "line_type_intelligence" in fields:
+            body["line_type_intelligence"] = {
+                "type": self.line_types.get(number, "mobile"),
+                "carrier_name": "Carrier One",
+                "mobile_country_code": "310",
+                "mobile_network_code": "260",
+                "error_code": None,
+            }
+        if "sms_pumping_risk" in fields:
+            body["sms_pumping_risk"] = {
+                "sms_pumping_risk_score": 12,
+                "carrier_risk_category": "low",
+                "number_blocked": False,
+                "error_code": None,
+            }
+        if "caller_name" in fields:
+            body["caller_name"] = {"caller_name": "ALEX DOE", "caller_type": "CONSUMER", "error_code": None}
+        return body
+
+    def _lookup(self, request: Any) -> tuple[int, dict[str, str], str]:
+        match = LOOKUP.match(request.url)
+        assert match is not None
+        number = match["number"].replace("%2B", "+")
+        fields = dict(x.split("=", 1) for x in request.url.split("?", 1)[1].split("&")) if "?" in request.url else {}
+        with self._lock:
+            self.lookups[number] += 1
+            self.lookup_fields.append(fields.get("Fields", "").replace("%2C", ","))
+            scripted = self.faults.get(number) or self.faults.get("*")
+            fault = scripted.pop(0) if scripted else None
+        if self.lookup_delay_seconds:
+            time.sleep(self.lookup_delay_seconds)
+        if isinstance(fault, BaseException):
+            raise fault
+        if fault is not None:
+            status, headers, body = fault
+            return status, headers, json.dumps(body)
+        return 200, {}, json.dumps(self.lookup_answer(number, fields.get("Fields", "").replace("%2C", ",")))
+
+    def _create(self, kind: str, prefix: str, request: Any) -> tuple[int, dict[str, str], str]:
+        from urllib.parse import parse_qs
+
+        form = {k: v[0] for k, v in parse_qs(request.body or "").items()}
+        with self._lock:
+            fault = self.send_faults.pop(0) if self.send_faults else None
+        if isinstance(fault, BaseException):
+            raise fault
+        if fault is not None:
+            status, headers, body = fault
+            return status, headers, json.dumps(body)
+        with self._lock:
+            target = {"message": self.sent, "call": self.calls, "verification": self.verifications}[kind]
+            target.append(form)
+            sid = f"{prefix}{len(target):032x}"
+        status = "pending" if kind == "verification" else "queued"
+        return 201, {}, json.dumps({"sid": sid, "status": status, "to": form.get("To"), "channel": form.get("Channel")})
+
+
+# -- Redis --------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free port, that tests may stop and start."""
+
+    def __init__(self, *, persist: bool = False) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("no Redis reachable on 127.0.0.1:6379 and no redis-server binary to start one")
+        self.binary = binary
+        self.port = _free_port()
+        self.dir = tempfile.mkdtemp(prefix="gk-redis-")
+        self.persist = persist
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            self.dir,
+            "--appendonly",
+            "yes" if self.persist else "no",
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not answers(self.url):
+            if time.monotonic() > deadline:
+                raise RuntimeError("private redis-server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def run_threads(n: int, target: Callable[[int], Any]) -> list[Any]:
+    """Run ``target(i)`` in ``n`` threads released at once; returns results (or exceptions) in order."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = target(i)
+        except Exception as exc:  # collected for the test to assert on
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
