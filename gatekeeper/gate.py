@@ -168,7 +168,7 @@ class Gatekeeper:
             t_enrich = time.perf_counter()
             verdict = policies.evaluate(facts, pol, lookup_error=lookup_error)
         if facts is None:
-            decision = router.refusal(phone.e164 or phone.raw, purpose, verdict, None)
+            decision = router.refusal(phone.e164 or phone.raw, purpose, verdict, None, pol)
         else:
             decision = router.route(
                 verdict,
@@ -179,15 +179,6 @@ class Gatekeeper:
                 strict=strict,
                 reroute_landline=reroute_landline,
                 have_email=have_email,
-            )
-        observe = pol.mode == "observe"
-        cache_hit = facts is not None and facts.source == "cache"
-        if observe or cache_hit:
-            decision = replace(
-                decision,
-                enforced=not observe,
-                cache_hit=cache_hit,
-                reasons=(*decision.reasons, "mode:observe") if observe else decision.reasons,
             )
         t_end = time.perf_counter()
         timings = {

@@ -162,7 +162,7 @@ class LookupService:
             return None
         stale = self._stale(entry, fields, self.clock(), max_age)
         if not stale:
-            return replace(entry.facts, source="cache")
+            return entry.facts
         return _Partial(entry, stale)
 
     def _fill(
@@ -186,7 +186,14 @@ class LookupService:
             merged, times = dict(payload), {f: now for f in fields}
         facts = facts_from_payload(phone.e164, phone.region, merged, min(times.values(), default=now), fields)
         if key is not None:
-            entry = CachedLookup(facts=facts, payload=merged, field_times=times, fetched_at=now, negative=negative)
+            # Stored as the cache will serve it, so a hit costs no copy on the hot path.
+            entry = CachedLookup(
+                facts=replace(facts, source="cache"),
+                payload=merged,
+                field_times=times,
+                fetched_at=now,
+                negative=negative,
+            )
             ttl = (
                 self.config.negative_ttl_seconds
                 if negative

@@ -106,6 +106,7 @@ def sender_scope(value: str, country: str | None = None) -> str:
     )
 
 
+@lru_cache(maxsize=8_192)
 def mask(e164: str | None) -> str:
     """A number safe to log: the last four digits hidden (``+1415555****``)."""
     if not e164:
@@ -115,6 +116,7 @@ def mask(e164: str | None) -> str:
     return e164[:-4] + "****"
 
 
+@lru_cache(maxsize=8_192)
 def digest(e164: str, key: bytes = b"") -> str:
     """A stable pseudonym for a number (keyed HMAC-SHA256 when a key is configured), for audit records."""
     return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()[:32]

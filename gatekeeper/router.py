@@ -40,15 +40,25 @@ def twilio_code(kind: RefusalKind, purpose: Purpose) -> int:
     return (_MFA_CODES if purpose == "mfa" else _NOTIFY_CODES)[kind]
 
 
-def refusal(to: str, purpose: Purpose, verdict: Verdict, facts: PhoneFacts | None) -> Decision:
+def _mode(policy: Policy, reasons: tuple[str, ...]) -> tuple[bool, tuple[str, ...]]:
+    """Observe mode decides as usual but marks the decision as not enforced, and says so."""
+    if policy.mode == "observe":
+        return False, (*reasons, "mode:observe")
+    return True, reasons
+
+
+def refusal(to: str, purpose: Purpose, verdict: Verdict, facts: PhoneFacts | None, policy: Policy) -> Decision:
     kind = verdict.refusal or "invalid"
+    enforced, reasons = _mode(policy, verdict.reasons)
     return Decision(
         action=Action.REFUSE,
         to=to,
         purpose=purpose,
-        reasons=verdict.reasons,
+        reasons=reasons,
         facts=facts,
         twilio_code=twilio_code(kind, purpose),
+        enforced=enforced,
+        cache_hit=facts is not None and facts.source == "cache",
     )
 
 
@@ -65,18 +75,21 @@ def route(
 ) -> Decision:
     """Choose the action for an evaluated number."""
     if not verdict.allowed:
-        return refusal(facts.e164, purpose, verdict, facts)
+        return refusal(facts.e164, purpose, verdict, facts, policy)
     if purpose == "mfa":
         action, extra, code = _route_mfa(facts.line_type, policy, channel, strict, have_email)
     else:
         action, extra, code = _route_notify(facts.line_type, policy, channel, strict, reroute_landline)
+    enforced, reasons = _mode(policy, verdict.reasons + extra)
     return Decision(
         action=action,
         to=facts.e164,
         purpose=purpose,
-        reasons=verdict.reasons + extra,
+        reasons=reasons,
         facts=facts,
         twilio_code=code,
+        enforced=enforced,
+        cache_hit=facts.source == "cache",
     )
 
 

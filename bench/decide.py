@@ -1,0 +1,137 @@
+"""How much the gate costs on its hot path. One command: ``./run bench`` (or ``python bench/decide.py``).
+
+Prints, from one run:
+  1. p50/p99 of ``Gatekeeper.decide`` for a repeated number on a memory-cache hit;
+  2. the ratio of ``GatedClient.messages.create`` on a cache hit to a bare ``Client.messages.create``,
+     both against the same local HTTP server, interleaved so drift hits both alike.
+Targets (from the issue): p50 <= 50 us, overhead <= 5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import statistics
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from gatekeeper import GatedClient, Gatekeeper
+
+SID = "AC" + "0" * 32
+TO, FROM = "+14155552671", "+15005550006"
+
+
+class FakeTwilio(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as against api.twilio.com
+    disable_nagle_algorithm = True  # else delayed ACKs add 40 ms to every response and hide the gate
+
+    def _send(self, status: int, payload: dict[str, object]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # Lookup v2
+        number = self.path.split("?")[0].rsplit("/", 1)[-1]
+        self._send(
+            200,
+            {
+                "phone_number": number,
+                "valid": True,
+                "country_code": "US",
+                "line_type_intelligence": {"type": "mobile", "error_code": None},
+            },
+        )
+
+    def do_POST(self) -> None:  # Messages.json
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._send(201, {"sid": "SM" + "0" * 32, "status": "queued", "to": TO, "from": FROM, "body": "x"})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve(ready: Any) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeTwilio)
+    ready.put(server.server_address[1])
+    server.serve_forever()
+
+
+def client_for(url: str) -> Client:
+    client = Client(SID, "bench-token", environment={}, http_client=TwilioHttpClient(timeout=5))
+    client.api.base_url = url
+    client.lookups.base_url = url
+    return client
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument("--sends", type=int, default=1_500)
+    args = parser.parse_args()
+
+    # The fake Twilio runs in its own process: in this one its threads would compete with the
+    # client for the GIL and charge the gate for the server's work.
+    ctx = multiprocessing.get_context("spawn")
+    ready: Any = ctx.Queue()
+    server = ctx.Process(target=serve, args=(ready,), daemon=True)
+    server.start()
+    url = f"http://127.0.0.1:{ready.get(timeout=30)}"
+
+    gate = Gatekeeper(client_for(url))
+    gate.decide(TO)  # fill the cache: everything below is a memory-cache hit
+    samples = []
+    for _ in range(args.decisions):
+        t0 = time.perf_counter()
+        gate.decide(TO)
+        samples.append(time.perf_counter() - t0)
+    p50, p99 = percentile(samples, 0.5) * 1e6, percentile(samples, 0.99) * 1e6
+    print(
+        f"decide, memory-cache hit: p50 {p50:.1f} us  p99 {p99:.1f} us  (target p50 <= 50 us)  "
+        f"{'OK' if p50 <= 50 else 'MISSED'}"
+    )
+
+    # One twilio Client (one connection pool) under both, so the only difference is the gate.
+    bare = client_for(url)
+    gated = GatedClient(bare, Gatekeeper(bare))
+    gated.messages.create(to=TO, from_=FROM, body="warm-up")  # cache fill
+    bare.messages.create(to=TO, from_=FROM, body="warm-up")
+    # As timeit does, collect first and keep the collector out of the timed loop: a collection
+    # landing inside one sample would charge either side for garbage both made.
+    gc.collect()
+    gc.disable()
+    bare_t: list[float] = []
+    gated_t: list[float] = []
+    body = "Your package arrives today"
+    for i in range(args.sends):
+        # Alternate which goes first, so neither always follows the other on the server's threads.
+        pair = [(bare.messages.create, bare_t), (gated.messages.create, gated_t)]
+        for create, into in pair if i % 2 else reversed(pair):
+            t0 = time.perf_counter()
+            create(to=TO, from_=FROM, body=body)
+            into.append(time.perf_counter() - t0)
+    gc.enable()
+    ratio = statistics.median(gated_t) / statistics.median(bare_t)
+    print(
+        f"messages.create over loopback HTTP: bare p50 {statistics.median(bare_t) * 1e6:.0f} us, "
+        f"gated p50 {statistics.median(gated_t) * 1e6:.0f} us, ratio {ratio:.3f} "
+        f"(overhead {100 * (ratio - 1):+.1f} %, target <= 5 %)  {'OK' if ratio <= 1.05 else 'MISSED'}"
+    )
+    server.terminate()
+
+
+if __name__ == "__main__":
+    main()
