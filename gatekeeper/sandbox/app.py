@@ -101,10 +101,18 @@ def create_app(
     app.add_url_rule(f"{account}/Messages/<sid>.json", "messages_fetch", _fetch_message, methods=["GET"])
     app.add_url_rule(f"{account}/Calls.json", "calls_create", _create_call, methods=["POST"])
     app.add_url_rule(f"{account}/Calls/<sid>.json", "calls_fetch", _fetch_call, methods=["GET"])
-    app.add_url_rule("/v2/Services/<service_sid>/Verifications", "verifications_create", _create_verification,
-                     methods=["POST"])
-    app.add_url_rule("/v2/Services/<service_sid>/VerificationCheck", "verification_checks_create",
-                     _check_verification, methods=["POST"])
+    app.add_url_rule(
+        "/v2/Services/<service_sid>/Verifications",
+        "verifications_create",
+        _create_verification,
+        methods=["POST"],
+    )
+    app.add_url_rule(
+        "/v2/Services/<service_sid>/VerificationCheck",
+        "verification_checks_create",
+        _check_verification,
+        methods=["POST"],
+    )
     app.register_blueprint(control_blueprint())
     app.wsgi_app = _DropMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     return app
@@ -204,8 +212,13 @@ def _http_error(exc: HTTPException) -> Response:
 
 def _crash(exc: Exception) -> Response:
     # A real bug: say so in the log (type and route only; messages may hold numbers).
-    _log.error("sandbox bug: %s while handling %s %s", type(exc).__name__, request.method,
-               request.endpoint or "unknown route", exc_info=_log.isEnabledFor(logging.DEBUG))
+    _log.error(
+        "sandbox bug: %s while handling %s %s",
+        type(exc).__name__,
+        request.method,
+        request.endpoint or "unknown route",
+        exc_info=_log.isEnabledFor(logging.DEBUG),
+    )
     return json_response(error_body(500, 20500, "Internal Server Error"), 500)
 
 
@@ -329,11 +342,24 @@ def _create_call(account_sid: str) -> Response:
         raise create_error(profile.call_create_error, to, from_)
     if not profile.valid:
         raise create_error(21211, to, from_)
-    resource = call_json(sid=new_sid("CA"), account_sid=account.sid, to=profile.e164, from_=from_,
-                         to_profile=profile, now=sandbox.clock())
+    resource = call_json(
+        sid=new_sid("CA"),
+        account_sid=account.sid,
+        to=profile.e164,
+        from_=from_,
+        to_profile=profile,
+        now=sandbox.clock(),
+    )
     events = Sandbox.call_events_valid(form.getlist("StatusCallbackEvent"))
-    sandbox.add_call(resource, profile=profile, account=account, twiml=None if url else twiml, url=url,
-                     status_callback=status_callback, events=events)
+    sandbox.add_call(
+        resource,
+        profile=profile,
+        account=account,
+        twiml=None if url else twiml,
+        url=url,
+        status_callback=status_callback,
+        events=events,
+    )
     _log.info("call %s queued to %s", resource["sid"], mask(profile.e164))
     return json_response(resource, 201)
 
@@ -389,9 +415,18 @@ def _create_verification(service_sid: str) -> Response:
                 verification.code = custom
         else:
             verification = Verification(
-                sid=new_sid("VE"), service_sid=service_sid, account_sid=account.sid, to=to, channel=channel,
-                code=sandbox.code_for(to, custom), created=now, updated=now, lookup=lookup,
-                amount=form.get("Amount") or None, payee=form.get("Payee") or None, attempts=[attempt],
+                sid=new_sid("VE"),
+                service_sid=service_sid,
+                account_sid=account.sid,
+                to=to,
+                channel=channel,
+                code=sandbox.code_for(to, custom),
+                created=now,
+                updated=now,
+                lookup=lookup,
+                amount=form.get("Amount") or None,
+                payee=form.get("Payee") or None,
+                attempts=[attempt],
             )
         sandbox.save_verification(verification)
         body = verification.to_json()

@@ -260,7 +260,16 @@ class CallbackDispatcher:
             if 200 <= status < 300:
                 break
         parts = urlsplit(url)  # log no query string: it may carry anything
-        _log.debug("callback %s %s to %s://%s%s -> %s after %d attempt(s)", event.resource, event.status,
-                   parts.scheme, parts.netloc, parts.path, status if status is not None else error, attempts)
-        return CallbackDelivery(url, dict(event.params), event.token, signature, status, attempts, error,
-                                duplicate)
+        _log.debug(
+            "callback %s %s to %s://%s%s -> %s after %d attempt(s)",
+            event.resource,
+            event.status,
+            parts.scheme,
+            parts.netloc,
+            parts.path,
+            status if status is not None else error,
+            attempts,
+        )
+        return CallbackDelivery(
+            url, dict(event.params), event.token, signature, status, attempts, error, duplicate
+        )

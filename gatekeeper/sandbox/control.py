@@ -168,11 +168,13 @@ def control_blueprint() -> Blueprint:
     @bp.get("/callbacks")
     def callbacks() -> Response:
         sandbox = _sandbox()
-        return _json({
-            "config": dataclasses.asdict(sandbox.callback_config),
-            "pending": sandbox.dispatcher.pending(),
-            "deliveries": [d.to_dict() for d in sandbox.callback_deliveries()],
-        })
+        return _json(
+            {
+                "config": dataclasses.asdict(sandbox.callback_config),
+                "pending": sandbox.dispatcher.pending(),
+                "deliveries": [d.to_dict() for d in sandbox.callback_deliveries()],
+            }
+        )
 
     @bp.put("/callbacks")
     def configure_callbacks() -> Response:

@@ -174,8 +174,16 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 def _build_fault(fault_id: int, kind: str, options: Mapping[str, Any]) -> Fault:
     if kind not in FAULT_KINDS:
         raise ValueError(f"fault kind must be one of {', '.join(sorted(FAULT_KINDS))}")
-    allowed = {"route", "number", "times", "status", "code", "message", "latency_seconds",
-               "retry_after_seconds"}
+    allowed = {
+        "route",
+        "number",
+        "times",
+        "status",
+        "code",
+        "message",
+        "latency_seconds",
+        "retry_after_seconds",
+    }
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"unknown fault options: {', '.join(sorted(unknown))}")

@@ -231,8 +231,14 @@ FIXTURES: dict[str, NumberProfile] = {
         _us("+15005550002", "(500) 555-0002", **_TMO, create_error=21612, call_create_error=21214),
         _us("+15005550003", "(500) 555-0003", **_TMO, create_error=21408, call_create_error=21215),
         _us("+15005550004", "(500) 555-0004", **_TMO, create_error=21610, call_create_error=21216),
-        _us("+15005550009", "(500) 555-0009", line_type="landline", carrier_name="Pacific Bell", mcc="310",
-            create_error=21614),
+        _us(
+            "+15005550009",
+            "(500) 555-0009",
+            line_type="landline",
+            carrier_name="Pacific Bell",
+            mcc="310",
+            create_error=21614,
+        ),
         # The magic valid sender; a fine recipient too.
         _us("+15005550006", "(500) 555-0006", **_TMO),
     )
@@ -269,16 +275,29 @@ _PN_TYPES: dict[int, str] = {
 
 # Mobile carriers per region: (name, mcc, mnc). MCC 001 is the ITU test network, used elsewhere.
 _CARRIERS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "US": (("T-Mobile USA, Inc.", "310", "260"), ("Verizon Wireless", "311", "480"),
-           ("AT&T Wireless", "310", "410")),
-    "CA": (("Rogers Communications", "302", "720"), ("Bell Mobility", "302", "610"),
-           ("Telus Mobility", "302", "220")),
-    "GB": (("EE Limited", "234", "30"), ("Vodafone UK", "234", "15"), ("Telefonica UK (O2)", "234", "10"),
-           ("Hutchison 3G UK", "234", "20")),
+    "US": (
+        ("T-Mobile USA, Inc.", "310", "260"),
+        ("Verizon Wireless", "311", "480"),
+        ("AT&T Wireless", "310", "410"),
+    ),
+    "CA": (
+        ("Rogers Communications", "302", "720"),
+        ("Bell Mobility", "302", "610"),
+        ("Telus Mobility", "302", "220"),
+    ),
+    "GB": (
+        ("EE Limited", "234", "30"),
+        ("Vodafone UK", "234", "15"),
+        ("Telefonica UK (O2)", "234", "10"),
+        ("Hutchison 3G UK", "234", "20"),
+    ),
     "GG": (("Sure (Guernsey) Limited", "234", "55"), ("JT (Guernsey) Limited", "234", "50")),
     "JE": (("JT (Jersey) Limited", "234", "50"), ("Sure (Jersey) Limited", "234", "55")),
-    "DE": (("Telekom Deutschland GmbH", "262", "01"), ("Vodafone GmbH", "262", "02"),
-           ("Telefonica Germany", "262", "03")),
+    "DE": (
+        ("Telekom Deutschland GmbH", "262", "01"),
+        ("Vodafone GmbH", "262", "02"),
+        ("Telefonica Germany", "262", "03"),
+    ),
     "FR": (("Orange", "208", "01"), ("SFR", "208", "10"), ("Bouygues Telecom", "208", "20")),
 }
 _FIXED_CARRIERS: dict[str, str] = {
@@ -377,8 +396,15 @@ _POSSIBILITY_ERRORS: dict[int, str] = {
 def _invalid(raw: str, reason: str) -> NumberProfile:
     digits = "".join(ch for ch in raw if ch.isdigit())
     e164 = "+" + digits if digits else raw
-    return NumberProfile(e164=e164, valid=False, line_type=None, validation_errors=(reason,),
-                         create_error=21211, call_create_error=21211, sms_pumping_risk_score=0)
+    return NumberProfile(
+        e164=e164,
+        valid=False,
+        line_type=None,
+        validation_errors=(reason,),
+        create_error=21211,
+        call_create_error=21211,
+        sms_pumping_risk_score=0,
+    )
 
 
 def looks_like_e164(value: str) -> bool:
@@ -416,7 +442,7 @@ class NumberBook:
         raw = number.strip()
         for prefix in ("whatsapp:", "sms:", "tel:"):
             if raw.lower().startswith(prefix):
-                raw = raw[len(prefix):]
+                raw = raw[len(prefix) :]
         base = self._resolve(raw, country)
         with self._lock:
             extra = dict(self._overrides.get(base.e164, {}))
@@ -447,7 +473,6 @@ class NumberBook:
         if not phonenumbers.is_valid_number(parsed):
             return _invalid(e164, "INVALID_BUT_POSSIBLE")
         return derive_profile(parsed)
-
 
     def _known(self, e164: str) -> NumberProfile | None:
         """The fixture for ``e164``, or a base for its override, or None."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import quote
 
 from gatekeeper.sandbox.numbers import NO_CARRIER_TYPES, NumberProfile
 
@@ -91,14 +92,15 @@ def lookup_json(profile: NumberProfile, fields: Sequence[str], query: Mapping[st
     body: dict[str, Any] = {
         "calling_country_code": profile.calling_country_code if profile.valid else None,
         "country_code": profile.country_code if profile.valid else None,
-        "phone_number": profile.e164,
+        # Input with no digits at all has no E.164 form to echo.
+        "phone_number": profile.e164 if profile.e164.startswith("+") else None,
         "national_format": profile.national_format if profile.valid else None,
         "valid": profile.valid,
         "validation_errors": list(profile.validation_errors),
     }
     for package in _PACKAGES:
         body[package] = _package(package, profile, query) if profile.valid and package in fields else None
-    body["url"] = f"{LOOKUP_BASE}/v2/PhoneNumbers/{profile.e164}"
+    body["url"] = f"{LOOKUP_BASE}/v2/PhoneNumbers/{quote(profile.e164, safe='+')}"
     return body
 
 
@@ -162,8 +164,17 @@ def _reassigned_number(profile: NumberProfile, query: Mapping[str, str]) -> dict
 
 
 def _identity_match(profile: NumberProfile, query: Mapping[str, str]) -> dict[str, Any]:
-    keys = ("first_name", "last_name", "address_lines", "city", "state", "postal_code",
-            "address_country", "national_id", "date_of_birth")
+    keys = (
+        "first_name",
+        "last_name",
+        "address_lines",
+        "city",
+        "state",
+        "postal_code",
+        "address_country",
+        "national_id",
+        "date_of_birth",
+    )
     return {
         **{f"{key}_match": "no_data_available" for key in keys},
         "summary_score": 0,
@@ -255,10 +266,21 @@ def call_json(
 ) -> dict[str, Any]:
     """A new Call resource as the create call answers it."""
     uri = f"/{API_VERSION}/Accounts/{account_sid}/Calls/{sid}.json"
-    subresources = ("notifications", "recordings", "payments", "events", "siprec", "streams",
-                    "transcriptions", "user_defined_message_subscriptions", "user_defined_messages")
-    names = {"user_defined_message_subscriptions": "UserDefinedMessageSubscriptions",
-             "user_defined_messages": "UserDefinedMessages"}
+    subresources = (
+        "notifications",
+        "recordings",
+        "payments",
+        "events",
+        "siprec",
+        "streams",
+        "transcriptions",
+        "user_defined_message_subscriptions",
+        "user_defined_messages",
+    )
+    names = {
+        "user_defined_message_subscriptions": "UserDefinedMessageSubscriptions",
+        "user_defined_messages": "UserDefinedMessages",
+    }
     return {
         "account_sid": account_sid,
         "answered_by": None,
@@ -317,8 +339,12 @@ def call_plan(profile: NumberProfile) -> list[tuple[str, str]]:
         return [("initiated", "initiated"), ("completed", "failed")]
     if outcome in ("busy", "no-answer"):
         return [("initiated", "initiated"), ("ringing", "ringing"), ("completed", outcome)]
-    return [("initiated", "initiated"), ("ringing", "ringing"), ("answered", "in-progress"),
-            ("completed", "completed")]
+    return [
+        ("initiated", "initiated"),
+        ("ringing", "ringing"),
+        ("answered", "in-progress"),
+        ("completed", "completed"),
+    ]
 
 
 # -- Verify ---------------------------------------------------------------------------------

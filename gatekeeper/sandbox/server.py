@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -73,7 +74,9 @@ class SandboxServer:
         self._server = make_server(
             self.host, self.port, self.app, threaded=True, request_handler=_MaskingHandler
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-server", daemon=True)
+        # A short poll interval makes stop() quick; the loop is idle between requests anyway.
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
+        self._thread = threading.Thread(target=serve, name="sandbox-server", daemon=True)
         self._thread.start()
         _log.info("sandbox serving on %s", self.url)
         return self

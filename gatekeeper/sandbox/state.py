@@ -139,7 +139,8 @@ class Sandbox:
         wanted = self.normalize(number) if number else None
         with self._lock:
             return [
-                r for r in self._requests
+                r
+                for r in self._requests
                 if (route is None or _route_matches(route, r.route))
                 and (wanted is None or r.number == wanted)
             ]
@@ -289,8 +290,14 @@ class Sandbox:
         """Consume the faults that apply to one request."""
         return self.faults.decide(route, number)
 
-    def add_message(self, resource: dict[str, Any], *, profile: NumberProfile, account: Account,
-                    status_callback: str | None) -> None:
+    def add_message(
+        self,
+        resource: dict[str, Any],
+        *,
+        profile: NumberProfile,
+        account: Account,
+        status_callback: str | None,
+    ) -> None:
         """Store a created message and queue its lifecycle events."""
         sid = resource["sid"]
         with self._lock:
@@ -313,8 +320,17 @@ class Sandbox:
                 params["ErrorCode"] = str(error)
             if status in ("delivered", "undelivered"):
                 params["RawDlrDoneDate"] = time.strftime("%y%m%d%H%M", time.gmtime(self.clock()))
-            events.append(CallbackEvent("message", sid, status, params, status_callback, account.auth_token,
-                                        self._message_applier(sid, status, error)))
+            events.append(
+                CallbackEvent(
+                    "message",
+                    sid,
+                    status,
+                    params,
+                    status_callback,
+                    account.auth_token,
+                    self._message_applier(sid, status, error),
+                )
+            )
         self.dispatcher.enqueue(events)
 
     def _message_applier(self, sid: str, status: str, error: int | None) -> Callable[[], None]:
@@ -423,8 +439,9 @@ class Sandbox:
         with self._lock:
             return custom or self._verify_codes.get(to) or self._verify_default
 
-    def pending_verification(self, account_sid: str, service_sid: str, *, to: str | None = None,
-                             sid: str | None = None) -> Verification | None:
+    def pending_verification(
+        self, account_sid: str, service_sid: str, *, to: str | None = None, sid: str | None = None
+    ) -> Verification | None:
         """The live (pending, not expired) verification for ``to`` or ``sid`` in a service."""
         now = self.clock()
         with self._lock:

@@ -19,7 +19,9 @@ from gatekeeper.sandbox.numbers import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 #: Twilio products whose requests go to the sandbox.
 SANDBOX_PRODUCTS: tuple[str, ...] = ("api", "lookups", "verify", "messaging")
 # With edge/region set, the SDK writes hosts like ``lookups.dublin.us1.twilio.com``.
-_TWILIO_PREFIX = re.compile(rf"^https://(?:{'|'.join(SANDBOX_PRODUCTS)})(?:\.[a-z0-9-]+)*\.twilio\.com(?=[/?]|$)")
+_TWILIO_PREFIX = re.compile(
+    rf"^https://(?:{'|'.join(SANDBOX_PRODUCTS)})(?:\.[a-z0-9-]+)*\.twilio\.com(?=[/?]|$)"
+)
 #: Seconds; the SDK's own default is no timeout at all.
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
@@ -42,7 +44,7 @@ class SandboxHttpClient(TwilioHttpClient):  # type: ignore[misc, unused-ignore] 
     def rewrite(self, url: str) -> str:
         """``url`` with an emulated Twilio host (any edge/region) replaced by ``base_url``."""
         match = _TWILIO_PREFIX.match(url)
-        return self.base_url + url[match.end():] if match else url
+        return self.base_url + url[match.end() :] if match else url
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         """Send the request, rewritten to the sandbox when it targets an emulated Twilio host."""
