@@ -28,7 +28,7 @@ def mask_path(path: str) -> str:
     return _DIGITS.sub(lambda m: m.group(0)[:-4] + "****", path)
 
 
-class _MaskingHandler(WSGIRequestHandler):
+class MaskingRequestHandler(WSGIRequestHandler):
     """Werkzeug's handler, but the access log never shows a full phone number."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -72,7 +72,7 @@ class SandboxServer:
         if self._server is not None:
             return self
         self._server = make_server(
-            self.host, self.port, self.app, threaded=True, request_handler=_MaskingHandler
+            self.host, self.port, self.app, threaded=True, request_handler=MaskingRequestHandler
         )
         # A short poll interval makes stop() quick; the loop is idle between requests anyway.
         serve = functools.partial(self._server.serve_forever, poll_interval=0.05)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
@@ -105,3 +108,74 @@ def test_logs_never_hold_full_numbers_or_tokens(
     for digits in ("4155550100", "4155550101", "4155550102", "4155550103"):
         assert digits not in caplog.text
     assert TEST_AUTH_TOKEN not in caplog.text
+
+
+_PARAMS = st.sampled_from(
+    [
+        "To",
+        "From",
+        "Body",
+        "MediaUrl",
+        "MessagingServiceSid",
+        "StatusCallback",
+        "Twiml",
+        "Url",
+        "Channel",
+        "Code",
+        "VerificationSid",
+        "CustomCode",
+        "StatusCallbackEvent",
+        "Fields",
+        "CountryCode",
+    ]
+)
+_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "+14155550100",
+            "+14155550101",
+            "+15005550001",
+            "sms",
+            "email",
+            "<Response/>",
+            "<x",
+            "http://127.0.0.1:9/cb",
+            "MG" + "0" * 32,
+            "123456",
+            "a@b.co",
+            "line_type_intelligence",
+        ]
+    ),
+)
+_PATHS = [
+    ("GET", "/v2/PhoneNumbers/{value}"),
+    ("POST", f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json"),
+    ("POST", f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Calls.json"),
+    ("POST", "/v2/Services/VA" + "8" * 32 + "/Verifications"),
+    ("POST", "/v2/Services/VA" + "8" * 32 + "/VerificationCheck"),
+    ("GET", f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages/{{value}}.json"),
+]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    route=st.sampled_from(_PATHS),
+    params=st.dictionaries(_PARAMS, _VALUES, max_size=6),
+    value=st.text(max_size=20),
+)
+def test_arbitrary_input_never_crashes(
+    sandbox_server: SandboxServer, route: tuple[str, str], params: dict[str, str], value: str
+) -> None:
+    """Whatever the parameters, every answer is a Twilio-shaped JSON body with a status below 500."""
+    method, template = route
+    path = template.replace("{value}", quote(value or "x", safe="+"))
+    data = params if method == "POST" else None
+    query = params if method == "GET" else None
+    response = requests.request(
+        method, sandbox_server.url + path, data=data, params=query, auth=AUTH, timeout=5
+    )
+    assert response.status_code < 500, response.text
+    body = response.json()
+    if response.status_code >= 400:
+        assert _is_twilio_error(body, response.status_code)

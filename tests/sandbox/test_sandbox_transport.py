@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import requests
 
-from gatekeeper.sandbox import SandboxHttpClient, SandboxServer, sandbox_client
+from gatekeeper.sandbox import TEST_AUTH_TOKEN, SandboxHttpClient, SandboxServer, sandbox_client
 from gatekeeper.sandbox.transport import DEFAULT_TIMEOUT_SECONDS
 
 
@@ -77,3 +80,17 @@ def test_server_lifecycle() -> None:
     server.stop()
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(url, timeout=2)
+
+
+def test_module_runs_a_standalone_server() -> None:
+    """`python -m gatekeeper.sandbox --port 0` serves the API to another process."""
+    command = [sys.executable, "-m", "gatekeeper.sandbox", "--port", "0", "--callbacks", "manual"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            banner = proc.stdout.readline()
+            url = banner.split(" on ", 1)[1].split(" ", 1)[0]
+            assert sandbox_client(url).lookups.v2.phone_numbers("+14155550100").fetch().valid is True
+            assert TEST_AUTH_TOKEN not in banner
+        finally:
+            proc.terminate()
