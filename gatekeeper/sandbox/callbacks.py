@@ -25,6 +25,7 @@ import requests
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped, unused-ignore]
 
 from gatekeeper.sandbox.config import CallbackConfig
+from gatekeeper.sandbox.numbers import mask_path
 
 _log = logging.getLogger("gatekeeper.sandbox.callbacks")
 
@@ -266,7 +267,7 @@ class CallbackDispatcher:
             event.status,
             parts.scheme,
             parts.netloc,
-            parts.path,
+            mask_path(parts.path),
             status if status is not None else error,
             attempts,
         )

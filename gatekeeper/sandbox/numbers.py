@@ -58,6 +58,7 @@ NO_CARRIER_TYPES: frozenset[str] = frozenset(
     {"personal", "tollFree", "premium", "sharedCost", "uan", "voicemail", "pager", "unknown"}
 )
 _E164_SHAPE = re.compile(r"^\+[0-9]{8,15}$")
+_PHONE_CHARS = re.compile(r"^[+0-9 ().\-]+$")
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,15 @@ def mask(value: str) -> str:
     if len(value) <= 4:
         return "****"
     return value[:-4] + "****"
+
+
+# Runs of 5+ digits may be phone numbers; SIDs lose a few digits too, which is harmless.
+_DIGIT_RUN = re.compile(r"\d{5,}")
+
+
+def mask_path(text: str) -> str:
+    """``text`` (a URL path, a request line) with every long digit run's last four digits masked."""
+    return _DIGIT_RUN.sub(lambda m: m.group(0)[:-4] + "****", text)
 
 
 def _us(e164: str, national: str, **fields: Any) -> NumberProfile:
@@ -394,8 +404,10 @@ _POSSIBILITY_ERRORS: dict[int, str] = {
 
 
 def _invalid(raw: str, reason: str) -> NumberProfile:
+    # Phone-shaped input is keyed as +digits (so "+1 415 555" and "+1415555" count as one);
+    # anything else (an email, "abc123") keeps its own text and never passes for a number.
     digits = "".join(ch for ch in raw if ch.isdigit())
-    e164 = "+" + digits if digits else raw
+    e164 = "+" + digits if digits and _PHONE_CHARS.match(raw) else raw
     return NumberProfile(
         e164=e164,
         valid=False,
@@ -459,26 +471,30 @@ class NumberBook:
         known = self._known(raw)
         if known is not None:
             return known
+        if "@" in raw:  # phonenumbers would dig digits out of "user1@example.com"
+            return _invalid(raw, "NOT_A_NUMBER")
         try:
             parsed = phonenumbers.parse(raw, None if raw.startswith("+") else (country or "US").upper())
         except NumberParseException as exc:
             return _invalid(raw, _PARSE_ERRORS.get(exc.error_type, "NOT_A_NUMBER"))
         e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
-        known = self._known(e164)
-        if known is not None:
-            return known
-        possible = phonenumbers.is_possible_number_with_reason(parsed)
-        if possible != ValidationResult.IS_POSSIBLE:
-            return _invalid(e164, _POSSIBILITY_ERRORS.get(possible, "INVALID_LENGTH"))
-        if not phonenumbers.is_valid_number(parsed):
-            return _invalid(e164, "INVALID_BUT_POSSIBLE")
-        return derive_profile(parsed)
+        return self._known(e164) or _judge(parsed, e164)
 
     def _known(self, e164: str) -> NumberProfile | None:
         """The fixture for ``e164``, or a base for its override, or None."""
         if e164 in FIXTURES:
             return FIXTURES[e164]
         return _default_for_override(e164) if e164 in self._overrides else None
+
+
+def _judge(parsed: phonenumbers.PhoneNumber, e164: str) -> NumberProfile:
+    """Lookup's verdict on a parsed number outside the fixtures: a reason, or a derived profile."""
+    possible = phonenumbers.is_possible_number_with_reason(parsed)
+    if possible != ValidationResult.IS_POSSIBLE:
+        return _invalid(e164, _POSSIBILITY_ERRORS.get(possible, "INVALID_LENGTH"))
+    if not phonenumbers.is_valid_number(parsed):
+        return _invalid(e164, "INVALID_BUT_POSSIBLE")
+    return derive_profile(parsed)
 
 
 def _default_for_override(e164: str) -> NumberProfile:

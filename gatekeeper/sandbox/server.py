@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import threading
 from types import TracebackType
 from typing import Any
@@ -15,19 +14,11 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from gatekeeper.sandbox.app import create_app
 from gatekeeper.sandbox.config import SandboxConfig
+from gatekeeper.sandbox.numbers import mask_path
 from gatekeeper.sandbox.state import Sandbox
 from gatekeeper.sandbox.transport import sandbox_client
 
 _log = logging.getLogger("gatekeeper.sandbox.server")
-# Runs of 5+ digits may be phone numbers; SIDs lose a few digits too, which is harmless.
-_DIGITS = re.compile(r"\d{5,}")
-
-
-def mask_path(path: str) -> str:
-    """A request path with every long digit run's last four digits masked (``+1415555****``)."""
-    return _DIGITS.sub(lambda m: m.group(0)[:-4] + "****", path)
-
-
 class MaskingRequestHandler(WSGIRequestHandler):
     """Werkzeug's handler, but the access log never shows a full phone number."""
 

@@ -143,3 +143,11 @@ def test_mask_hides_the_last_four() -> None:
     assert mask("someone@example.com") == "s***@example.com"
     assert looks_like_e164("+14155550100")
     assert not looks_like_e164("4155550100")
+
+
+def test_non_phone_text_is_never_keyed_as_a_number() -> None:
+    """An email keeps its own text as key and is not a number; phone-shaped junk becomes +digits."""
+    book = NumberBook()
+    email = book.profile("user1@example.com")
+    assert (email.e164, email.validation_errors) == ("user1@example.com", ("NOT_A_NUMBER",))
+    assert book.profile("+1 415 555").e164 == "+1415555"
