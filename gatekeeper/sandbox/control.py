@@ -14,7 +14,7 @@ GET      /_sandbox/messages[/<sid>]                  stored messages
 GET      /_sandbox/calls[/<sid>]                     stored calls, with ``twiml``
 GET      /_sandbox/verifications                     verifications, with ``code``
 GET      /_sandbox/verifications/code?to=            the code the latest verification expects
-PUT      /_sandbox/verifications/code                ``{"code", "to"?}``: set the code (204)
+PUT      /_sandbox/verifications/code                ``{"code", "to"?, "sid"?}``: set the code (204)
 GET      /_sandbox/faults                            active faults
 POST     /_sandbox/faults                            ``{"kind", ...Fault fields}`` (201)
 DELETE   /_sandbox/faults                            clear faults and rate limit (204)
@@ -120,7 +120,7 @@ def control_blueprint() -> Blueprint:
     @bp.put("/verifications/code")
     def set_verification_code() -> Response:
         body = _body()
-        _sandbox().set_verify_code(body.get("code", ""), to=body.get("to"))
+        _sandbox().set_verify_code(body.get("code", ""), to=body.get("to"), sid=body.get("sid"))
         return Response(status=204)
 
     @bp.get("/faults")
@@ -233,9 +233,9 @@ class SandboxControlClient:
         code: str = self._call("GET", "/verifications/code", params={"to": to})["code"]
         return code
 
-    def set_verify_code(self, code: str, *, to: str | None = None) -> None:
-        """Set the code new verifications (to ``to``, or to anyone) expect."""
-        self._call("PUT", "/verifications/code", json={"code": code, "to": to})
+    def set_verify_code(self, code: str, *, to: str | None = None, sid: str | None = None) -> None:
+        """Set the code one verification (``sid``), one number (``to``) or everyone expects."""
+        self._call("PUT", "/verifications/code", json={"code": code, "to": to, "sid": sid})
 
     def add_fault(self, kind: str, **options: Any) -> dict[str, Any]:
         """Inject a fault; see :class:`gatekeeper.sandbox.faults.Fault`."""

@@ -19,6 +19,8 @@ from gatekeeper.sandbox.state import Sandbox
 from gatekeeper.sandbox.transport import sandbox_client
 
 _log = logging.getLogger("gatekeeper.sandbox.server")
+
+
 class MaskingRequestHandler(WSGIRequestHandler):
     """Werkzeug's handler, but the access log never shows a full phone number."""
 

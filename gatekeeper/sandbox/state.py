@@ -200,23 +200,31 @@ class Sandbox:
 
     def verification_code(self, to: str, service_sid: str | None = None) -> str | None:
         """The code the latest verification to ``to`` expects, or None if there is none."""
+        to = self.normalize(to)
         with self._lock:
             for v in reversed(self._verifications.values()):
                 if v.to == to and (service_sid is None or v.service_sid == service_sid):
                     return v.code
         return None
 
-    def set_verify_code(self, code: str, *, to: str | None = None) -> None:
-        """Set the code new verifications expect: for everyone, or for ``to`` (also its pending ones)."""
+    def set_verify_code(self, code: str, *, to: str | None = None, sid: str | None = None) -> None:
+        """Set the code verifications expect: one verification (``sid``), one number (``to``: its
+        pending and future ones), or everyone's future ones (neither)."""
         if not (isinstance(code, str) and code.isalnum() and 4 <= len(code) <= 10):
             raise ValueError("a verification code is 4 to 10 letters or digits")
         with self._lock:
+            if sid is not None:
+                if sid not in self._verifications:
+                    raise ValueError(f"no verification {sid}")
+                self._verifications[sid].code = code
+                return
             if to is None:
                 self._verify_default = code
                 return
-            self._verify_codes[to] = code
+            key = self.normalize(to)
+            self._verify_codes[key] = code
             for v in self._verifications.values():
-                if v.to == to and v.status == "pending":
+                if v.to == key and v.status == "pending":
                     v.code = code
 
     # -- control: faults, numbers, callbacks ----------------------------------------------------

@@ -64,8 +64,11 @@ def test_codes_are_settable(client: Client, sandbox: Sandbox) -> None:
     assert sandbox.verification_code("+14155550100") == "4242"
     _service(client).verifications.create(to="+14155550102", channel="sms", custom_code="987654")
     assert sandbox.verification_code("+14155550102") == "987654"
-    sandbox.set_verify_code("1111", to="+14155550102")
+    sandbox.set_verify_code("1111", to="(415) 555-0102")
     assert _service(client).verification_checks.create(to="+14155550102", code="1111").status == "approved"
+    verification = _service(client).verifications.create(to="+14155550103", channel="sms")
+    sandbox.set_verify_code("2222", sid=verification.sid)
+    assert sandbox.verification_code("+14155550103") == "2222"
 
 
 def test_landline_sms_is_403_60205(client: Client) -> None:
