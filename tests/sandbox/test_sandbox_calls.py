@@ -1,0 +1,106 @@
+"""Calls: create with Twiml or Url, TwiML checks, fetch, magic numbers, outcomes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
+
+from gatekeeper.sandbox import Sandbox
+
+
+def test_create_with_twiml_keeps_the_twiml(client: Client, sandbox: Sandbox) -> None:
+    """A call created with Twiml is queued, and the sandbox keeps the TwiML for tests to read."""
+    twiml = VoiceResponse()
+    twiml.say("Your code is 1 2 3 <&>", voice="Polly.Joanna")
+    call = client.calls.create(to="+14155550100", from_="+15005550006", twiml=str(twiml))
+    assert re.fullmatch(r"CA[0-9a-f]{32}", call.sid)
+    assert (call.status, call.direction, call.to, call.to_formatted) == (
+        "queued",
+        "outbound-api",
+        "+14155550100",
+        "(415) 555-0100",
+    )
+    assert sandbox.call_twiml(call.sid) == str(twiml)
+    stored = sandbox.call(call.sid)
+    assert stored is not None
+    assert stored["twiml"] == str(twiml)
+
+
+def test_create_with_url(client: Client, sandbox: Sandbox) -> None:
+    """A call created with Url keeps the URL and no TwiML."""
+    call = client.calls.create(to="+14155550100", from_="+15005550006", url="https://example.com/twiml")
+    stored = sandbox.call(call.sid)
+    assert stored is not None
+    assert (stored["instructions_url"], stored["twiml"]) == ("https://example.com/twiml", None)
+
+
+def test_fetch_call(client: Client) -> None:
+    """GET Calls/{sid}.json returns the created call; an unknown SID is 404 / 20404."""
+    call = client.calls.create(to="+14155550100", from_="+15005550006", twiml="<Response/>")
+    assert client.calls(call.sid).fetch().status == "queued"
+    with pytest.raises(TwilioRestException) as caught:
+        client.calls("CA" + "0" * 32).fetch()
+    assert (caught.value.status, caught.value.code) == (404, 20404)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"to": "+14155550100", "from_": "+15005550006"}, 21205),
+        ({"to": "+14155550100", "from_": "+15005550006", "url": "not a url"}, 21205),
+        ({"to": "", "from_": "+15005550006", "twiml": "<Response/>"}, 21201),
+        ({"to": "+14155550100", "from_": "", "twiml": "<Response/>"}, 21213),
+        ({"to": "+14155550100", "from_": "+15005550006", "twiml": "<Response><Say>hi</Response>"}, 12100),
+        ({"to": "+14155550100", "from_": "+15005550006", "twiml": "<Reply/>"}, 12100),
+        (
+            {
+                "to": "+14155550100",
+                "from_": "+15005550006",
+                "twiml": '<!DOCTYPE r [<!ENTITY a "aaaa">]><Response>&a;</Response>',
+            },
+            12100,
+        ),
+    ],
+)
+def test_bad_call_parameters_are_400s(
+    client: Client, sandbox: Sandbox, kwargs: dict[str, str], code: int
+) -> None:
+    """No instructions, a bad Url, missing To/From, malformed or non-Response TwiML, a DTD: 400s."""
+    with pytest.raises(TwilioRestException) as caught:
+        client.calls.create(**kwargs)
+    assert (caught.value.status, caught.value.code) == (400, code)
+    assert sandbox.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("to", "code"),
+    [("+15005550001", 21217), ("+15005550002", 21214), ("+15005550003", 21215), ("+15005550004", 21216)],
+)
+def test_magic_numbers_for_calls(client: Client, to: str, code: int) -> None:
+    """Twilio's test To numbers fail a call create with the voice codes."""
+    with pytest.raises(TwilioRestException) as caught:
+        client.calls.create(to=to, from_="+15005550006", twiml="<Response/>")
+    assert (caught.value.status, caught.value.code) == (400, code)
+
+
+def test_sms_only_magic_number_can_be_called(client: Client) -> None:
+    """+15005550009 (not SMS-capable) still takes calls."""
+    assert (
+        client.calls.create(to="+15005550009", from_="+15005550006", twiml="<Response/>").status == "queued"
+    )
+
+
+@pytest.mark.parametrize(
+    ("to", "final", "duration"),
+    [("+14155550100", "completed", "17"), ("+14155550105", "busy", "0"), ("+14155550106", "no-answer", "0")],
+)
+def test_call_ends_per_profile(client: Client, sandbox: Sandbox, to: str, final: str, duration: str) -> None:
+    """After the lifecycle is flushed the call shows the profile's outcome."""
+    call = client.calls.create(to=to, from_="+15005550006", twiml="<Response/>")
+    sandbox.flush_callbacks()
+    fetched = client.calls(call.sid).fetch()
+    assert (fetched.status, fetched.duration) == (final, duration)
