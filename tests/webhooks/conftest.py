@@ -15,7 +15,15 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.stores.base import Stores
 from gatekeeper.stores.redis import RedisStore
 
-from .helpers import FakeClock, Recorder, make_app, make_gate, redis_server_available, start_private_redis
+from .helpers import (
+    FakeClock,
+    Recorder,
+    drop_prefix,
+    make_app,
+    make_gate,
+    redis_server_available,
+    start_private_redis,
+)
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -72,18 +80,6 @@ def redis_url() -> Iterator[str]:
         server.stop()
 
 
-def _drop_prefix(url: str, prefix: str) -> None:
-    conn = redis.Redis.from_url(url, socket_timeout=2)
-    try:
-        keys = list(conn.scan_iter(match=f"{prefix}*", count=500))
-        if keys:
-            conn.delete(*keys)
-    except redis.RedisError:
-        pass
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def redis_store(redis_url: str) -> Iterator[RedisStore]:
     """A RedisStore with a fresh key prefix; its keys are deleted afterwards."""
@@ -91,7 +87,7 @@ def redis_store(redis_url: str) -> Iterator[RedisStore]:
     store = RedisStore.from_url(redis_url, prefix=prefix, timeout_seconds=2.0)
     yield store
     store.close()
-    _drop_prefix(redis_url, prefix)
+    drop_prefix(redis_url, prefix)
 
 
 @pytest.fixture

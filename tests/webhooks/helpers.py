@@ -238,3 +238,18 @@ def start_private_redis(directory: Path | None = None) -> RedisServer:
     server = RedisServer(free_port(), args)
     server.start()
     return server
+
+
+def drop_prefix(url: str, prefix: str) -> None:
+    """Delete a test's Redis keys (SCAN, never KEYS)."""
+    import redis
+
+    conn = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        keys = list(conn.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            conn.delete(*keys)
+    except redis.RedisError:
+        pass
+    finally:
+        conn.close()
