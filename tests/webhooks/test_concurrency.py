@@ -36,7 +36,7 @@ class HeldStatuses:
 
 def _check(gate: Gatekeeper) -> None:
     others_answered = threading.Event()
-    gate.stores.statuses = HeldStatuses(gate.stores.statuses, others_answered)  # type: ignore[assignment]
+    gate.stores.statuses = HeldStatuses(gate.stores.statuses, others_answered)
     rec = Recorder()
     app = make_app(gate, rec)
     fields = message_status("undelivered", error=30003)

@@ -190,7 +190,7 @@ def test_hooks_see_the_stored_state(gate: Gatekeeper) -> None:
     """Hooks run after the store write: the opt-out is already visible inside on_consent."""
     seen: list[bool] = []
     rec = Recorder()
-    rec.on_consent = lambda change: seen.append(gate.is_opted_out(change.e164))  # type: ignore[method-assign]
+    rec.on_consent = lambda event: seen.append(gate.is_opted_out(event.e164))  # type: ignore[method-assign]
     client = make_app(gate, rec).test_client()
     post(client, PATH, inbound("STOP"))
     assert seen == [True]

@@ -63,7 +63,7 @@ def _request(url: str, params: Any = None, *, body: str | None = None, signature
     scheme_host, _, rest = url.partition("://")
     host, _, path_query = rest.partition("/")
     path, _, query = ("/" + path_query).partition("?")
-    headers = {} if signature is None else {"X-Twilio-Signature": signature}
+    headers = [] if signature is None else [("X-Twilio-Signature", signature)]
     if body is not None:
         builder = EnvironBuilder(
             path=path,
@@ -350,7 +350,8 @@ def test_refused_inbound_changes_nothing(client: FlaskClient, gate: Gatekeeper, 
     """A STOP with a bad signature is not recorded and no hook runs."""
     assert post(client, "/messages/inbound", inbound("STOP"), token="forged").status_code == 403
     assert not gate.is_opted_out(ALICE)
-    assert recorder.inbound == recorder.consent == []
+    assert recorder.inbound == []
+    assert recorder.consent == []
 
 
 # -- which tokens -------------------------------------------------------------------------
