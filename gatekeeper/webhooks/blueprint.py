@@ -1,0 +1,174 @@
+"""The Flask blueprint: routes only. Each view reads and verifies, calls one plain function, maps to a status.
+
+=======  =====================  ============================================
+POST     /messages/inbound      STOP/START/HELP and plain-words opt-outs → TwiML
+POST     /messages/status       message status callbacks
+POST     /calls/status          call status callbacks
+POST     /verify/events         Verify events, deduplicated, to ``on_status``
+GET      /healthz               store reachability (no signature)
+=======  =====================  ============================================
+
+Statuses: 200 processed or a duplicate of a processed event; 400 fields that
+cannot be used; 403 bad signature (nothing stored); 413 body over
+``max_body_bytes``; 503 a store could not be written or the same event is in
+progress (Twilio retries).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from twilio.twiml.messaging_response import MessagingResponse
+
+from gatekeeper.errors import InvalidSignature, StoreUnavailable
+from gatekeeper.webhooks import incoming as incoming_mod
+from gatekeeper.webhooks.events import ConsentEvent, EventPending, EventProcessor, InboundEvent, StatusEvent
+from gatekeeper.webhooks.incoming import BodyTooLarge, Incoming, MalformedEvent
+from gatekeeper.webhooks.signature import SignatureVerifier, resolve_tokens
+
+if TYPE_CHECKING:
+    from gatekeeper.gate import Gatekeeper
+
+log = logging.getLogger("gatekeeper.webhooks")
+
+EXTENSION_KEY = "gatekeeper"
+
+
+@dataclass(frozen=True)
+class WebhookState:
+    """What a mounted blueprint works with; also kept in ``app.extensions["gatekeeper"]``."""
+
+    gate: Gatekeeper
+    verifier: SignatureVerifier
+    processor: EventProcessor
+    blueprint_name: str
+
+
+def _text(status: int, message: str) -> Response:
+    return Response(message + "\n", status=status, mimetype="text/plain")
+
+
+def _twiml(text: str) -> Response:
+    reply = MessagingResponse()
+    if text:
+        reply.message(text)
+    return Response(str(reply), status=200, mimetype="text/xml")
+
+
+def _guarded(state: WebhookState, handle: Callable[[Incoming], Response]) -> Response:
+    """Read and verify the request, run ``handle``, and map every expected failure to its status."""
+    try:
+        limit = state.gate.settings.webhooks.max_body_bytes
+        verified = incoming_mod.read(request, state.verifier, max_body_bytes=limit)
+        return handle(verified)
+    except BodyTooLarge:
+        return _text(413, "request body too large")
+    except InvalidSignature as exc:
+        log.warning("rejected %s %s: invalid Twilio signature (%s)", request.method, request.path, exc.reason)
+        return _text(403, "invalid X-Twilio-Signature")
+    except MalformedEvent as exc:
+        return _text(400, str(exc))
+    except EventPending:
+        response = _text(503, "this event is being processed; retry")
+        response.headers["Retry-After"] = "1"
+        return response
+    except StoreUnavailable as exc:
+        log.error("%s %s: store unavailable, answering 503 so Twilio retries: %s", request.method, request.path, exc)
+        response = _text(503, "store unavailable; retry")
+        response.headers["Retry-After"] = "5"
+        return response
+
+
+def create_blueprint(
+    gate: Gatekeeper,
+    on_inbound: Callable[[InboundEvent], object] | None = None,
+    on_consent: Callable[[ConsentEvent], object] | None = None,
+    on_status: Callable[[StatusEvent], object] | None = None,
+    auth_token: str | None = None,
+    *,
+    name: str = "gatekeeper_webhooks",
+) -> Blueprint:
+    """The webhook blueprint for ``gate``; register it with ``app.register_blueprint(bp, url_prefix="/twilio")``.
+
+    ``auth_token`` defaults to ``[twilio] auth_token``, else the twilio client's
+    password when it logs in with the account SID; ``[webhooks] auth_tokens``
+    are accepted too (rotation). Raises :class:`~gatekeeper.errors.ConfigError`
+    when no token can validate signatures (an API key's secret cannot). Each
+    hook is called once per unique event, after the event is stored.
+    """
+    wh = gate.settings.webhooks
+    verifier = SignatureVerifier(
+        resolve_tokens(gate, auth_token),
+        public_base_url=wh.public_base_url,
+        trusted_proxy_hops=wh.trusted_proxy_hops,
+    )
+    processor = EventProcessor(gate, on_inbound=on_inbound, on_consent=on_consent, on_status=on_status)
+    state = WebhookState(gate=gate, verifier=verifier, processor=processor, blueprint_name=name)
+    bp = Blueprint(name, __name__)
+    bp.record_once(lambda setup: setup.app.extensions.setdefault(EXTENSION_KEY, state))
+
+    def inbound_message(verified: Incoming) -> Response:
+        result = processor.inbound(verified)
+        return _twiml(getattr(wh.replies, result.reply) if result.reply else "")
+
+    def message_status(verified: Incoming) -> Response:
+        processor.status("message", verified)
+        return _text(200, "ok")
+
+    def call_status(verified: Incoming) -> Response:
+        processor.status("call", verified)
+        return _text(200, "ok")
+
+    def verify_event(verified: Incoming) -> Response:
+        processor.verify_event(verified)
+        return _text(200, "ok")
+
+    @bp.post("/messages/inbound")
+    def messages_inbound() -> Response:
+        return _guarded(state, inbound_message)
+
+    @bp.post("/messages/status")
+    def messages_status() -> Response:
+        return _guarded(state, message_status)
+
+    @bp.post("/calls/status")
+    def calls_status() -> Response:
+        return _guarded(state, call_status)
+
+    @bp.post("/verify/events")
+    def verify_events() -> Response:
+        return _guarded(state, verify_event)
+
+    @bp.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        stores = processor.store_health()
+        ok = all(stores.values())
+        shown = {role: "ok" if up else "unavailable" for role, up in stores.items()}
+        body = {"status": "ok" if ok else "unavailable", "stores": shown}
+        return jsonify(body), 200 if ok else 503
+
+    return bp
+
+
+def init_app(
+    app: Flask,
+    gate: Gatekeeper,
+    url_prefix: str = "/twilio",
+    *,
+    on_inbound: Callable[[InboundEvent], object] | None = None,
+    on_consent: Callable[[ConsentEvent], object] | None = None,
+    on_status: Callable[[StatusEvent], object] | None = None,
+    auth_token: str | None = None,
+    name: str = "gatekeeper_webhooks",
+) -> Blueprint:
+    """Mount the webhooks on ``app`` under ``url_prefix`` (the Flask-extension way); returns the blueprint.
+
+    The state (gate, verifier, processor) is kept in ``app.extensions["gatekeeper"]``.
+    """
+    bp = create_blueprint(gate, on_inbound, on_consent, on_status, auth_token, name=name)
+    app.register_blueprint(bp, url_prefix=url_prefix)
+    return bp

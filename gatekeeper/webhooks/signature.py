@@ -1,0 +1,154 @@
+"""Is this request from Twilio? ``X-Twilio-Signature`` over the public URL Twilio called.
+
+The HMAC itself is twilio's :class:`~twilio.request_validator.RequestValidator`
+(never re-derived here); this module supplies what it needs and names what
+failed. The URL must be the one Twilio requested, byte for byte: behind a
+TLS-terminating proxy the app sees ``http://internal:8080/...`` while Twilio
+signed ``https://example.com/...``. Two ways to get it right:
+
+* ``public_base_url`` — the public URL of the app's root; the request's raw
+  path and query (``request.full_path``, which keeps ``%27`` encoded) are
+  appended. Preferred: nothing depends on headers.
+* ``trusted_proxy_hops`` — honour ``X-Forwarded-Proto/Host/Port/Prefix`` from
+  that many proxies, through Werkzeug's ``ProxyFix`` run on a copy of the
+  environ (the app itself is not changed). With 0 hops no header is trusted.
+
+Twilio signs no timestamp, so a replayed request verifies; replays are stopped
+by the idempotency store (see :mod:`gatekeeper.webhooks.events`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import quote
+
+from twilio.request_validator import RequestValidator
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wsgi import get_host
+
+from gatekeeper.errors import ConfigError, InvalidSignature
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from werkzeug.wrappers import Request
+
+    from gatekeeper.gate import Gatekeeper
+
+log = logging.getLogger("gatekeeper.webhooks")
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+BODY_HASH_PARAM = "bodySHA256"
+_FORM = "application/x-www-form-urlencoded"
+# Werkzeug's safe set for a URL path (see werkzeug.sansio.utils.get_current_url), "%" kept as already quoted.
+_PATH_SAFE = "!$&'()*+,/:;=@%"
+
+
+def resolve_tokens(gate: Gatekeeper, auth_token: str | None = None) -> tuple[str, ...]:
+    """The auth tokens a signature may be made with: the account's, then ``[webhooks] auth_tokens``.
+
+    The account token is ``auth_token``, else ``[twilio] auth_token``, else the
+    twilio client's password when the client logs in with the account SID. An
+    API key's secret cannot check signatures, so with API-key auth and no token
+    configured this raises :class:`~gatekeeper.errors.ConfigError`.
+    """
+    settings = gate.settings
+    primary = auth_token
+    if primary is None and settings.twilio.auth_token is not None:
+        primary = settings.twilio.auth_token.get_secret_value()
+    username = getattr(gate.client, "username", None)
+    if primary is None and isinstance(username, str) and username.startswith("AC"):
+        password = getattr(gate.client, "password", None)
+        primary = password if isinstance(password, str) and password else None
+    extras = [t.get_secret_value() for t in settings.webhooks.auth_tokens]
+    tokens = tuple(dict.fromkeys(t for t in (primary, *extras) if t))
+    if not tokens:
+        how = (
+            "the twilio client authenticates with an API key, whose secret cannot validate webhook signatures"
+            if isinstance(username, str) and username.startswith("SK")
+            else "no auth token is configured"
+        )
+        raise ConfigError(
+            f"webhooks need the account's auth token to check X-Twilio-Signature, but {how}: set [twilio] "
+            "auth_token (or TWILIO_AUTH_TOKEN), or pass auth_token= to create_blueprint()",
+            key="twilio.auth_token",
+        )
+    return tokens
+
+
+class SignatureVerifier:
+    """Checks ``X-Twilio-Signature`` against any of ``tokens``; raises :class:`InvalidSignature` with a reason.
+
+    Reasons: ``missing_header``, ``mismatch`` (wrong token, URL or parameters),
+    ``body_hash_mismatch`` (a JSON body that is not the one ``bodySHA256`` names),
+    ``unsigned_body`` (a body the signature does not cover), ``body_not_utf8``.
+    """
+
+    def __init__(
+        self, tokens: Iterable[str], *, public_base_url: str | None = None, trusted_proxy_hops: int = 0
+    ) -> None:
+        self._validators = [RequestValidator(t) for t in tokens]
+        if not self._validators:
+            raise ValueError("at least one auth token is needed")
+        self._base = public_base_url.rstrip("/") if public_base_url else None
+        self._hops = trusted_proxy_hops
+
+    def __repr__(self) -> str:  # never show the tokens
+        return f"SignatureVerifier(tokens={len(self._validators)}, base={self._base!r}, hops={self._hops})"
+
+    def public_url(self, request: Request) -> str:
+        """The URL Twilio requested: configured base or (trusted) forwarded headers, plus the raw path and query."""
+        path = request.full_path
+        if path.endswith("?"):  # Werkzeug adds "?" even without a query; Twilio's URL has none
+            path = path[:-1]
+        if self._base is not None:
+            return self._base + path
+        environ = self._forwarded(request.environ) if self._hops else request.environ
+        scheme = str(environ.get("wsgi.url_scheme", "http"))
+        root = quote(str(environ.get("SCRIPT_NAME", "")).rstrip("/"), safe=_PATH_SAFE)
+        return f"{scheme}://{get_host(environ)}{root}{path}"
+
+    def _forwarded(self, environ: Mapping[str, Any]) -> dict[str, Any]:
+        """The environ as ``ProxyFix`` would rewrite it for ``trusted_proxy_hops`` proxies (on a copy)."""
+        seen: dict[str, Any] = {}
+
+        def capture(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            seen.update(env)
+            return []
+
+        hops = self._hops
+        fix = ProxyFix(capture, x_for=0, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
+        fix(dict(environ), cast("StartResponse", None))  # capture never starts a response
+        return seen
+
+    def verify(self, request: Request, body: bytes, form: Mapping[str, Any]) -> None:
+        """Raise :class:`InvalidSignature` unless the request is signed by one of the tokens.
+
+        ``body`` is the raw body and ``form`` its parsed form fields (a MultiDict,
+        so repeated fields all count); with ``bodySHA256`` in the query the raw
+        body is checked against that hash instead.
+        """
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        if not signature:
+            raise InvalidSignature("missing_header")
+        try:
+            url = self.public_url(request)
+        except UnicodeDecodeError:  # a query string that is not UTF-8 was not signed by Twilio
+            raise InvalidSignature("mismatch") from None
+        expected_hash = request.args.get(BODY_HASH_PARAM)
+        if expected_hash is not None:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidSignature("body_not_utf8") from None
+            if any(v.validate(url, text, signature) for v in self._validators):
+                return
+            if self._validators[0].compute_hash(text) != expected_hash:
+                raise InvalidSignature("body_hash_mismatch")
+            raise InvalidSignature("mismatch")
+        if body and request.mimetype != _FORM:
+            # Twilio signs a form's fields, or a JSON body through bodySHA256; anything else is not covered.
+            raise InvalidSignature("unsigned_body")
+        if not any(v.validate(url, form, signature) for v in self._validators):
+            raise InvalidSignature("mismatch")
