@@ -233,9 +233,7 @@ class CallbackDispatcher:
             self._history.extend(deliveries)
         return deliveries
 
-    def _deliver(
-        self, event: CallbackEvent, duplicate: bool, retries: int, timeout: float
-    ) -> CallbackDelivery:
+    def _deliver(self, event: CallbackEvent, duplicate: bool, retries: int, timeout: float) -> CallbackDelivery:
         assert event.url is not None  # filtered by _process
         url, overrides = split_fragment(event.url)
         if overrides.get("rc", "").isdigit():
@@ -271,6 +269,4 @@ class CallbackDispatcher:
             status if status is not None else error,
             attempts,
         )
-        return CallbackDelivery(
-            url, dict(event.params), event.token, signature, status, attempts, error, duplicate
-        )
+        return CallbackDelivery(url, dict(event.params), event.token, signature, status, attempts, error, duplicate)

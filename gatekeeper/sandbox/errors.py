@@ -13,9 +13,7 @@ class TwilioApiError(Exception):
     ``headers`` carries extras such as ``Retry-After``.
     """
 
-    def __init__(
-        self, status: int, code: int, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: int, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -61,14 +59,12 @@ CREATE_ERROR_MESSAGES: dict[int, str] = {
     21215: "Account not authorized to call {to}. Perhaps you need to enable some international permissions.",
     21216: "Account not allowed to call {to}",
     21217: "Phone number does not appear to be valid",
-    21408: "Permission to send an SMS has not been enabled for the region indicated by the "
-    "'To' number: {to}.",
+    21408: "Permission to send an SMS has not been enabled for the region indicated by the 'To' number: {to}.",
     21606: "The 'From' phone number provided ({from_}) is not a valid message-capable Twilio phone number "
     "for this destination/account.",
     21610: "Attempt to send to unsubscribed recipient",
     21611: "This 'From' number has exceeded the maximum number of queued messages",
-    21612: "The 'To' phone number: {to}, is not currently reachable using the 'From' phone number: "
-    "{from_} via SMS.",
+    21612: "The 'To' phone number: {to}, is not currently reachable using the 'From' phone number: {from_} via SMS.",
     21614: "'To' number is not a valid mobile number",
 }
 

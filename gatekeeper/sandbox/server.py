@@ -38,9 +38,7 @@ class SandboxServer:
     ``sandbox`` the control object, :meth:`client` a real twilio ``Client`` wired to it.
     """
 
-    def __init__(
-        self, app: Flask | SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0
-    ) -> None:
+    def __init__(self, app: Flask | SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app if isinstance(app, Flask) else create_app(app)
         self.host = host
         self.port = port
@@ -64,9 +62,7 @@ class SandboxServer:
         """Bind and serve in a daemon thread; returns self."""
         if self._server is not None:
             return self
-        self._server = make_server(
-            self.host, self.port, self.app, threaded=True, request_handler=MaskingRequestHandler
-        )
+        self._server = make_server(self.host, self.port, self.app, threaded=True, request_handler=MaskingRequestHandler)
         # A short poll interval makes stop() quick; the loop is idle between requests anyway.
         serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
         self._thread = threading.Thread(target=serve, name="sandbox-server", daemon=True)

@@ -141,8 +141,7 @@ class Sandbox:
             return [
                 r
                 for r in self._requests
-                if (route is None or _route_matches(route, r.route))
-                and (wanted is None or r.number == wanted)
+                if (route is None or _route_matches(route, r.route)) and (wanted is None or r.number == wanted)
             ]
 
     def request_count(self, route: str | None = None, number: str | None = None) -> int:

@@ -19,9 +19,7 @@ from gatekeeper.sandbox.numbers import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 #: Twilio products whose requests go to the sandbox.
 SANDBOX_PRODUCTS: tuple[str, ...] = ("api", "lookups", "verify", "messaging")
 # With edge/region set, the SDK writes hosts like ``lookups.dublin.us1.twilio.com``.
-_TWILIO_PREFIX = re.compile(
-    rf"^https://(?:{'|'.join(SANDBOX_PRODUCTS)})(?:\.[a-z0-9-]+)*\.twilio\.com(?=[/?]|$)"
-)
+_TWILIO_PREFIX = re.compile(rf"^https://(?:{'|'.join(SANDBOX_PRODUCTS)})(?:\.[a-z0-9-]+)*\.twilio\.com(?=[/?]|$)")
 #: Seconds; the SDK's own default is no timeout at all.
 DEFAULT_TIMEOUT_SECONDS = 10.0
 

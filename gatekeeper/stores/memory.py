@@ -86,9 +86,10 @@ class MemoryStore:
         self._lookups: _LRU[CachedLookup] = _LRU(max_entries, clock)
         self._fill_locks: dict[str, tuple[threading.Lock, int]] = {}
         self._opt_outs: dict[str, dict[str, ConsentChange]] = {}
-        self._consent: _LRU[deque[ConsentChange]] = _LRU(max_entries, clock)
+        # Consent history is evidence: bounded by the opt-out cap, not the (smaller) cache cap.
+        self._consent: _LRU[deque[ConsentChange]] = _LRU(max_opt_outs, clock)
         self._failures: _LRU[dict[str, float]] = _LRU(max_entries, clock)
-        self._suppressed: _LRU[str] = _LRU(max_entries, clock)
+        self._suppressed: _LRU[tuple[float, str]] = _LRU(max_entries, clock)  # (until, reason) on the caller's clock
         self._idem: _LRU[_IdemRecord] = _LRU(max_entries, clock)
         self._statuses: _LRU[StatusRecord] = _LRU(max_entries, clock)
         self._status_rank: dict[str, int] = {}
@@ -183,13 +184,14 @@ class MemoryStore:
 
     def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
         with self._lock:
-            self._suppressed.put(e164, reason, ttl_seconds)
+            # Expiry is judged against the caller's ``now`` (as the failure window is), so a fake clock drives it.
+            self._suppressed.put(e164, (at + ttl_seconds, reason), float("inf"))
 
     def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
         with self._lock:
-            reason = self._suppressed.get(e164)
-            if reason is not None:
-                return f"suppressed:{reason}"
+            marker = self._suppressed.get(e164)
+            if marker is not None and marker[0] > now:
+                return f"suppressed:{marker[1]}"
             events = self._failures.get(e164)
             if not events:
                 return None

@@ -66,9 +66,7 @@ def _receiver_app(receiver: Receiver, auth_token: str) -> Flask:
     def receive(path: str) -> Response:
         valid = validator.validate(request.url, request.form, request.headers.get("X-Twilio-Signature", ""))
         with receiver._lock:
-            receiver.received.append(
-                Received("/" + path, request.form.to_dict(), dict(request.headers), bool(valid))
-            )
+            receiver.received.append(Received("/" + path, request.form.to_dict(), dict(request.headers), bool(valid)))
         return Response(status=receiver.next_status())
 
     return app
@@ -76,12 +74,8 @@ def _receiver_app(receiver: Receiver, auth_token: str) -> Flask:
 
 class _Served:
     def __init__(self, app: Flask) -> None:
-        self.server: BaseWSGIServer = make_server(
-            "127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler
-        )
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 

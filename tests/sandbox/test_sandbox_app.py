@@ -172,9 +172,7 @@ def test_arbitrary_input_never_crashes(
     path = template.replace("{value}", quote(value or "x", safe="+"))
     data = params if method == "POST" else None
     query = params if method == "GET" else None
-    response = requests.request(
-        method, sandbox_server.url + path, data=data, params=query, auth=AUTH, timeout=5
-    )
+    response = requests.request(method, sandbox_server.url + path, data=data, params=query, auth=AUTH, timeout=5)
     assert response.status_code < 500, response.text
     body = response.json()
     if response.status_code >= 400:

@@ -28,9 +28,7 @@ def test_account_sid_and_token_authenticate(client: Client) -> None:
 
 def test_api_key_pair_authenticates(sandbox_server: SandboxServer, sandbox: object) -> None:
     """An API key SID and secret belonging to the account open the API; the key is what is recorded."""
-    client = sandbox_client(
-        sandbox_server.url, TEST_ACCOUNT_SID, TEST_API_KEY_SECRET, username=TEST_API_KEY_SID
-    )
+    client = sandbox_client(sandbox_server.url, TEST_ACCOUNT_SID, TEST_API_KEY_SECRET, username=TEST_API_KEY_SID)
     message = client.messages.create(to="+14155550100", from_="+15005550006", body="hi")
     assert message.account_sid == TEST_ACCOUNT_SID
     assert sandbox_server.sandbox.requests("messages")[0].username == TEST_API_KEY_SID
@@ -72,9 +70,7 @@ def test_path_account_must_match_credentials(sandbox_server: SandboxServer, sand
     """Valid credentials on another account's path answer 404 / 20404, and nothing is stored."""
     client = sandbox_client(sandbox_server.url, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN)
     with pytest.raises(TwilioRestException) as caught:
-        client.api.v2010.accounts(OTHER_SID).messages.create(
-            to="+14155550100", from_="+15005550006", body="x"
-        )
+        client.api.v2010.accounts(OTHER_SID).messages.create(to="+14155550100", from_="+15005550006", body="x")
     assert (caught.value.status, caught.value.code) == (404, 20404)
     assert sandbox_server.sandbox.messages() == []
 
@@ -83,9 +79,7 @@ def test_configured_accounts_replace_the_default() -> None:
     """A SandboxConfig with its own account accepts it and refuses the test account."""
     config = SandboxConfig(accounts=[Account(OTHER_SID, "other-token")])
     with SandboxServer(config) as server:
-        ok = server.client(OTHER_SID, "other-token").messages.create(
-            to="+14155550100", from_="+15005550006", body="hi"
-        )
+        ok = server.client(OTHER_SID, "other-token").messages.create(to="+14155550100", from_="+15005550006", body="hi")
         assert ok.account_sid == OTHER_SID
         with pytest.raises(TwilioRestException) as caught:
             server.client().lookups.v2.phone_numbers("+14155550100").fetch()

@@ -66,9 +66,7 @@ def test_fetch_call(client: Client) -> None:
         ),
     ],
 )
-def test_bad_call_parameters_are_400s(
-    client: Client, sandbox: Sandbox, kwargs: dict[str, str], code: int
-) -> None:
+def test_bad_call_parameters_are_400s(client: Client, sandbox: Sandbox, kwargs: dict[str, str], code: int) -> None:
     """No instructions, a bad Url, missing To/From, malformed or non-Response TwiML, a DTD: 400s."""
     with pytest.raises(TwilioRestException) as caught:
         client.calls.create(**kwargs)
@@ -89,9 +87,7 @@ def test_magic_numbers_for_calls(client: Client, to: str, code: int) -> None:
 
 def test_sms_only_magic_number_can_be_called(client: Client) -> None:
     """+15005550009 (not SMS-capable) still takes calls."""
-    assert (
-        client.calls.create(to="+15005550009", from_="+15005550006", twiml="<Response/>").status == "queued"
-    )
+    assert client.calls.create(to="+15005550009", from_="+15005550006", twiml="<Response/>").status == "queued"
 
 
 @pytest.mark.parametrize(

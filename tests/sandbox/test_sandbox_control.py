@@ -61,9 +61,7 @@ def test_numbers_and_codes_over_http(control: SandboxControlClient, client: Clie
 def test_callbacks_over_http(control: SandboxControlClient, client: Client, receiver: Any) -> None:
     """Callback settings and flushing work over HTTP."""
     control.configure_callbacks(duplicate=1.0)
-    client.messages.create(
-        to="+14155550100", from_="+15005550006", body="hi", status_callback=f"{receiver.url}/status"
-    )
+    client.messages.create(to="+14155550100", from_="+15005550006", body="hi", status_callback=f"{receiver.url}/status")
     deliveries = control.flush_callbacks()
     assert [d["duplicate"] for d in deliveries] == [False, True, False, True]
     assert all(d["ok"] for d in deliveries)

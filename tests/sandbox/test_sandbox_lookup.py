@@ -48,9 +48,7 @@ def _lookup(client: Client, number: str, **kwargs: str) -> dict[str, object]:
         ("+18005550199", "tollFree", None),
     ],
 )
-def test_line_type_intelligence_for_fixtures(
-    client: Client, number: str, line_type: str, carrier: str | None
-) -> None:
+def test_line_type_intelligence_for_fixtures(client: Client, number: str, line_type: str, carrier: str | None) -> None:
     """Line Type Intelligence reports each fixture's type and carrier (null carrier for toll-free)."""
     result = _lookup(client, number, fields="line_type_intelligence")
     lti = result["line_type_intelligence"]

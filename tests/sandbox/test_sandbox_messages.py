@@ -123,9 +123,7 @@ def test_magic_to_numbers(client: Client, to: str, code: int) -> None:
     assert (caught.value.status, caught.value.code) == (400, code)
 
 
-@pytest.mark.parametrize(
-    ("from_", "code"), [("+15005550001", 21212), ("+15005550007", 21606), ("+15005550008", 21611)]
-)
+@pytest.mark.parametrize(("from_", "code"), [("+15005550001", 21212), ("+15005550007", 21606), ("+15005550008", 21611)])
 def test_magic_from_numbers(client: Client, from_: str, code: int) -> None:
     """Twilio's test From numbers fail at create with their codes."""
     with pytest.raises(TwilioRestException) as caught:

@@ -80,9 +80,7 @@ def to_json_schema(node: Any, spec_name: str, *, in_property: bool = False) -> A
         return to_json_schema(target, spec_name, in_property=in_property)
     out = {k: v for k, v in node.items() if k not in _OAS_ONLY and not k.startswith("x-")}
     if "properties" in out:
-        out["properties"] = {
-            k: to_json_schema(v, spec_name, in_property=True) for k, v in out["properties"].items()
-        }
+        out["properties"] = {k: to_json_schema(v, spec_name, in_property=True) for k, v in out["properties"].items()}
         out["required"] = sorted(out["properties"])
         out["additionalProperties"] = False
     for key in ("items", "additionalProperties"):
@@ -118,9 +116,7 @@ def response_schema(op: Operation, status: int) -> Any:
     for name in (op[0], LOOKUPS):
         for methods in spec(name)["paths"].values():
             for operation in methods.values():
-                for code, response in (
-                    operation.get("responses", {}).items() if isinstance(operation, dict) else ()
-                ):
+                for code, response in operation.get("responses", {}).items() if isinstance(operation, dict) else ():
                     if code.startswith("4") and "content" in response:
                         return _json_schema_of(response, name)
     raise AssertionError("no error schema in the specs")
@@ -190,9 +186,7 @@ def test_converted_schemas_reject_wrong_bodies(mutate: Callable[[dict[str, Any]]
     """The conversion keeps teeth: enums, required fields, patterns, formats and non-null refs bite."""
     body = dict(_examples(MESSAGE_CREATE)[0][1])
     mutate(body)
-    errors = list(
-        Draft7Validator(response_schema(MESSAGE_CREATE, 201), format_checker=FORMATS).iter_errors(body)
-    )
+    errors = list(Draft7Validator(response_schema(MESSAGE_CREATE, 201), format_checker=FORMATS).iter_errors(body))
     assert errors
 
 
@@ -271,9 +265,7 @@ def _lookup(number: str, **kw: str) -> Callable[[Client, Sandbox], Any]:
     return lambda c, sandbox: c.lookups.v2.phone_numbers(number).fetch(**kw)
 
 
-def _faulted(
-    kind: str, route: str, then: Callable[[Client, Sandbox], Any]
-) -> Callable[[Client, Sandbox], Any]:
+def _faulted(kind: str, route: str, then: Callable[[Client, Sandbox], Any]) -> Callable[[Client, Sandbox], Any]:
     def action(c: Client, sandbox: Sandbox) -> Any:
         sandbox.add_fault(kind, route=route, times=1)
         return then(c, sandbox)

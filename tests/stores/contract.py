@@ -135,6 +135,15 @@ class StoreContract:
         assert store.suppression(E164, now=T0 + 3, window_seconds=1000, threshold=1) is None
         assert store.lift_suppression(E164) is False
 
+    def test_suppression_marker_expires(
+        self, store: Any, pass_time: Callable[[float], None], now: Callable[[], float]
+    ) -> None:
+        """A suppression lasts its TTL and no longer."""
+        store.suppress(E164, ttl_seconds=0.05, reason="failures", at=now())
+        assert store.suppression(E164, now=now(), window_seconds=1000, threshold=99) == "suppressed:failures"
+        pass_time(0.12)
+        assert store.suppression(E164, now=now(), window_seconds=1000, threshold=99) is None
+
     # -- idempotency ----------------------------------------------------------------
     def test_claim_lifecycle(self, store: Any) -> None:
         """First claim wins; others see pending, then done with the result; only the owner settles."""
