@@ -116,6 +116,14 @@ def mask(e164: str | None) -> str:
     return e164[:-4] + "****"
 
 
+_NUMBER_IN_TEXT = re.compile(r"(\+|%2B)(\d{3,11})(\d{4})(?!\d)")
+
+
+def mask_text(text: str) -> str:
+    """Every E.164 number in ``text`` (also URL-encoded, ``%2B…``) masked: a safety net for log lines."""
+    return _NUMBER_IN_TEXT.sub(lambda m: f"{m[1]}{m[2]}****", text)
+
+
 @lru_cache(maxsize=8_192)
 def digest(e164: str, key: bytes = b"") -> str:
     """A stable pseudonym for a number (keyed HMAC-SHA256 when a key is configured), for audit records."""

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import responses
-from support import ACCOUNT_SID, API, AUTH_TOKEN, LOOKUP, FakeClock, FakeTwilio, PrivateRedis, answers
+from support import ACCOUNT_SID, API, AUTH_TOKEN, LOOKUP, FakeClock, FakeTwilio, PrivateRedis, answers, drop_prefix
 from twilio.rest import Client
 
+from gatekeeper.sandbox import Sandbox, SandboxServer
 from gatekeeper.stores.redis import RedisStore
 
 
@@ -54,8 +54,7 @@ def redis_url() -> Iterator[str]:
     if answers(shared):
         yield shared
         return
-    private = PrivateRedis()
-    private.start()
+    private = PrivateRedis().start()
     try:
         yield private.url
     finally:
@@ -65,8 +64,7 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     """A Redis this test owns: stopping it never touches the shared server."""
-    server = PrivateRedis()
-    server.start()
+    server = PrivateRedis().start()
     try:
         yield server
     finally:
@@ -80,15 +78,28 @@ def redis_prefix() -> str:
 
 @pytest.fixture
 def redis_store(redis_url: str, redis_prefix: str) -> Iterator[RedisStore]:
+    """A RedisStore with a fresh key prefix; its keys are deleted afterwards."""
     store = RedisStore.from_url(redis_url, prefix=redis_prefix)
     try:
         yield store
     finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{redis_prefix}*", count=500))
-        if keys:
-            client.delete(*keys)
         store.close()
+        drop_prefix(redis_url, redis_prefix)
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    """One Twilio emulator for the whole suite, on a free loopback port."""
+    with SandboxServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> Iterator[Sandbox]:
+    """The emulator's control object, reset before and after the test."""
+    sandbox_server.sandbox.reset()
+    yield sandbox_server.sandbox
+    sandbox_server.sandbox.reset()
 
 
 @pytest.fixture

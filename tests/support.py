@@ -7,12 +7,12 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -153,7 +153,7 @@ class FakeTwilio:
 
 
 # -- Redis --------------------------------------------------------------------------------
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -167,45 +167,57 @@ def answers(url: str) -> bool:
 
 
 class PrivateRedis:
-    """A redis-server of the test's own, on a free port, that tests may stop and start."""
+    """A redis-server of the test's own, on a free port, that tests may stop and start (never the shared one).
 
-    def __init__(self, *, persist: bool = False) -> None:
+    With ``persist_dir`` it keeps an append-only file there, so a restart keeps its data as a real
+    deployment would.
+    """
+
+    def __init__(self, persist_dir: Path | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("no Redis reachable on 127.0.0.1:6379 and no redis-server binary to start one")
-        self.binary = binary
-        self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="gk-redis-")
-        self.persist = persist
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+        persist = (
+            ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(persist_dir)]
+            if persist_dir
+            else ["--appendonly", "no"]
+        )
+        self.args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persist]
+        self.proc: subprocess.Popen[str] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            self.dir,
-            "--appendonly",
-            "yes" if self.persist else "no",
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not answers(self.url):
-            if time.monotonic() > deadline:
-                raise RuntimeError("private redis-server did not start")
-            time.sleep(0.02)
+    def start(self) -> PrivateRedis:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.proc.stdout is not None
+        # Wait on the server's own log line, not a sleep: ready means the data set is loaded too.
+        for line in self.proc.stdout:
+            if "Ready to accept connections" in line:
+                break
+        else:
+            raise RuntimeError(f"redis-server on port {self.port} did not start")
+        # Keep draining the log so the server never blocks on a full pipe.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: redis flushes its append-only file, then exits
             self.proc.wait(timeout=10)
-            self.proc = None
+        self.proc = None
+
+
+def drop_prefix(url: str, prefix: str) -> None:
+    """Delete a test's Redis keys (SCAN, never KEYS)."""
+    conn = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        keys = list(conn.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            conn.delete(*keys)
+    except redis.RedisError:
+        pass
+    finally:
+        conn.close()
 
 
 def run_threads(n: int, target: Callable[[int], Any]) -> list[Any]:

@@ -27,7 +27,7 @@ from gatekeeper.sandbox.numbers import (
     NumberBook,
     NumberProfile,
 )
-from gatekeeper.sandbox.server import SandboxServer
+from gatekeeper.sandbox.server import BackgroundServer, SandboxServer
 from gatekeeper.sandbox.state import RecordedRequest, Sandbox
 from gatekeeper.sandbox.transport import SandboxHttpClient, sandbox_client
 
@@ -38,6 +38,7 @@ __all__ = [
     "TEST_API_KEY_SID",
     "TEST_AUTH_TOKEN",
     "Account",
+    "BackgroundServer",
     "CallbackConfig",
     "CallbackDelivery",
     "Fault",

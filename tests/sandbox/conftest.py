@@ -12,16 +12,11 @@ from dataclasses import dataclass, field
 
 import pytest
 from flask import Flask, Response, request
+from support import FakeClock
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from gatekeeper.sandbox import TEST_AUTH_TOKEN, Sandbox, SandboxServer
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
+from gatekeeper.sandbox import TEST_AUTH_TOKEN, BackgroundServer, Sandbox, SandboxServer
 
 
 @dataclass
@@ -72,34 +67,6 @@ def _receiver_app(receiver: Receiver, auth_token: str) -> Flask:
     return app
 
 
-class _Served:
-    def __init__(self, app: Flask) -> None:
-        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture(scope="session")
-def sandbox_server() -> Iterator[SandboxServer]:
-    """One emulator for the whole session, on a free loopback port."""
-    with SandboxServer() as server:
-        yield server
-
-
-@pytest.fixture
-def sandbox(sandbox_server: SandboxServer) -> Iterator[Sandbox]:
-    """The emulator's control object, reset before and after the test."""
-    sandbox_server.sandbox.reset()
-    yield sandbox_server.sandbox
-    sandbox_server.sandbox.reset()
-
-
 @pytest.fixture
 def client(sandbox_server: SandboxServer, sandbox: Sandbox) -> Client:
     """A real twilio Client on the test account, talking to the emulator."""
@@ -107,16 +74,16 @@ def client(sandbox_server: SandboxServer, sandbox: Sandbox) -> Client:
 
 
 @pytest.fixture(scope="session")
-def _receiver_server() -> Iterator[tuple[_Served, Receiver]]:
+def _receiver_server() -> Iterator[tuple[BackgroundServer, Receiver]]:
     receiver = Receiver()
-    served = _Served(_receiver_app(receiver, TEST_AUTH_TOKEN))
+    served = BackgroundServer(_receiver_app(receiver, TEST_AUTH_TOKEN), name="callback-receiver").start()
     receiver.url = served.url
     yield served, receiver
     served.stop()
 
 
 @pytest.fixture
-def receiver(_receiver_server: tuple[_Served, Receiver]) -> Receiver:
+def receiver(_receiver_server: tuple[BackgroundServer, Receiver]) -> Receiver:
     """The callback receiver, emptied for this test."""
     _, found = _receiver_server
     with found._lock:
@@ -125,19 +92,6 @@ def receiver(_receiver_server: tuple[_Served, Receiver]) -> Receiver:
     return found
 
 
-class FakeClock:
-    """A clock tests move by hand (epoch seconds)."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def fake_clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_700_000_000.0)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from uuid import uuid4
 
 import pytest
-import redis
 import responses
 from flask import Flask
 from flask.testing import FlaskClient
@@ -15,17 +13,7 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.stores.base import Stores
 from gatekeeper.stores.redis import RedisStore
 
-from .helpers import (
-    FakeClock,
-    Recorder,
-    drop_prefix,
-    make_app,
-    make_gate,
-    redis_server_available,
-    start_private_redis,
-)
-
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
+from .helpers import FakeClock, Recorder, make_app, make_gate
 
 
 @pytest.fixture(autouse=True)
@@ -58,36 +46,6 @@ def app(gate: Gatekeeper, recorder: Recorder) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """The shared Redis on 127.0.0.1:6379 if it answers PING, else a private server, else skip."""
-    try:
-        probe = redis.Redis.from_url(SHARED_REDIS, socket_connect_timeout=0.5, socket_timeout=0.5)
-        probe.ping()
-        probe.close()
-        yield SHARED_REDIS
-        return
-    except redis.RedisError:
-        pass
-    if not redis_server_available():
-        pytest.skip("no Redis: nothing answers on 127.0.0.1:6379 and redis-server is not on PATH")
-    server = start_private_redis()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def redis_store(redis_url: str) -> Iterator[RedisStore]:
-    """A RedisStore with a fresh key prefix; its keys are deleted afterwards."""
-    prefix = f"gktest:{uuid4().hex}:"
-    store = RedisStore.from_url(redis_url, prefix=prefix, timeout_seconds=2.0)
-    yield store
-    store.close()
-    drop_prefix(redis_url, prefix)
 
 
 @pytest.fixture

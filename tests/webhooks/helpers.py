@@ -1,19 +1,15 @@
-"""Shared helpers for the webhook tests: signing, posting, a fake clock, a flaky store, private Redis servers."""
+"""Shared helpers for the webhook tests: signing, posting, building apps, a flaky store."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import socket
-import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from support import FakeClock
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from werkzeug.datastructures import MultiDict
@@ -41,19 +37,6 @@ SERVICE_SID = "MG" + "c" * 32
 def sid(prefix: str = "SM", n: int = 1) -> str:
     """A SID shaped like Twilio's: two letters and 32 hex digits."""
     return f"{prefix}{n:032x}"
-
-
-class FakeClock:
-    """A clock tests move by hand (epoch seconds)."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def settings(**webhooks: Any) -> Settings:
@@ -187,69 +170,3 @@ class Flaky:
 
             return fail
         return getattr(self._inner, name)
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A private redis-server on its own port, started and stopped by the test (never the shared one)."""
-
-    def __init__(self, port: int, extra_args: Sequence[str] = ()) -> None:
-        self.port = port
-        self.args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", *extra_args]
-        self.proc: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self.proc.stdout is not None
-        # Wait on the server's own log line, not a sleep: ready means the data set is loaded too.
-        for line in self.proc.stdout:
-            if "Ready to accept connections" in line:
-                break
-        else:
-            raise RuntimeError(f"redis-server on port {self.port} did not start")
-        # Keep draining the log so the server never blocks on a full pipe.
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: redis flushes its append-only file, then exits
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
-def redis_server_available() -> bool:
-    return shutil.which("redis-server") is not None
-
-
-def start_private_redis(directory: Path | None = None) -> RedisServer:
-    """Start a private server; with ``directory`` it persists (append-only file) so a restart keeps data."""
-    args = ["--save", "", "--appendonly", "no"]
-    if directory is not None:
-        args = ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(directory)]
-    server = RedisServer(free_port(), args)
-    server.start()
-    return server
-
-
-def drop_prefix(url: str, prefix: str) -> None:
-    """Delete a test's Redis keys (SCAN, never KEYS)."""
-    import redis
-
-    conn = redis.Redis.from_url(url, socket_timeout=2)
-    try:
-        keys = list(conn.scan_iter(match=f"{prefix}*", count=500))
-        if keys:
-            conn.delete(*keys)
-    except redis.RedisError:
-        pass
-    finally:
-        conn.close()

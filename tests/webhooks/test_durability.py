@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from uuid import uuid4
 
 import pytest
+from support import PrivateRedis, drop_prefix
 
 from gatekeeper.stores.base import Stores
 from gatekeeper.stores.redis import RedisStore
@@ -22,33 +23,27 @@ from .helpers import (
     PREFIX,
     TOKEN,
     FakeClock,
-    RedisServer,
-    drop_prefix,
     inbound,
     make_app,
     make_gate,
     post,
-    redis_server_available,
     sign,
-    start_private_redis,
 )
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+def persistent_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     """A private redis-server with an append-only file, so a restart keeps its data like a real deployment."""
-    if not redis_server_available():
-        pytest.skip("redis-server is not on PATH; the outage test needs a private server it can stop")
-    server = start_private_redis(tmp_path)
+    server = PrivateRedis(persist_dir=tmp_path).start()
     try:
         yield server
     finally:
         server.stop()
 
 
-def test_redis_outage_503_then_retry_applies_once(persistent_redis: RedisServer, clock: FakeClock) -> None:
+def test_redis_outage_503_then_retry_applies_once(persistent_redis: PrivateRedis, clock: FakeClock) -> None:
     """STOP ok; Redis stops; another STOP → 503; Redis restarts; the retry → 200, applied once, nothing lost."""
     store = RedisStore.from_url(persistent_redis.url, prefix=f"gktest:{uuid4().hex}:", timeout_seconds=1.0)
     gate = make_gate(stores=Stores.using(store), clock=clock)

@@ -1,0 +1,324 @@
+"""``gatekeeper``: the command line. Argument parsing only; the work lives in gate, batch and demo.
+
+Every command reads the same settings (``--config`` or ``GATEKEEPER_CONFIG``, then the
+environment), masks phone numbers in its logs, and turns an error into one line on stderr
+with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+from rich.console import Console
+
+from gatekeeper.errors import GatekeeperError
+from gatekeeper.models import Decision
+from gatekeeper.phone import mask, mask_text
+from gatekeeper.settings import Settings
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+log = logging.getLogger("gatekeeper.cli")
+
+
+class _MaskNumbers(logging.Filter):
+    """A safety net under every log line: no full phone number reaches a log, whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = mask_text(record.getMessage())
+        record.args = None
+        return True
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_MaskNumbers())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.load(args.config)
+
+
+@contextmanager
+def _gate(args: argparse.Namespace) -> Iterator[Any]:
+    """A Gatekeeper from the settings, or against an in-process sandbox with ``--sandbox``."""
+    from gatekeeper.gate import Gatekeeper
+
+    settings = _settings(args)
+    if not getattr(args, "sandbox", False):
+        gate = Gatekeeper.from_settings(settings)
+        try:
+            yield gate
+        finally:
+            gate.close()
+        return
+    from gatekeeper.sandbox import SandboxConfig, SandboxServer
+
+    with SandboxServer(SandboxConfig(numbers=settings.sandbox.numbers)) as server:
+        gate = Gatekeeper.from_settings(settings, twilio_client=server.client())
+        try:
+            yield gate
+        finally:
+            gate.close()
+
+
+# -- commands ---------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gatekeeper import demo
+
+    return EXIT_OK if demo.run(Console()) else EXIT_ERROR
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    with _gate(args) as gate:
+        decision: Decision = gate.decide(args.number, purpose=args.purpose, country=args.country)
+    if args.json:
+        sys.stdout.write(TypeAdapter(Decision).dump_json(decision, indent=2).decode() + "\n")
+    else:
+        _print_decision(decision)
+    return EXIT_REFUSED if decision.refused and decision.enforced else EXIT_OK
+
+
+def _print_decision(decision: Decision) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("number", mask(decision.to) if decision.to.startswith("+") else "(not a number)")
+    table.add_row("purpose", decision.purpose)
+    table.add_row("action", decision.action.value)
+    if decision.twilio_code:
+        table.add_row("twilio code", str(decision.twilio_code))
+    table.add_row("reasons", ", ".join(decision.reasons) or "-")
+    table.add_row("enforced", "yes" if decision.enforced else "no (observe mode)")
+    if decision.facts is not None:
+        f = decision.facts
+        for name in ("country_code", "line_type", "carrier_name", "mcc", "mnc", "caller_name", "source"):
+            value = getattr(f, name)
+            if value is not None:
+                table.add_row(name.replace("_", " "), str(value))
+    Console().print(table)
+
+
+def cmd_enrich(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gatekeeper import batch
+
+    fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
+    with (
+        _gate(args) as gate,
+        Progress(
+            TextColumn("[bold]enrich"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=Console(stderr=True),
+            transient=False,
+        ) as progress,
+    ):
+        task = progress.add_task("enrich", total=None, detail="")
+
+        def on_progress(event: Any) -> None:
+            progress.update(
+                task,
+                completed=event.done,
+                total=event.total,
+                detail=f"looked up {event.looked_up}, cached {event.cached}, errors {event.errors}",
+            )
+
+        summary = batch.enrich_file(
+            gate,
+            args.input,
+            args.output,
+            rate_per_second=args.rate,
+            concurrency=args.concurrency,
+            fields=fields,
+            purpose=args.purpose,
+            country=args.country,
+            progress=on_progress,
+        )
+    sys.stdout.write(
+        f"rows {summary.rows}  looked up {summary.looked_up}  cached {summary.cached}  refused {summary.refused}  "
+        f"errors {summary.errors}  skipped (already done) {summary.skipped}  "
+        f"achieved {summary.achieved_rate:.1f} lookups/s in {summary.elapsed_seconds:.1f} s\n"
+    )
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import waitress
+    from flask import Flask
+
+    from gatekeeper.gate import Gatekeeper
+    from gatekeeper.webhooks import init_app
+
+    settings = _settings(args)
+    gate = Gatekeeper.from_settings(settings)
+    app = Flask("gatekeeper")
+    init_app(app, gate, url_prefix=args.prefix)
+    sys.stdout.write(f"Gatekeeper webhooks on http://{args.host}:{args.port}{args.prefix} (waitress)\n")
+    sys.stdout.flush()
+    try:
+        waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="gatekeeper")
+    finally:
+        gate.close()
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from gatekeeper.sandbox import (
+        TEST_ACCOUNT_SID,
+        TEST_API_KEY_SECRET,
+        TEST_API_KEY_SID,
+        TEST_AUTH_TOKEN,
+        Account,
+        CallbackConfig,
+        SandboxConfig,
+        SandboxServer,
+    )
+
+    settings = _settings(args)
+    t = settings.twilio
+    keys = {t.api_key.sid: t.api_key.secret.get_secret_value()} if t.api_key.sid and t.api_key.secret else {}
+    configured = t.account_sid is not None and (t.auth_token is not None or bool(keys))
+    if configured:
+        assert t.account_sid is not None
+        token = t.auth_token.get_secret_value() if t.auth_token else TEST_AUTH_TOKEN
+        account = Account(t.account_sid, token, keys)
+        # Real credentials are never printed: say where they came from instead.
+        pair = f"account {t.account_sid}, the auth token or API key from your environment"
+    else:
+        account = Account(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, {TEST_API_KEY_SID: TEST_API_KEY_SECRET})
+        pair = f"account {TEST_ACCOUNT_SID} / auth token {TEST_AUTH_TOKEN} (published test values)"
+    config = SandboxConfig(accounts=[account], numbers=settings.sandbox.numbers, callbacks=CallbackConfig(mode="auto"))
+    server = SandboxServer(config, host=args.host, port=args.port).start()
+    sys.stdout.write(
+        f"Twilio sandbox on {server.url}\ncredentials: {pair}\nuse it: GATEKEEPER_SANDBOX_URL={server.url}\n"
+    )
+    sys.stdout.flush()
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
+# -- parsing ----------------------------------------------------------------------------
+def _positive(kind: type[float] | type[int]) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+        return value
+
+    return parse
+
+
+def _common_options(parser: argparse.ArgumentParser, _: argparse.ArgumentParser, *, defaults: bool) -> None:
+    # After the command name the options must not reset what was given before it: SUPPRESS there.
+    config_default = None if defaults else argparse.SUPPRESS
+    verbose_default = 0 if defaults else argparse.SUPPRESS
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=config_default,
+        help="settings TOML (default: $GATEKEEPER_CONFIG, else environment only)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=verbose_default, help="log more (-vv: debug)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatekeeper",
+        description="Decide, before a Twilio call costs money or breaks a rule, whether and how to reach a number.",
+    )
+    _common_options(parser, argparse.ArgumentParser(add_help=False), defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, common, defaults=False)  # also accepted after the command name
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=lambda **kw: argparse.ArgumentParser(parents=[common], **kw),
+    )
+
+    sub.add_parser("demo", help="run the offline story: sandbox + webhooks, every step checked").set_defaults(
+        func=cmd_demo
+    )
+
+    check = sub.add_parser("check", help="the decision and facts for one number")
+    check.add_argument("number")
+    check.add_argument("--country", help="ISO-2 hint for national formats (default: [lookup] default_country_code)")
+    check.add_argument("--purpose", choices=("notify", "mfa"), default="notify")
+    check.add_argument("--json", action="store_true", help="print the Decision as JSON")
+    check.add_argument("--sandbox", action="store_true", help="ask an in-process sandbox instead of Twilio")
+    check.set_defaults(func=cmd_check)
+
+    enrich = sub.add_parser("enrich", help="batch Lookup of a CSV into JSON Lines (rate-limited, resumable)")
+    enrich.add_argument("input", type=Path, help="CSV with a header and a phone column")
+    enrich.add_argument("-o", "--output", type=Path, required=True, help="JSON Lines output; re-runs resume it")
+    enrich.add_argument("--rate", type=_positive(float), default=50.0, help="Lookups per second, never exceeded")
+    enrich.add_argument("--concurrency", type=_positive(int), default=20, help="Lookups in flight at most")
+    enrich.add_argument("--fields", help="comma-separated Lookup fields (default: [lookup] default_fields)")
+    enrich.add_argument("--country", help="ISO-2 hint for rows without a country column")
+    enrich.add_argument("--purpose", choices=("notify", "mfa"), default="notify")
+    enrich.add_argument("--sandbox", action="store_true", help="enrich against an in-process sandbox")
+    enrich.set_defaults(func=cmd_enrich)
+
+    serve = sub.add_parser("serve", help="serve the Twilio webhooks (waitress)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_positive(int), default=8080)
+    serve.add_argument("--prefix", default="/twilio", help="URL prefix of the routes (default /twilio)")
+    serve.add_argument("--threads", type=_positive(int), default=8)
+    serve.set_defaults(func=cmd_serve)
+
+    sandbox = sub.add_parser("sandbox", help="run the Twilio emulator alone, for developing against")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8099, help="0 picks a free port")
+    sandbox.set_defaults(func=cmd_sandbox)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
+    return mask_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        code: int = args.func(args)
+        return code
+    except (GatekeeperError, ValueError, OSError) as exc:
+        sys.stderr.write(f"gatekeeper: error: {_one_line(exc)}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("gatekeeper: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""The gatekeeper command: each command's happy path and its bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from gatekeeper.cli import main
+from gatekeeper.sandbox import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, sandbox_client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_API_KEY_SID",
+        "TWILIO_API_KEY_SECRET",
+        "GATEKEEPER_CONFIG",
+        "GATEKEEPER_REDIS_URL",
+        "GATEKEEPER_SANDBOX_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_help_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """gatekeeper --help and each command's --help exit 0 and describe it."""
+    for argv in (
+        ["--help"],
+        ["demo", "--help"],
+        ["check", "--help"],
+        ["enrich", "--help"],
+        ["serve", "--help"],
+        ["sandbox", "--help"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+        assert "usage: gatekeeper" in capsys.readouterr().out
+
+
+def test_demo_tells_the_whole_story(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo runs offline and every step behaves as stated."""
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "8/8 steps behaved as stated" in out
+    assert "+14155550100" not in out  # numbers are masked in the table
+
+
+def test_check_in_the_sandbox(capsys: pytest.CaptureFixture[str]) -> None:
+    """check --sandbox --json prints the decision with its facts."""
+    assert main(["check", "(415) 555-0101", "--country", "US", "--sandbox", "--json"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["action"] == "voice"
+    assert decision["facts"]["line_type"] == "landline"
+    assert main(["check", "+14155550102", "--purpose", "mfa", "--sandbox"]) == 0
+    assert "totp" in capsys.readouterr().out
+
+
+def test_check_refusal_and_bad_number(capsys: pytest.CaptureFixture[str]) -> None:
+    """A refused number exits 3 with its Twilio code; garbage is refused, never a crash."""
+    assert main(["check", "not a number", "--sandbox"]) == 3
+    assert "21211" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_clear_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Unknown options exit 2; missing config, bad config or no credentials exit 1 with one line."""
+    with pytest.raises(SystemExit) as info:
+        main(["check", "+14155550100", "--frobnicate"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --frobnicate" in capsys.readouterr().err
+
+    assert main(["check", "+14155550100", "--config", str(tmp_path / "missing.toml")]) == 1
+    assert capsys.readouterr().err.strip() == f"gatekeeper: error: config file not found: {tmp_path / 'missing.toml'}"
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[lookup]\ndefault_fields = ["line_tipe"]\n')
+    assert main(["--config", str(bad), "check", "+14155550100"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lookup.default_fields" in err
+
+    assert main(["check", "+14155550100"]) == 1
+    assert "no Twilio credentials" in capsys.readouterr().err
+
+
+def _start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    return proc, first
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEKEEPER_"))}
+    env.update(extra)
+    return env
+
+
+def test_sandbox_command_serves_twilio_paths() -> None:
+    """gatekeeper sandbox prints its URL and the test pair, then answers the real SDK."""
+    proc, first = _start(["sandbox", "--port", "0"], _env())
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+", first)
+        assert url, first
+        credentials = proc.stdout.readline()  # type: ignore[union-attr]
+        assert TEST_ACCOUNT_SID in credentials and TEST_AUTH_TOKEN in credentials
+        client = sandbox_client(url.group(0), TEST_ACCOUNT_SID, TEST_AUTH_TOKEN)
+        answer = client.lookups.v2.phone_numbers("+14155550100").fetch(fields="line_type_intelligence")
+        assert answer.line_type_intelligence["type"] == "mobile"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_sandbox_command_accepts_configured_credentials_and_never_prints_them() -> None:
+    """With TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN set, those open the sandbox and the token is not printed."""
+    sid, token = "AC" + "7" * 32, "my-real-looking-token"
+    proc, first = _start(["sandbox", "--port", "0"], _env(TWILIO_ACCOUNT_SID=sid, TWILIO_AUTH_TOKEN=token))
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+", first).group(0)  # type: ignore[union-attr]
+        credentials = proc.stdout.readline()  # type: ignore[union-attr]
+        assert sid in credentials and token not in credentials
+        assert sandbox_client(url, sid, token).lookups.v2.phone_numbers("+14155550101").fetch().valid
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    assert token not in out + err
+
+
+def test_serve_mounts_the_webhooks() -> None:
+    """gatekeeper serve runs the blueprint under waitress; a health check answers and unsigned posts get 403."""
+    sock_port = __import__("support").free_port()
+    env = _env(TWILIO_ACCOUNT_SID="AC" + "7" * 32, TWILIO_AUTH_TOKEN="serve-token")
+    proc, first = _start(["serve", "--port", str(sock_port)], env)
+    try:
+        assert f":{sock_port}/twilio" in first
+        base = f"http://127.0.0.1:{sock_port}/twilio"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                health = requests.get(base + "/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        assert health.status_code == 200
+        assert requests.post(base + "/messages/inbound", data={"Body": "STOP"}, timeout=5).status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_without_credentials_fails_clearly() -> None:
+    """serve needs the auth token to check signatures: without it, one line and exit 1."""
+    out = subprocess.run(
+        [sys.executable, "-m", "gatekeeper.cli", "serve", "--port", "8089"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert out.stderr.startswith("gatekeeper: error:")
+    assert out.stderr.count("\n") == 1
