@@ -232,7 +232,7 @@ def _positive(kind: type[float] | type[int]) -> Any:
     return parse
 
 
-def _common_options(parser: argparse.ArgumentParser, _: argparse.ArgumentParser, *, defaults: bool) -> None:
+def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     # After the command name the options must not reset what was given before it: SUPPRESS there.
     config_default = None if defaults else argparse.SUPPRESS
     verbose_default = 0 if defaults else argparse.SUPPRESS
@@ -250,21 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gatekeeper",
         description="Decide, before a Twilio call costs money or breaks a rule, whether and how to reach a number.",
     )
-    _common_options(parser, argparse.ArgumentParser(add_help=False), defaults=True)
+    _common_options(parser, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
-    _common_options(common, common, defaults=False)  # also accepted after the command name
-    sub = parser.add_subparsers(
-        dest="command",
-        required=True,
-        metavar="COMMAND",
-        parser_class=lambda **kw: argparse.ArgumentParser(parents=[common], **kw),
-    )
+    _common_options(common, defaults=False)  # also accepted after the command name
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("demo", help="run the offline story: sandbox + webhooks, every step checked").set_defaults(
-        func=cmd_demo
-    )
+    sub.add_parser(
+        "demo", parents=[common], help="run the offline story: sandbox + webhooks, every step checked"
+    ).set_defaults(func=cmd_demo)
 
-    check = sub.add_parser("check", help="the decision and facts for one number")
+    check = sub.add_parser("check", parents=[common], help="the decision and facts for one number")
     check.add_argument("number")
     check.add_argument("--country", help="ISO-2 hint for national formats (default: [lookup] default_country_code)")
     check.add_argument("--purpose", choices=("notify", "mfa"), default="notify")
@@ -272,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--sandbox", action="store_true", help="ask an in-process sandbox instead of Twilio")
     check.set_defaults(func=cmd_check)
 
-    enrich = sub.add_parser("enrich", help="batch Lookup of a CSV into JSON Lines (rate-limited, resumable)")
+    enrich = sub.add_parser(
+        "enrich", parents=[common], help="batch Lookup of a CSV into JSON Lines (rate-limited, resumable)"
+    )
     enrich.add_argument("input", type=Path, help="CSV with a header and a phone column")
     enrich.add_argument("-o", "--output", type=Path, required=True, help="JSON Lines output; re-runs resume it")
     enrich.add_argument("--rate", type=_positive(float), default=50.0, help="Lookups per second, never exceeded")
@@ -283,14 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     enrich.add_argument("--sandbox", action="store_true", help="enrich against an in-process sandbox")
     enrich.set_defaults(func=cmd_enrich)
 
-    serve = sub.add_parser("serve", help="serve the Twilio webhooks (waitress)")
+    serve = sub.add_parser("serve", parents=[common], help="serve the Twilio webhooks (waitress)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_positive(int), default=8080)
     serve.add_argument("--prefix", default="/twilio", help="URL prefix of the routes (default /twilio)")
     serve.add_argument("--threads", type=_positive(int), default=8)
     serve.set_defaults(func=cmd_serve)
 
-    sandbox = sub.add_parser("sandbox", help="run the Twilio emulator alone, for developing against")
+    sandbox = sub.add_parser("sandbox", parents=[common], help="run the Twilio emulator alone, for developing against")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8099, help="0 picks a free port")
     sandbox.set_defaults(func=cmd_sandbox)

@@ -28,7 +28,7 @@ from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
 from gatekeeper.errors import LookupUnavailable, StoreUnavailable
-from gatekeeper.models import LOOKUP_FIELDS, Phone, PhoneFacts
+from gatekeeper.models import LOOKUP_PACKAGES, Phone, PhoneFacts
 from gatekeeper.phone import mask
 from gatekeeper.retries import Backoff, TransientError, call_with_retries, parse_retry_after
 from gatekeeper.stores.base import CachedLookup, LookupCache, lookup_key
@@ -259,8 +259,8 @@ class LookupService:
         ) from error
 
 
-# Lookup packages: null in an answer unless requested, so a partial refresh merges only these.
-_PACKAGES = LOOKUP_FIELDS - {"validation"}
+# A partial refresh merges only the packages it asked for (the others come back null).
+_PACKAGES = frozenset(LOOKUP_PACKAGES)
 
 
 @dataclass(frozen=True)

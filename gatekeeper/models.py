@@ -33,22 +33,21 @@ LINE_TYPES: frozenset[str] = frozenset(
 )
 VOIP_LINE_TYPES: frozenset[str] = frozenset({"fixedVoip", "nonFixedVoip"})
 
-#: Lookup v2 ``Fields`` values (an allowlist: a typo fails at load, not on the first paid request).
-LOOKUP_FIELDS: frozenset[str] = frozenset(
-    {
-        "validation",
-        "caller_name",
-        "sim_swap",
-        "call_forwarding",
-        "line_status",
-        "line_type_intelligence",
-        "identity_match",
-        "reassigned_number",
-        "sms_pumping_risk",
-        "phone_number_quality_score",
-        "pre_fill",
-    }
+#: Lookup v2 data packages, in the order of the response: ``null`` in an answer unless requested.
+LOOKUP_PACKAGES: tuple[str, ...] = (
+    "caller_name",
+    "sim_swap",
+    "call_forwarding",
+    "line_status",
+    "line_type_intelligence",
+    "identity_match",
+    "reassigned_number",
+    "sms_pumping_risk",
+    "phone_number_quality_score",
+    "pre_fill",
 )
+#: Lookup v2 ``Fields`` values (an allowlist: a typo fails at load, not on the first paid request).
+LOOKUP_FIELDS: frozenset[str] = frozenset({"validation", *LOOKUP_PACKAGES})
 
 FactsSource = Literal["local", "cache", "lookup"]
 PhoneKind = Literal["e164", "short_code", "alphanumeric", "invalid"]

@@ -27,6 +27,7 @@ from xml.etree import ElementTree
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
+from gatekeeper.models import LOOKUP_FIELDS
 from gatekeeper.sandbox.config import Account, SandboxConfig
 from gatekeeper.sandbox.control import control_blueprint
 from gatekeeper.sandbox.errors import (
@@ -39,7 +40,6 @@ from gatekeeper.sandbox.errors import (
 )
 from gatekeeper.sandbox.numbers import MAGIC_FROM_ERRORS, mask
 from gatekeeper.sandbox.resources import (
-    LOOKUP_FIELDS,
     Verification,
     attempt_channel,
     call_json,

@@ -24,6 +24,8 @@ from typing import Any, Literal
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType, ValidationResult
 
+from gatekeeper.models import LINE_TYPES
+
 #: The documented sandbox test account. Not a real Twilio credential; it only opens this emulator.
 TEST_ACCOUNT_SID = "AC" + "5a4db0c0ffee5a4db0c0ffee5a4db0c0"
 #: Auth token of :data:`TEST_ACCOUNT_SID`.
@@ -35,22 +37,6 @@ TEST_API_KEY_SECRET = "sandbox-api-key-secret-0123456789"  # noqa: S105  (a publ
 Delivery = Literal["delivered", "undelivered", "failed"]
 CallOutcome = Literal["completed", "busy", "no-answer", "failed"]
 
-LINE_TYPES: frozenset[str] = frozenset(
-    {
-        "mobile",
-        "landline",
-        "fixedVoip",
-        "nonFixedVoip",
-        "personal",
-        "tollFree",
-        "premium",
-        "sharedCost",
-        "uan",
-        "voicemail",
-        "pager",
-        "unknown",
-    }
-)
 DELIVERIES: frozenset[str] = frozenset({"delivered", "undelivered", "failed"})
 CALL_OUTCOMES: frozenset[str] = frozenset({"completed", "busy", "no-answer", "failed"})
 #: Line types whose carrier fields Lookup documents as null.

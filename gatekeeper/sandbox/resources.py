@@ -15,38 +15,13 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import quote
 
+from gatekeeper.models import LOOKUP_PACKAGES
 from gatekeeper.sandbox.numbers import NO_CARRIER_TYPES, NumberProfile
 
 API_VERSION = "2010-04-01"
 LOOKUP_BASE = "https://lookups.twilio.com"
 VERIFY_BASE = "https://verify.twilio.com"
-LOOKUP_FIELDS: frozenset[str] = frozenset(
-    {
-        "validation",
-        "caller_name",
-        "sim_swap",
-        "call_forwarding",
-        "line_status",
-        "line_type_intelligence",
-        "identity_match",
-        "reassigned_number",
-        "sms_pumping_risk",
-        "phone_number_quality_score",
-        "pre_fill",
-    }
-)
-_PACKAGES = (
-    "caller_name",
-    "sim_swap",
-    "call_forwarding",
-    "line_status",
-    "line_type_intelligence",
-    "identity_match",
-    "reassigned_number",
-    "sms_pumping_risk",
-    "phone_number_quality_score",
-    "pre_fill",
-)
+_PACKAGES = LOOKUP_PACKAGES
 _CNAM_COUNTRIES = frozenset({"US", "CA"})
 
 
