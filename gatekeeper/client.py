@@ -61,7 +61,7 @@ class _Gated(_Proxy):
             str(to) if to is not None else "",
             purpose,
             country,
-            channel=None if channel == "sms" else channel,
+            channel=channel,
             sender=_given(sender),
             strict=True,
             reroute_landline=reroute,

@@ -187,7 +187,7 @@ class Gatekeeper:
             "enrich": t_enrich - t_supp,
             "total": t_end - t0,
         }
-        self._audit(decision, phone, channel or ("sms" if strict and purpose == "notify" else None), timings)
+        self._audit(decision, phone, channel, timings)
         return _Evaluation(decision, phone)
 
     def _suppress(self, phone: Phone, pol: Policy, sender: str | None, country: str | None) -> Verdict | None:
@@ -379,7 +379,7 @@ class Gatekeeper:
         params: Mapping[str, Any],
     ) -> Outcome:
         decision = self._evaluate(
-            to, "mfa", country, channel=wanted if wanted != "sms" else None, have_email=email is not None
+            to, "mfa", country, channel=wanted, have_email=email is not None
         ).decision
         action = decision.action
         if not decision.enforced:

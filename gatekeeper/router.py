@@ -14,7 +14,7 @@ from typing import Literal
 from gatekeeper.models import VOIP_LINE_TYPES, Action, Decision, PhoneFacts, Purpose
 from gatekeeper.policy import Policy, RefusalKind, Verdict
 
-#: The channel a caller asks for. ``None`` lets the router choose.
+#: The channel a caller asks for; ``None`` and ``"sms"`` both mean "a text, or what the policy routes it to".
 Channel = Literal["sms", "voice", "email"]
 
 # The code Twilio itself would answer for each kind of refusal, per purpose.
