@@ -214,13 +214,31 @@ def _run(
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gatekeeper-enrich")
     pending: set[Future[_Result]] = set()
 
+    def emit_all(futures: set[Future[_Result]]) -> BaseException | None:
+        """Write every result among ``futures``; return the first failure instead of losing the others."""
+        failure: BaseException | None = None
+        for future in futures:
+            error = None if future.cancelled() else future.exception()
+            if error is not None:
+                failure = failure or error
+            elif not future.cancelled():
+                result = future.result()
+                emit(result.row, *_record(result))
+        return failure
+
     def settle(keep: int) -> None:
         nonlocal pending
         while len(pending) > keep:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                result = future.result()  # a BatchError from a worker stops the run here
-                emit(result.row, *_record(result))
+            failure = emit_all(finished)
+            if failure is not None:
+                # A fatal error (the rate limiter is gone): start nothing new, but keep the records of rows
+                # already running, whose Lookups are paid for.
+                for future in pending:
+                    future.cancel()
+                emit_all(wait(pending).done)
+                pending = set()
+                raise failure
 
     try:
         for row in rows:
