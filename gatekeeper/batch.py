@@ -40,6 +40,7 @@ import math
 import re
 import threading
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -55,7 +56,7 @@ from twilio.base.exceptions import TwilioException
 from gatekeeper.errors import GatekeeperError, StoreUnavailable
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.lookup import fields_hash
-from gatekeeper.models import LOOKUP_FIELDS, PURPOSES, Decision, Phone, PhoneFacts, Purpose
+from gatekeeper.models import LOOKUP_FIELDS, PURPOSES, Decision, Phone, Purpose
 from gatekeeper.phone import mask, normalize
 from gatekeeper.policy import Policy, screen_number
 from gatekeeper.stores.base import CachedLookup, lookup_key
@@ -64,6 +65,8 @@ log = logging.getLogger("gatekeeper.batch")
 
 #: Header names taken as the number column when none is given, in this order (case-insensitive).
 NUMBER_COLUMNS: tuple[str, ...] = ("phone", "phone_number", "number", "to", "msisdn")
+#: The PhoneFacts written under ``facts`` in each record.
+FACTS = ("country_code", "line_type", "carrier_name", "mcc", "mnc", "caller_name", "source", "fetched_at", "valid")
 #: An optional column with a per-row ISO 3166 alpha-2 hint for numbers written in national format.
 COUNTRY_COLUMN = "country"
 #: The rate limiter bucket; every process enriching against one store shares it.
@@ -89,26 +92,10 @@ class BatchError(GatekeeperError):
 
 
 @dataclass(frozen=True)
-class ProgressEvent:
-    """Counts after one more row was handled (written or skipped); ``total`` is the input's data rows."""
-
-    row: int
-    status: RowStatus
-    done: int
-    total: int
-    ok: int
-    refused: int
-    errors: int
-    skipped: int
-    looked_up: int
-    cached: int
-    elapsed_seconds: float
-
-
-@dataclass(frozen=True)
 class EnrichSummary:
-    """What a run did. ``rows`` counts every data row, skipped ones included; ``looked_up`` counts rows
-    answered by a Lookup request this run (failed requests too); ``achieved_rate`` is looked_up per second."""
+    """What a run did, or has done so far. ``rows`` counts rows handled, skipped ones included (at the end:
+    every data row); ``looked_up`` counts rows answered by a Lookup request this run (failed requests too);
+    ``achieved_rate`` is looked_up per second of ``elapsed_seconds``."""
 
     rows: int
     ok: int
@@ -119,6 +106,16 @@ class EnrichSummary:
     skipped: int
     elapsed_seconds: float
     achieved_rate: float
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Sent after each row is handled: which row, its status, the input's data rows, and the counts so far."""
+
+    row: int
+    status: RowStatus
+    total: int
+    so_far: EnrichSummary
 
 
 def enrich_file(
@@ -143,7 +140,8 @@ def enrich_file(
     ``clock``/``sleep`` pace the rate limit and default to the gate's. Re-running with the same output
     resumes. Raises :class:`BatchError` for what the caller must fix; a bad row is an error record instead.
     """
-    src, out = _check_paths(Path(input_path), Path(output_path))
+    src, out = Path(input_path), Path(output_path)
+    _check_paths(src, out)
     if not (rate_per_second > 0 and math.isfinite(rate_per_second)):
         raise BatchError(f"rate must be a positive number of Lookups per second, not {rate_per_second!r}")
     if isinstance(concurrency, bool) or not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -151,11 +149,11 @@ def enrich_file(
     if country is not None and not _COUNTRY.fullmatch(country):
         raise BatchError(f"country must be a two-letter ISO 3166 code such as 'US', not {country!r}")
     view, policy = _gate_for(gate, purpose, fields)
-    with _reading(src, number_column) as (layout, _):
-        log.info("enriching %s: numbers from column %r", src, layout.column)
-    index, complete_bytes = _read_output(out, max_row=src.stat().st_size)
-    total = _count_rows(src, number_column, index, out)
+    with _reading(src, number_column) as (layout, rows):  # the header is checked before the output is read
+        index, complete_bytes = _read_output(out, max_row=src.stat().st_size)
+        total = _count_rows(rows, index, src, out)
     _cut_partial_tail(out, complete_bytes)
+    log.info("enriching %s (%d rows, numbers in column %r) into %s", src, total, layout.column, out)
 
     clock = clock or gate.clock
     enricher = _Enricher(
@@ -167,7 +165,7 @@ def enrich_file(
         clock=clock,
         sleep=sleep or gate.sleep,
     )
-    tally = _Tally(total)
+    counts: Counter[str] = Counter()
     started = clock()
     try:
         sink = out.open("a", encoding="utf-8", newline="\n")
@@ -175,41 +173,25 @@ def enrich_file(
         raise BatchError(f"cannot write {out}: {exc.strerror}; check the path and its permissions") from exc
     with sink, _reading(src, number_column) as (_, rows):
 
-        def emit(row: _Row, status: RowStatus, record: dict[str, Any] | None, facts: PhoneFacts | None) -> None:
+        def emit(row: _Row, status: RowStatus, record: dict[str, Any] | None) -> None:
             if record is not None:
                 # One write per record, flushed: an interrupted run keeps every record it wrote, and a
                 # crash mid-write leaves at most one partial last line, which the next run cuts off.
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                 sink.flush()
-            tally.add(status, facts, record)
+            _count(counts, status, record)
             if progress is not None:
-                progress(tally.event(row.n, status, clock() - started))
+                progress(ProgressEvent(row.n, status, total, _summary(counts, clock() - started)))
 
         _run(rows, index, enricher, concurrency, emit)
     elapsed = max(0.0, clock() - started)
-    summary = tally.summary(elapsed)
-    log.info(
-        "enriched %d rows (%d looked up, %d cached, %d refused, %d errors, %d skipped) in %.1fs, %.1f Lookups/s",
-        summary.rows,
-        summary.looked_up,
-        summary.cached,
-        summary.refused,
-        summary.errors,
-        summary.skipped,
-        elapsed,
-        summary.achieved_rate,
-    )
+    summary = _summary(counts, elapsed)
+    log.info("enrich finished: %s", summary)
     return summary
 
 
 # -- the run ---------------------------------------------------------------------------------
-def _run(
-    rows: Iterator[_Row],
-    index: _DoneIndex,
-    enricher: _Enricher,
-    concurrency: int,
-    emit: _Emit,
-) -> None:
+def _run(rows: Iterator[_Row], index: _DoneIndex, enricher: _Enricher, concurrency: int, emit: _Emit) -> None:
     """Feed rows to ``concurrency`` workers; only this thread writes, so records never interleave."""
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gatekeeper-enrich")
     pending: set[Future[_Result]] = set()
@@ -243,7 +225,7 @@ def _run(
     try:
         for row in rows:
             if index.holds(row.n, row.input):
-                emit(row, "skipped", None, None)
+                emit(row, "skipped", None)
             elif row.problem is not None:
                 emit(row, *_record(_Result(row, None, None, row.problem)))
             else:
@@ -257,7 +239,7 @@ def _run(
     pool.shutdown()
 
 
-_Emit = Callable[["_Row", RowStatus, "dict[str, Any] | None", "PhoneFacts | None"], None]
+_Emit = Callable[["_Row", RowStatus, "dict[str, Any] | None"], None]
 
 
 @dataclass(frozen=True)
@@ -404,7 +386,7 @@ def _gate_for(gate: Gatekeeper, purpose: str, fields: Sequence[str] | None) -> t
 
 
 # -- records and counts ----------------------------------------------------------------------
-def _record(result: _Result) -> tuple[RowStatus, dict[str, Any], PhoneFacts | None]:
+def _record(result: _Result) -> tuple[RowStatus, dict[str, Any]]:
     decision = result.decision
     facts = decision.facts if decision is not None else None
     status: RowStatus = "error" if decision is None else "refused" if decision.refused else "ok"
@@ -416,75 +398,34 @@ def _record(result: _Result) -> tuple[RowStatus, dict[str, Any], PhoneFacts | No
         "action": decision.action.value if decision is not None else None,
         "reasons": list(decision.reasons) if decision is not None else [],
         "twilio_code": decision.twilio_code if decision is not None else None,
-        "facts": None
-        if facts is None
-        else {
-            "country_code": facts.country_code,
-            "line_type": facts.line_type,
-            "carrier_name": facts.carrier_name,
-            "mcc": facts.mcc,
-            "mnc": facts.mnc,
-            "caller_name": facts.caller_name,
-            "source": facts.source,
-            "fetched_at": facts.fetched_at,
-            "valid": facts.valid,
-        },
+        "facts": None if facts is None else {name: getattr(facts, name) for name in FACTS},
         "error": result.error,
     }
-    return status, record, facts
+    return status, record
 
 
-class _Tally:
-    """Running counts; touched only by the writing thread."""
+def _count(counts: Counter[str], status: RowStatus, record: dict[str, Any] | None) -> None:
+    """Count one handled row: ``rows``, its status, and where its facts came from (``lookup``/``cache``)."""
+    counts.update(("rows", status))
+    facts = record["facts"] if record is not None else None
+    if facts is not None and facts["source"] != "local":
+        counts[facts["source"]] += 1
+    elif record is not None and any(r.startswith("lookup:unavailable") for r in record["reasons"]):
+        counts["lookup"] += 1  # asked and failed: the request still counted against Twilio
 
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = self.ok = self.refused = self.errors = self.skipped = self.looked_up = self.cached = 0
 
-    def add(self, status: RowStatus, facts: PhoneFacts | None, record: dict[str, Any] | None) -> None:
-        self.done += 1
-        if status == "ok":
-            self.ok += 1
-        elif status == "refused":
-            self.refused += 1
-        elif status == "error":
-            self.errors += 1
-        else:
-            self.skipped += 1
-        if facts is not None and facts.source == "cache":
-            self.cached += 1
-        elif facts is not None and facts.source == "lookup":
-            self.looked_up += 1
-        elif record is not None and any(r.startswith("lookup:unavailable") for r in record["reasons"]):
-            self.looked_up += 1  # asked and failed: the request still counted against Twilio
-
-    def event(self, row: int, status: RowStatus, elapsed: float) -> ProgressEvent:
-        return ProgressEvent(
-            row=row,
-            status=status,
-            done=self.done,
-            total=self.total,
-            ok=self.ok,
-            refused=self.refused,
-            errors=self.errors,
-            skipped=self.skipped,
-            looked_up=self.looked_up,
-            cached=self.cached,
-            elapsed_seconds=elapsed,
-        )
-
-    def summary(self, elapsed: float) -> EnrichSummary:
-        return EnrichSummary(
-            rows=self.total,
-            ok=self.ok,
-            looked_up=self.looked_up,
-            cached=self.cached,
-            refused=self.refused,
-            errors=self.errors,
-            skipped=self.skipped,
-            elapsed_seconds=elapsed,
-            achieved_rate=self.looked_up / elapsed if elapsed > 0 else 0.0,
-        )
+def _summary(counts: Counter[str], elapsed: float) -> EnrichSummary:
+    return EnrichSummary(
+        rows=counts["rows"],
+        ok=counts["ok"],
+        looked_up=counts["lookup"],
+        cached=counts["cache"],
+        refused=counts["refused"],
+        errors=counts["error"],
+        skipped=counts["skipped"],
+        elapsed_seconds=elapsed,
+        achieved_rate=counts["lookup"] / elapsed if elapsed > 0 else 0.0,
+    )
 
 
 # -- reading the input -----------------------------------------------------------------------
@@ -504,7 +445,7 @@ class _Row:
     problem: str | None = None  # why the row cannot be decided; it becomes an error record
 
 
-def _check_paths(src: Path, out: Path) -> tuple[Path, Path]:
+def _check_paths(src: Path, out: Path) -> None:
     if not src.exists():
         raise BatchError(f"input file {src} does not exist; pass the path of a CSV file with a header line")
     if src.is_dir():
@@ -515,7 +456,6 @@ def _check_paths(src: Path, out: Path) -> tuple[Path, Path]:
         raise BatchError(f"the folder of output {out} does not exist; create it or choose another path")
     if out.exists() and src.samefile(out):
         raise BatchError(f"the output {out} is the input file; choose another output path")
-    return src, out
 
 
 @contextmanager
@@ -594,17 +534,16 @@ def _parse_row(n: int, cells: list[str], layout: _Layout) -> _Row:
     return _Row(n, text, hint.upper() or None)
 
 
-def _count_rows(src: Path, number_column: str | None, index: _DoneIndex, out: Path) -> int:
+def _count_rows(rows: Iterator[_Row], index: _DoneIndex, src: Path, out: Path) -> int:
     """The input's data rows; checks on the way that every row already in ``out`` was written for this input."""
     total = 0
-    with _reading(src, number_column) as (_, rows):
-        for row in rows:
-            total = row.n
-            if index.count and index.conflicts(row.n, row.input):
-                raise BatchError(
-                    f"{out} was written for a different input: row {row.n} of {src} has changed since. "
-                    f"Write to a new output file, or delete {out} to start over"
-                )
+    for row in rows:
+        total = row.n
+        if index.count and index.conflicts(row.n, row.input):
+            raise BatchError(
+                f"{out} was written for a different input: row {row.n} of {src} has changed since. "
+                f"Write to a new output file, or delete {out} to start over"
+            )
     if index.max_row > total:
         raise BatchError(
             f"{out} holds row {index.max_row} but {src} has only {total} rows, so it was written for a different "
@@ -687,14 +626,10 @@ def _read_output(out: Path, *, max_row: int) -> tuple[_DoneIndex, int]:
 def _parse_record(line: bytes) -> tuple[int, str] | None:
     try:
         record = json.loads(line)
-    except ValueError:  # UnicodeDecodeError included
+        row, text = record["row"], record["input"]
+    except (ValueError, TypeError, KeyError):  # not JSON (or not UTF-8), not an object, not ours
         return None
-    if not isinstance(record, dict):
-        return None
-    row, text = record.get("row"), record.get("input")
-    if type(row) is not int or row < 1 or not isinstance(text, str):
-        return None
-    return row, text
+    return (row, text) if type(row) is int and row >= 1 and isinstance(text, str) else None
 
 
 def _cut_partial_tail(out: Path, complete_bytes: int) -> None:

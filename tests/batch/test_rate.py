@@ -15,6 +15,7 @@ from gatekeeper.errors import StoreUnavailable
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.policy import Policy
 from gatekeeper.sandbox import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, SandboxHttpClient, SandboxServer, create_app
+from gatekeeper.settings import Settings
 from gatekeeper.stores.base import Stores
 from gatekeeper.stores.memory import MemoryStore
 from gatekeeper.stores.redis import RedisStore
@@ -165,3 +166,49 @@ def test_two_runs_on_one_redis_share_one_budget(sandbox_server, redis_url, redis
     assert len(times) == 40
     assert most_in_one_second(times) <= 20 + BURST + 2  # + 2: thread wake-up jitter after each permit
     assert max(times) - min(times) >= 39 / 20 - 0.2  # one shared budget, not 20/s each
+
+
+@pytest.mark.parametrize(
+    ("settings", "purpose", "fields", "advance_seconds", "first", "second"),
+    [
+        pytest.param({}, "notify", None, 60, 6, 0, id="fresh-cache"),
+        pytest.param({}, "notify", ("line_type_intelligence", "sms_pumping_risk"), 7200, 6, 6, id="stale-field"),
+        pytest.param({}, "mfa", None, 2 * 86_400, 6, 6, id="past-max-age"),
+        pytest.param({"cache": {"enabled": False}}, "notify", None, 60, 8, 8, id="no-cache"),
+        pytest.param({"lookup": {"enabled": False}}, "notify", None, 60, 0, 0, id="lookup-off"),
+    ],
+)
+def test_a_row_takes_a_permit_exactly_when_it_costs_a_lookup(
+    sandbox_server, files, settings, purpose, fields, advance_seconds, first, second
+):
+    """Permits match Lookups made, whatever the cache holds: fresh, a stale field, past max age, off."""
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    stores = Stores.using(store)
+    limiter = RecordingLimiter(store)
+    stores.rate_limits = limiter
+    gate = Gatekeeper(
+        sandbox_server.client(), settings=Settings(**settings), stores=stores, clock=clock, sleep=clock.sleep
+    )
+    wanted = numbers(6)
+    src = files.csv("phone\n" + "\n".join([*wanted, *wanted[:2]]) + "\n")
+    options: dict[str, Any] = {"purpose": purpose, "fields": fields, "clock": clock, "sleep": clock.sleep}
+
+    enrich_file(gate, src, files.root / "first.jsonl", **options)
+    assert len(limiter.permits) == sum(sandbox_server.sandbox.lookup_counts().values()) == first
+    clock.advance(advance_seconds)
+    limiter.permits.clear()
+    sandbox_server.sandbox.reset()
+    summary = enrich_file(gate, src, files.out, **options)
+    assert len(limiter.permits) == sum(sandbox_server.sandbox.lookup_counts().values()) == second
+    assert summary.looked_up == second
+
+
+def test_opted_out_numbers_are_refused_without_a_lookup(sandbox_server, make_gate, files):
+    """An opted-out number is refused by the gate's suppression step and costs no Lookup."""
+    gate = make_gate()
+    gate.opt_out("+14155550100")
+    enrich_file(gate, files.csv("phone\n+14155550100\n"), files.out, rate_per_second=1000)
+    (record,) = files.records()
+    assert record["status"] == "refused" and record["reasons"] == ["opted_out:account"] and record["facts"] is None
+    assert sandbox_server.sandbox.lookup_counts() == {}
