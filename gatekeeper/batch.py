@@ -467,7 +467,10 @@ def _reading(src: Path, number_column: str | None) -> Iterator[tuple[_Layout, It
     except OSError as exc:
         raise BatchError(f"cannot read {src}: {exc.strerror}; check the path and its permissions") from exc
     with handle:
-        reader = csv.reader(handle)
+        # Spreadsheets in many locales export ";"-separated "CSV": use the delimiter the header line has most of.
+        first = next((line for line in iter(lambda: handle.readline(65_536), "") if line.strip()), "")
+        handle.seek(0)
+        reader = csv.reader(handle, delimiter=max(",;\t", key=first.count) if first.strip() else ",")
         layout = _read_header(reader, src, number_column)
         yield layout, _rows(reader, layout)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from gatekeeper.batch import BatchError, EnrichSummary, ProgressEvent, enrich_file
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.policy import Policy
+from gatekeeper.settings import Settings
 
 MOBILE, LANDLINE, VOIP = "+14155550100", "+14155550101", "+14155550102"
 LOOKUP_INVALID = "+15005550001"  # valid to phonenumbers, `valid: false` from Lookup
@@ -155,6 +155,14 @@ def test_number_column_is_found_by_name_or_given(make_gate, files):
     assert files.records(files.root / "first.jsonl")[0]["e164"] == "+14155550102"
 
 
+def test_semicolon_separated_files_with_a_bom_are_read(make_gate, files):
+    """A spreadsheet export with a byte-order mark and ";" between fields is read like a comma-separated one."""
+    src = files.csv("\ufeffName;Phone;Country\r\nann;0 79 11 12 34 56;GG\r\nbob;(415) 555-0100;US\r\n")
+    enrich_file(make_gate(), src, files.out, rate_per_second=1000)
+    rows = files.by_row()
+    assert rows[1]["e164"] == "+447911123456" and rows[2]["e164"] == "+14155550100"
+
+
 def test_country_option_is_the_hint_for_national_numbers(make_gate, files):
     """`country` applies to rows without their own hint; a row's `country` value wins."""
     src = files.csv("phone,country\n07911 123456,\n(415) 555-0100,US\n")
@@ -177,7 +185,7 @@ def test_fields_override_the_policy_and_reach_lookup(sandbox_server, make_gate, 
 def test_lookup_failures_follow_the_policy_and_count_as_lookups(sandbox_server, make_gate, files):
     """A Lookup that keeps failing is decided on local facts (notify) with the reason, not an error record."""
     sandbox_server.sandbox.add_fault("error", route="lookup", status=503, code=20503)
-    gate = make_gate(settings=_no_retry_settings())
+    gate = make_gate(settings=Settings(lookup={"max_retries": 0}))
     src = files.csv("phone\n+14155550100\n")
     summary = enrich_file(gate, src, files.out, rate_per_second=1000)
     (record,) = files.records()
@@ -223,12 +231,6 @@ def test_logs_never_show_a_full_number(sandbox_server, make_gate, files, caplog)
     assert files.records()[0]["e164"] == "+14155550100"
 
 
-def _no_retry_settings():  # type: ignore[no-untyped-def]
-    from gatekeeper.settings import Settings
-
-    return Settings(lookup={"max_retries": 0})
-
-
 def test_output_lines_are_one_json_object_each(make_gate, files):
     """Every output line parses alone (no pretty printing, no partial lines); non-ASCII input is kept."""
     src = files.csv("phone\n+1 415 555 0100 ☎\n")
@@ -236,4 +238,3 @@ def test_output_lines_are_one_json_object_each(make_gate, files):
     raw = files.out.read_bytes()
     assert raw.endswith(b"\n") and raw.count(b"\n") == 1
     assert json.loads(raw)["input"] == "+1 415 555 0100 ☎"
-    assert isinstance(Path(files.out), Path)
