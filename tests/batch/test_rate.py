@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from support import FakeClock, run_threads
 from twilio.rest import Client
 
+from gatekeeper import batch
 from gatekeeper.batch import BURST, RATE_BUCKET, BatchError, enrich_file
 from gatekeeper.errors import StoreUnavailable
 from gatekeeper.gate import Gatekeeper
@@ -212,3 +214,28 @@ def test_opted_out_numbers_are_refused_without_a_lookup(sandbox_server, make_gat
     (record,) = files.records()
     assert record["status"] == "refused" and record["reasons"] == ["opted_out:account"] and record["facts"] is None
     assert sandbox_server.sandbox.lookup_counts() == {}
+
+
+def test_rows_read_ahead_of_the_records_written_stay_within_twice_concurrency(monkeypatch, make_gate, files):
+    """However long the file, at most 2 x concurrency rows are in the pool ahead of the records written."""
+    submitted = 0
+
+    class CountingPool(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            nonlocal submitted
+            submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "ThreadPoolExecutor", CountingPool)
+    ahead: list[int] = []
+    src = files.csv("phone\n" + "\n".join(numbers(150)) + "\n")
+    enrich_file(
+        make_gate(),
+        src,
+        files.out,
+        concurrency=3,
+        rate_per_second=10_000,
+        progress=lambda e: ahead.append(submitted - e.so_far.rows),
+    )
+    assert submitted == 150 and len(ahead) == 150
+    assert max(ahead) <= 2 * 3
