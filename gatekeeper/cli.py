@@ -114,42 +114,41 @@ def _print_decision(decision: Decision) -> None:
 def cmd_enrich(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from gatekeeper import batch
+    from gatekeeper.batch import ProgressEvent, enrich_file
 
     fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
-    with (
-        _gate(args) as gate,
-        Progress(
-            TextColumn("[bold]enrich"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[detail]}"),
-            console=Console(stderr=True),
-            transient=False,
-        ) as progress,
-    ):
-        task = progress.add_task("enrich", total=None, detail="")
+    progress = Progress(
+        TextColumn("[bold]enrich"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=Console(stderr=True),
+    )
+    task = progress.add_task("enrich", total=None, detail="")
 
-        def on_progress(event: Any) -> None:
-            progress.update(
-                task,
-                completed=event.done,
-                total=event.total,
-                detail=f"looked up {event.looked_up}, cached {event.cached}, errors {event.errors}",
+    def on_progress(event: ProgressEvent) -> None:
+        progress.start()  # on the first row, so input errors print alone, without an empty bar
+        s = event.so_far
+        detail = f"looked up {s.looked_up}, cached {s.cached}, refused {s.refused}, errors {s.errors}"
+        progress.update(task, completed=s.rows, total=event.total, detail=detail)
+
+    with _gate(args) as gate:
+        try:
+            summary = enrich_file(
+                gate,
+                args.input,
+                args.output,
+                rate_per_second=args.rate,
+                concurrency=args.concurrency,
+                fields=fields,
+                purpose=args.purpose,
+                country=args.country,
+                progress=on_progress,
             )
-
-        summary = batch.enrich_file(
-            gate,
-            args.input,
-            args.output,
-            rate_per_second=args.rate,
-            concurrency=args.concurrency,
-            fields=fields,
-            purpose=args.purpose,
-            country=args.country,
-            progress=on_progress,
-        )
+        finally:
+            if progress.live.is_started:
+                progress.stop()
     sys.stdout.write(
         f"rows {summary.rows}  looked up {summary.looked_up}  cached {summary.cached}  refused {summary.refused}  "
         f"errors {summary.errors}  skipped (already done) {summary.skipped}  "

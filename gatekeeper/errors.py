@@ -9,6 +9,7 @@
     ├── StoreUnavailable            a store could not be read or written
     ├── IdempotencyConflict         a key reused with another payload, still in flight, or unknown
     ├── InvalidSignature            a webhook whose X-Twilio-Signature does not verify
+    ├── BatchError                  an enrich input or output that cannot be used (gatekeeper.batch)
     └── GateRefused                 a drop-in call the gate refused           (also TwilioRestException)
 
 ``GateRefused`` inherits twilio's ``TwilioRestException`` so ``except

@@ -378,9 +378,7 @@ class Gatekeeper:
         country: str | None,
         params: Mapping[str, Any],
     ) -> Outcome:
-        decision = self._evaluate(
-            to, "mfa", country, channel=wanted, have_email=email is not None
-        ).decision
+        decision = self._evaluate(to, "mfa", country, channel=wanted, have_email=email is not None).decision
         action = decision.action
         if not decision.enforced:
             action = {"voice": Action.VERIFY_CALL, "email": Action.EMAIL}.get(wanted, Action.VERIFY_SMS)
@@ -497,6 +495,7 @@ _quiet_http_log.setLevel(logging.WARNING)
 
 def build_twilio_client(settings: Settings) -> Client:
     """A twilio Client for ``settings``: credentials, timeout, region/edge, or the sandbox."""
+    from requests.adapters import HTTPAdapter
     from twilio.http.http_client import TwilioHttpClient
 
     t = settings.twilio
@@ -517,6 +516,10 @@ def build_twilio_client(settings: Settings) -> Client:
                 key="twilio",
             )
         http = TwilioHttpClient(timeout=timeout, logger=_quiet_http_log)
+        if http.session is not None:
+            # twilio sizes its pool to the CPU count; batch enrichment runs more Lookups than that at once,
+            # and a connection beyond the pool is opened and dropped for every request.
+            http.session.mount("https://", HTTPAdapter(pool_maxsize=64))
     username, password, account_sid = creds
     client = Client(username, password, account_sid, region=t.region, edge=t.edge, http_client=http, environment={})
     if settings.lookup.base_url.rstrip("/") != "https://lookups.twilio.com":

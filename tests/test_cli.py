@@ -180,3 +180,35 @@ def test_serve_without_credentials_fails_clearly() -> None:
     assert out.returncode == 1
     assert out.stderr.startswith("gatekeeper: error:")
     assert out.stderr.count("\n") == 1
+
+
+def test_enrich_happy_path_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """enrich --sandbox writes one record per row, malformed rows as errors; a re-run skips what is done."""
+    source = tmp_path / "in.csv"
+    source.write_text("name,phone\nAlex,+14155550100\nBo,(415) 555-0101\nbad,row,extra\nCy,not a number\n"
+                      "Alex again,+14155550100\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["enrich", str(source), "-o", str(out), "--sandbox", "--rate", "100"]) == 0
+    summary = capsys.readouterr().out
+    assert "rows 5  looked up 2  cached 1  refused 1  errors 1" in summary
+    records = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda r: r["row"])
+    assert [r["status"] for r in records] == ["ok", "ok", "error", "refused", "ok"]
+    assert records[1]["facts"]["line_type"] == "landline"
+    assert "3 fields" in records[2]["error"]
+    assert main(["enrich", str(source), "-o", str(out), "--sandbox"]) == 0
+    assert "skipped (already done) 5" in capsys.readouterr().out
+    assert len(out.read_text().splitlines()) == 5
+
+
+def test_enrich_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing file or a bad option is one clear line, never a traceback."""
+    assert main(["enrich", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "o.jsonl"), "--sandbox"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gatekeeper: error:") and "does not exist" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as info:
+        main(["enrich", "in.csv", "-o", "o.jsonl", "--rate", "fast"])
+    assert info.value.code == 2
+    assert "--rate: not a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["enrich", "in.csv"])  # -o is required
+    assert "-o/--output" in capsys.readouterr().err
