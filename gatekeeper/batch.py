@@ -15,13 +15,12 @@ lines excluded. The output is the user's data, so it holds full numbers; logs on
 
 * **Every row goes through** :meth:`Gatekeeper.decide`, so the gate's normalizer, suppression, policy and
   Lookup cache apply exactly as for a live send. Duplicate numbers cost one Lookup: a row whose number is
-  being fetched by another row of the run waits for that answer and reads it from the cache.
-* **Rate**: before a row that will reach Twilio, one permit is reserved from the gate's ``RateLimiter``
-  (bucket ``"lookup"``, GCRA) and its wait slept. In Redis the bucket lives on the server's clock, so every
-  process and host using the same store and prefix shares one budget (give them the same rate). Rows the
-  gate answers locally or from a fresh cache entry take no permit. Burst is 1: permits are spaced 1/rate
-  apart, so no 1-second window holds more than ``rate + 1`` Lookups (retries the gate makes after a 429 or
-  5xx are not permitted separately; they back off instead).
+  being decided by another row of the run waits for that answer and reads it from the cache.
+* **Rate**: every Lookup request (retries included) first reserves one permit from the gate's
+  ``RateLimiter`` (bucket ``"lookup"``, GCRA) and sleeps its wait: the permit hangs on the LookupService
+  itself, so exactly the requests that reach Twilio are paced. In Redis the bucket lives on the server's
+  clock, so every process and host using the same store and prefix shares one budget (give them the same
+  rate). Burst is 1: permits are spaced 1/rate apart, so no 1-second window holds more than ``rate + 1``.
 * **Resume**: rows already in the output (same row number and same input value) are skipped, missing rows
   appended. A partial last line left by a crash is cut off and its row done again. An output written for a
   different input raises :class:`BatchError` before any work.
@@ -55,11 +54,8 @@ from twilio.base.exceptions import TwilioException
 
 from gatekeeper.errors import GatekeeperError, StoreUnavailable
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.lookup import fields_hash
 from gatekeeper.models import LOOKUP_FIELDS, PURPOSES, Decision, Phone, Purpose
 from gatekeeper.phone import mask, normalize
-from gatekeeper.policy import Policy, screen_number
-from gatekeeper.stores.base import CachedLookup, lookup_key
 
 log = logging.getLogger("gatekeeper.batch")
 
@@ -148,23 +144,15 @@ def enrich_file(
         raise BatchError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency!r}")
     if country is not None and not _COUNTRY.fullmatch(country):
         raise BatchError(f"country must be a two-letter ISO 3166 code such as 'US', not {country!r}")
-    view, policy = _gate_for(gate, purpose, fields)
+    clock = clock or gate.clock
+    view = _gate_for(gate, purpose, fields, _Permits(gate, rate_per_second, clock, sleep or gate.sleep))
     with _reading(src, number_column) as (layout, rows):  # the header is checked before the output is read
         index, complete_bytes = _read_output(out, max_row=src.stat().st_size)
         total = _count_rows(rows, index, src, out)
     _cut_partial_tail(out, complete_bytes)
     log.info("enriching %s (%d rows, numbers in column %r) into %s", src, total, layout.column, out)
 
-    clock = clock or gate.clock
-    enricher = _Enricher(
-        view,
-        policy,
-        purpose,
-        country.upper() if country else None,
-        rate_per_second=rate_per_second,
-        clock=clock,
-        sleep=sleep or gate.sleep,
-    )
+    enricher = _Enricher(view, purpose, country.upper() if country else None)
     counts: Counter[str] = Counter()
     started = clock()
     try:
@@ -251,100 +239,61 @@ class _Result:
 
 
 class _Enricher:
-    """Decides one row, from worker threads: takes a permit first when the row will cost a Lookup."""
+    """Decides one row, from worker threads."""
 
-    def __init__(
-        self,
-        gate: Gatekeeper,
-        policy: Policy,
-        purpose: Purpose,
-        country: str | None,
-        *,
-        rate_per_second: float,
-        clock: Callable[[], float],
-        sleep: Callable[[float], None],
-    ) -> None:
+    def __init__(self, gate: Gatekeeper, purpose: Purpose, country: str | None) -> None:
         self.gate = gate
-        self.policy = policy
         self.purpose = purpose
         self.country = country
-        self.rate_per_second = rate_per_second
-        self.clock = clock
-        self.sleep = sleep
-        self._config = gate.lookup.config
-        self._lookups_on = gate.settings.lookup.enabled
-        self._fields_hash = fields_hash(policy.fields)
-        self._ttls = (dict(self._config.field_ttl_seconds or {}), self._config.positive_ttl_seconds)
         self._inflight: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
     def __call__(self, row: _Row) -> _Result:
         country = row.country or self.country
-        # The same parse the gate makes (an LRU hit for it), so the key below is the one it will use.
-        phone = normalize(row.input, country or self.gate.default_country)
-        key = self._lookup_key(phone)
-        owned = self._claim(key) if key is not None and self._config.cache_enabled else None
-        if owned is None and self._config.cache_enabled:
-            key = None  # answered from the cache after all (filled by a duplicate row's fetch)
+        phone = normalize(row.input, country or self.gate.default_country)  # an LRU hit for the gate's own parse
+        # A number another row of this run is deciding waits for that row and then reads the cache: it
+        # must not sit on the Lookup's fill lock, whose wait is sized for a request, not a permit queue.
+        e164, mine = phone.e164, None
+        if e164 is not None:
+            with self._lock:
+                running = self._inflight.get(e164)
+                if running is None:
+                    mine = self._inflight[e164] = threading.Event()
+            if running is not None:
+                running.wait()
         try:
-            if key is not None:
-                self._permit()
-            try:
-                decision = self.gate.decide(row.input, self.purpose, country)
-            except (GatekeeperError, TwilioException, requests.RequestException) as exc:
-                log.warning("row %d (%s) could not be decided: %s", row.n, mask(phone.e164), type(exc).__name__)
-                return _Result(row, phone, None, f"{type(exc).__name__}: {exc}")
+            return self._decide(row, phone, country)
         finally:
-            if owned is not None:
-                self._release(owned)
+            if e164 is not None and mine is not None:
+                with self._lock:
+                    del self._inflight[e164]
+                mine.set()
+
+    def _decide(self, row: _Row, phone: Phone, country: str | None) -> _Result:
+        try:
+            decision = self.gate.decide(row.input, self.purpose, country)
+        except BatchError:
+            raise  # the rate limiter is gone: stop the run, do not record the row
+        except (GatekeeperError, TwilioException, requests.RequestException) as exc:
+            log.warning("row %d (%s) could not be decided: %s", row.n, mask(phone.e164), type(exc).__name__)
+            return _Result(row, phone, None, f"{type(exc).__name__}: {exc}")
         return _Result(row, phone, decision)
 
-    def _lookup_key(self, phone: Phone) -> str | None:
-        """The cache key of a row that will cost a Lookup; None when the gate answers it locally or from cache.
 
-        Opt-outs and suppressions are not checked here: such a row may take a permit it does not use,
-        which only ever errs below the budget.
-        """
-        if not self._lookups_on or screen_number(phone, self.policy) is not None or phone.e164 is None:
-            return None
-        key = lookup_key(phone.e164, self._fields_hash, phone.region or "ZZ")
-        return None if self._fresh(key) else key
+class _Permits:
+    """One rate-limit permit per Lookup request, reserved from the gate's (possibly shared) limiter."""
 
-    def _fresh(self, key: str) -> bool:
-        """True when the cache holds every field the policy asks for, young enough (LookupService's rule)."""
-        if not self._config.cache_enabled:
-            return False
+    def __init__(
+        self, gate: Gatekeeper, rate_per_second: float, clock: Callable[[], float], sleep: Callable[[float], None]
+    ) -> None:
+        self.limiter = gate.stores.rate_limits
+        self.rate_per_second = rate_per_second
+        self.clock = clock
+        self.sleep = sleep
+
+    def __call__(self) -> None:
         try:
-            entry = self.gate.lookup.cache.get_lookup(key)
-        except StoreUnavailable:
-            return False  # the gate will then ask Lookup directly: that costs a permit
-        return entry is not None and _covers(entry, self.policy, self._ttls, self.gate.lookup.clock())
-
-    def _claim(self, key: str) -> str | None:
-        """Own the fetch of ``key`` in this run, or None once another row's fetch has filled the cache.
-
-        A duplicate number waits for the row fetching it instead of taking a permit of its own; the gate's
-        fill lock would make it wait anyway, and the permit would be spent for nothing.
-        """
-        while True:
-            with self._lock:
-                running = self._inflight.get(key)
-                if running is None:
-                    if self._fresh(key):
-                        return None
-                    self._inflight[key] = threading.Event()
-                    return key
-            running.wait()
-
-    def _release(self, key: str) -> None:
-        with self._lock:
-            done = self._inflight.pop(key)
-        done.set()
-
-    def _permit(self) -> None:
-        """Reserve one Lookup permit and sleep until it is due."""
-        try:
-            wait_seconds = self.gate.stores.rate_limits.reserve(
+            wait_seconds = self.limiter.reserve(
                 RATE_BUCKET, rate_per_second=self.rate_per_second, burst=BURST, now=self.clock()
             )
         except StoreUnavailable as exc:
@@ -357,32 +306,23 @@ class _Enricher:
             self.sleep(wait_seconds)
 
 
-def _covers(entry: CachedLookup, policy: Policy, ttls: tuple[dict[str, float], float], now: float) -> bool:
-    if entry.negative:
-        return True
-    per_field, default_ttl = ttls
-    limit = math.inf if policy.max_age_seconds is None else policy.max_age_seconds
-    times = entry.field_times
-    return all(f in times and now - times[f] <= min(per_field.get(f, default_ttl), limit) for f in policy.fields)
+def _gate_for(gate: Gatekeeper, purpose: str, fields: Sequence[str] | None, permits: _Permits) -> Gatekeeper:
+    """A view of ``gate`` whose Lookups take permits, with ``fields`` for ``purpose`` when given.
 
-
-def _gate_for(gate: Gatekeeper, purpose: str, fields: Sequence[str] | None) -> tuple[Gatekeeper, Policy]:
-    """The gate to decide with, and its policy for ``purpose`` (with ``fields`` when given)."""
+    A shallow copy shares the client, the stores and the Lookup cache and its single-flight lock,
+    leaving the caller's gate untouched.
+    """
     if purpose not in PURPOSES:
         raise BatchError(f"purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}")
-    policy = gate.policies[purpose]
-    if fields is None:
-        return gate, policy
-    wanted = [f.strip() for f in (fields.split(",") if isinstance(fields, str) else fields) if f.strip()]
-    unknown = sorted(set(wanted) - LOOKUP_FIELDS)
-    if unknown:
-        raise BatchError(f"unknown Lookup field(s) {unknown}; use any of {', '.join(sorted(LOOKUP_FIELDS))}")
-    policy = replace(policy, fields=tuple(dict.fromkeys(wanted)))
-    # A shallow copy shares the client, the stores and the LookupService (its cache and single-flight
-    # lock) and swaps only this purpose's policy, leaving the caller's gate untouched.
     view = copy(gate)
-    view.policies = {**gate.policies, purpose: policy}
-    return view, policy
+    view.lookup = gate.lookup.with_before_request(permits)
+    if fields is not None:
+        wanted = [f.strip() for f in (fields.split(",") if isinstance(fields, str) else fields) if f.strip()]
+        unknown = sorted(set(wanted) - LOOKUP_FIELDS)
+        if unknown:
+            raise BatchError(f"unknown Lookup field(s) {unknown}; use any of {', '.join(sorted(LOOKUP_FIELDS))}")
+        view.policies = {**gate.policies, purpose: replace(gate.policies[purpose], fields=tuple(dict.fromkeys(wanted)))}
+    return view
 
 
 # -- records and counts ----------------------------------------------------------------------

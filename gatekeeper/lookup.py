@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from copy import copy
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -98,8 +99,10 @@ class LookupService:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         backoff: Backoff | None = None,
+        before_request: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
+        self.before_request = before_request
         self.cache = cache
         self.config = config or LookupConfig()
         self.clock = clock
@@ -111,6 +114,16 @@ class LookupService:
         )
         self._field_ttl = dict(self.config.field_ttl_seconds or {})
         self._hashes: dict[tuple[str, ...], str] = {}
+
+    def with_before_request(self, hook: Callable[[], None]) -> LookupService:
+        """A copy sharing the client and the cache that calls ``hook`` before every HTTP attempt.
+
+        Batch enrichment hangs its rate-limit permit here, so exactly the requests that reach
+        Twilio (retries included) are paced; cache hits and waits on another caller's fill are free.
+        """
+        twin = copy(self)
+        twin.before_request = hook
+        return twin
 
     def _ttl(self, field: str) -> float:
         return self._field_ttl.get(field, self.config.positive_ttl_seconds)
@@ -231,6 +244,8 @@ class LookupService:
     def _fetch_once(self, e164: str, params: dict[str, object]) -> dict[str, Any]:
         # The SDK's own request path (auth, edge/region, the configured HttpClient) with two things
         # fetch() cannot give: a per-request timeout and the response headers (Retry-After).
+        if self.before_request is not None:
+            self.before_request()
         version = self.client.lookups.v2
         uri = f"/PhoneNumbers/{e164}"
         try:
