@@ -185,8 +185,9 @@ def test_serve_without_credentials_fails_clearly() -> None:
 def test_enrich_happy_path_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """enrich --sandbox writes one record per row, malformed rows as errors; a re-run skips what is done."""
     source = tmp_path / "in.csv"
-    source.write_text("name,phone\nAlex,+14155550100\nBo,(415) 555-0101\nbad,row,extra\nCy,not a number\n"
-                      "Alex again,+14155550100\n")
+    source.write_text(
+        "name,phone\nAlex,+14155550100\nBo,(415) 555-0101\nbad,row,extra\nCy,not a number\nAlex again,+14155550100\n"
+    )
     out = tmp_path / "out.jsonl"
     assert main(["enrich", str(source), "-o", str(out), "--sandbox", "--rate", "100"]) == 0
     summary = capsys.readouterr().out
@@ -212,3 +213,21 @@ def test_enrich_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         main(["enrich", "in.csv"])  # -o is required
     assert "-o/--output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--fast"], "unrecognized arguments: --fast"),
+        (["sandbox", "--port", "eighty"], "invalid int value"),
+        (["serve", "--port", "-1"], "must be greater than 0"),
+        (["check", "+14155550100", "--purpose", "marketing"], "invalid choice: 'marketing'"),
+        (["launch"], "invalid choice: 'launch'"),
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Unknown options, commands or values exit 2 with argparse's one-line reason."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
