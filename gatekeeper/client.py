@@ -65,7 +65,7 @@ class _Gated(_Proxy):
             sender=_given(sender),
             strict=True,
             reroute_landline=reroute,
-        ).decision
+        )
         if decision.enforced and decision.action is Action.REFUSE:
             raise GateRefused(decision, code=decision.twilio_code or 21211, uri=self._uri)
         return decision

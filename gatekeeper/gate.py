@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -32,14 +32,6 @@ from gatekeeper.stores.base import ACCOUNT_SCOPE, Stores
 log = logging.getLogger("gatekeeper")
 
 _OUTCOME = TypeAdapter(Outcome)
-
-
-@dataclass(frozen=True)
-class _Evaluation:
-    """A decision plus what the caller needs to act on it."""
-
-    decision: Decision
-    phone: Phone
 
 
 class Gatekeeper:
@@ -129,7 +121,7 @@ class Gatekeeper:
         email: str | None = None,
     ) -> Decision:
         """The decision for one number, without acting. Audited."""
-        return self._evaluate(number, purpose, country, channel=channel, sender=sender, have_email=bool(email)).decision
+        return self._evaluate(number, purpose, country, channel=channel, sender=sender, have_email=bool(email))
 
     def _policy(self, purpose: str) -> Policy:
         try:
@@ -153,7 +145,7 @@ class Gatekeeper:
         strict: bool = False,
         reroute_landline: bool = False,
         have_email: bool = False,
-    ) -> _Evaluation:
+    ) -> Decision:
         pol = self._policy(purpose)
         t0 = time.perf_counter()
         phone = phones.normalize(number, country or self.default_country)
@@ -188,7 +180,7 @@ class Gatekeeper:
             "total": t_end - t0,
         }
         self._audit(decision, phone, channel, timings)
-        return _Evaluation(decision, phone)
+        return decision
 
     def _suppress(self, phone: Phone, pol: Policy, sender: str | None, country: str | None) -> Verdict | None:
         assert phone.e164 is not None
@@ -304,7 +296,7 @@ class Gatekeeper:
         params: Mapping[str, Any],
     ) -> Outcome:
         sender = from_ or messaging_service_sid
-        decision = self._evaluate(to, "notify", country, sender=sender).decision
+        decision = self._evaluate(to, "notify", country, sender=sender)
         callback = status_callback or self.settings.routing.status_callback
         action = decision.action if decision.enforced else Action.SMS
         if action is Action.REFUSE:
@@ -378,7 +370,7 @@ class Gatekeeper:
         country: str | None,
         params: Mapping[str, Any],
     ) -> Outcome:
-        decision = self._evaluate(to, "mfa", country, channel=wanted, have_email=email is not None).decision
+        decision = self._evaluate(to, "mfa", country, channel=wanted, have_email=email is not None)
         action = decision.action
         if not decision.enforced:
             action = {"voice": Action.VERIFY_CALL, "email": Action.EMAIL}.get(wanted, Action.VERIFY_SMS)
