@@ -32,6 +32,8 @@ from gatekeeper.stores.base import ACCOUNT_SCOPE, Stores
 log = logging.getLogger("gatekeeper")
 
 _OUTCOME = TypeAdapter(Outcome)
+# Verify's channel names in the router's words.
+_VERIFY_CHANNELS: dict[str, Channel] = {"sms": "sms", "call": "voice", "voice": "voice", "email": "email"}
 
 
 class Gatekeeper:
@@ -341,8 +343,8 @@ class Gatekeeper:
         **params: Any,
     ) -> Outcome:
         """Start an MFA challenge: Verify SMS, a Verify call for landlines, TOTP or email for VoIP."""
-        wanted: Channel = {"sms": "sms", "call": "voice", "voice": "voice", "email": "email"}.get(channel, "sms")  # type: ignore[assignment]
-        if channel not in ("sms", "call", "voice", "email"):
+        wanted = _VERIFY_CHANNELS.get(channel)
+        if wanted is None:
             raise ValueError(f"channel must be 'sms', 'call' or 'email', not {channel!r}")
         if email is not None and not email_channel.looks_like_email(email):
             raise ValueError("email must be an address like name@example.com")

@@ -6,20 +6,10 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
+from gatekeeper.models import LOOKUP_PACKAGES
 from gatekeeper.sandbox import Sandbox
 
-PACKAGES = (
-    "caller_name",
-    "sim_swap",
-    "call_forwarding",
-    "line_status",
-    "line_type_intelligence",
-    "identity_match",
-    "reassigned_number",
-    "sms_pumping_risk",
-    "phone_number_quality_score",
-    "pre_fill",
-)
+PACKAGES = LOOKUP_PACKAGES
 
 
 def _lookup(client: Client, number: str, **kwargs: str) -> dict[str, object]:
