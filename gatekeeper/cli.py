@@ -158,6 +158,7 @@ def cmd_enrich(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import prometheus_client
     import waitress
     from flask import Flask
 
@@ -168,6 +169,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gate = Gatekeeper.from_settings(settings)
     app = Flask("gatekeeper")
     init_app(app, gate, url_prefix=args.prefix)
+
+    @app.get("/metrics")
+    def metrics() -> tuple[bytes, int, dict[str, str]]:
+        return prometheus_client.generate_latest(), 200, {"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+
     sys.stdout.write(f"Gatekeeper webhooks on http://{args.host}:{args.port}{args.prefix} (waitress)\n")
     sys.stdout.flush()
     try:

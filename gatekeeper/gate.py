@@ -14,9 +14,9 @@ from pydantic import TypeAdapter
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
+from gatekeeper import metrics, router
 from gatekeeper import phone as phones
 from gatekeeper import policy as policies
-from gatekeeper import router
 from gatekeeper.channels import email as email_channel
 from gatekeeper.channels import sms, totp, verify, voice
 from gatekeeper.channels.base import SendPolicy
@@ -27,7 +27,7 @@ from gatekeeper.policy import Policy, Verdict
 from gatekeeper.retries import Backoff
 from gatekeeper.router import Channel
 from gatekeeper.settings import Settings
-from gatekeeper.stores.base import ACCOUNT_SCOPE, Stores
+from gatekeeper.stores.base import ACCOUNT_SCOPE, AuditEntry, Stores
 
 log = logging.getLogger("gatekeeper")
 
@@ -174,14 +174,8 @@ class Gatekeeper:
                 reroute_landline=reroute_landline,
                 have_email=have_email,
             )
-        t_end = time.perf_counter()
-        timings = {
-            "normalize": t_norm - t0,
-            "suppress": t_supp - t_norm,
-            "enrich": t_enrich - t_supp,
-            "total": t_end - t0,
-        }
-        self._audit(decision, phone, channel, timings)
+        self._audit(decision, phone, channel, (t0, t_norm, t_supp, t_enrich, time.perf_counter()))
+        metrics.decided(purpose, decision.action.value, decision.twilio_code)
         return decision
 
     def _suppress(self, phone: Phone, pol: Policy, sender: str | None, country: str | None) -> Verdict | None:
@@ -214,32 +208,30 @@ class Gatekeeper:
             log.warning("Lookup unavailable for %s: %s", phones.mask(phone.e164), exc.reason)
             return local_facts(phone), exc.reason
 
-    def _audit(self, decision: Decision, phone: Phone, channel: str | None, timings: Mapping[str, float]) -> None:
+    def _audit(self, decision: Decision, phone: Phone, channel: str | None, timings: tuple[float, ...]) -> None:
         if not self.settings.audit.enabled:
             return
-        facts = decision.facts
-        entry = {
-            "at": self.clock(),
-            "purpose": decision.purpose,
-            "to": phones.mask(phone.e164 or phone.raw),
-            "to_hash": phones.digest(phone.e164 or phone.raw, self._hash_key),
-            "action": decision.action.value,
-            "channel": channel,
-            "reasons": list(decision.reasons),
-            "twilio_code": decision.twilio_code,
-            "enforced": decision.enforced,
-            "cache_hit": decision.cache_hit,
-            "facts": None
-            if facts is None
-            else {
-                "country": facts.country_code,
-                "line_type": facts.line_type,
-                "carrier": facts.carrier_name,
-                "source": facts.source,
-                "fetched_at": facts.fetched_at,
-            },
-            "timings_us": {k: round(v * 1e6, 1) for k, v in timings.items()},
-        }
+        shown = phone.e164 or phone.raw
+        t0, t_norm, t_supp, t_enrich, t_end = timings
+        entry = AuditEntry(
+            at=self.clock(),
+            purpose=decision.purpose,
+            to=phones.mask(shown),
+            to_hash=phones.digest(shown, self._hash_key),
+            action=decision.action.value,
+            channel=channel,
+            reasons=decision.reasons,
+            twilio_code=decision.twilio_code,
+            enforced=decision.enforced,
+            cache_hit=decision.cache_hit,
+            facts=decision.facts,
+            timings_us=(
+                round((t_norm - t0) * 1e6, 1),
+                round((t_supp - t_norm) * 1e6, 1),
+                round((t_enrich - t_supp) * 1e6, 1),
+                round((t_end - t0) * 1e6, 1),
+            ),
+        )
         try:
             self.stores.audit.record(entry)
         except StoreUnavailable as exc:

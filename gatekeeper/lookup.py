@@ -28,6 +28,7 @@ import requests
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
+from gatekeeper import metrics
 from gatekeeper.errors import LookupUnavailable, StoreUnavailable
 from gatekeeper.models import LOOKUP_PACKAGES, Phone, PhoneFacts
 from gatekeeper.phone import mask
@@ -146,6 +147,7 @@ class LookupService:
         fh = self._hashes.get(fields) or self._hashes.setdefault(fields, fields_hash(fields))
         key = lookup_key(phone.e164, fh, phone.region or "ZZ")
         hit = self._cached(key, fields, max_age_seconds)
+        metrics.cache_read(isinstance(hit, PhoneFacts))
         if isinstance(hit, PhoneFacts):
             return hit
         try:
@@ -251,8 +253,10 @@ class LookupService:
         try:
             response = version.request("GET", uri, params=params, timeout=self.config.timeout_seconds)
         except requests.exceptions.RequestException as exc:
+            metrics.lookup_request("error")
             raise TransientError(f"network:{type(exc).__name__}") from exc
         status = response.status_code
+        metrics.lookup_request("invalid" if status == 404 else "answered" if 200 <= status < 300 else "error")
         if 200 <= status < 300:
             try:
                 data = json.loads(response.text)

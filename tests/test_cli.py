@@ -162,6 +162,9 @@ def test_serve_mounts_the_webhooks() -> None:
                 time.sleep(0.05)
         assert health.status_code == 200
         assert requests.post(base + "/messages/inbound", data={"Body": "STOP"}, timeout=5).status_code == 403
+        metrics = requests.get(f"http://127.0.0.1:{sock_port}/metrics", timeout=5)
+        assert metrics.status_code == 200
+        assert "gatekeeper_decisions_total" in metrics.text
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -82,6 +82,54 @@ class Claim:
     result: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One decision as the audit keeps it: the number only masked and hashed.
+
+    Built on every decision, so it shares what the decision already holds (the reasons, the facts)
+    instead of copying them; :meth:`as_dict` is the stored and reported form.
+    """
+
+    at: float
+    purpose: str
+    to: str  # masked: +1415555****
+    to_hash: str
+    action: str
+    channel: str | None
+    reasons: tuple[str, ...]
+    twilio_code: int | None
+    enforced: bool
+    cache_hit: bool
+    facts: PhoneFacts | None
+    timings_us: tuple[float, float, float, float]  # normalize, suppress, enrich, total
+
+    def as_dict(self) -> dict[str, Any]:
+        f = self.facts
+        normalize, suppress, enrich, total = self.timings_us
+        return {
+            "at": self.at,
+            "purpose": self.purpose,
+            "to": self.to,
+            "to_hash": self.to_hash,
+            "action": self.action,
+            "channel": self.channel,
+            "reasons": list(self.reasons),
+            "twilio_code": self.twilio_code,
+            "enforced": self.enforced,
+            "cache_hit": self.cache_hit,
+            "facts": None
+            if f is None
+            else {
+                "country": f.country_code,
+                "line_type": f.line_type,
+                "carrier": f.carrier_name,
+                "source": f.source,
+                "fetched_at": f.fetched_at,
+            },
+            "timings_us": {"normalize": normalize, "suppress": suppress, "enrich": enrich, "total": total},
+        }
+
+
 @runtime_checkable
 class LookupCache(Protocol):
     def get_lookup(self, key: str) -> CachedLookup | None:
@@ -166,7 +214,7 @@ class RateLimiter(Protocol):
 
 @runtime_checkable
 class AuditLog(Protocol):
-    def record(self, entry: Mapping[str, Any]) -> None:
+    def record(self, entry: AuditEntry) -> None:
         """Append one decision record."""
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -14,14 +14,14 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from gatekeeper.errors import StoreUnavailable
 from gatekeeper.models import StatusRecord
-from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange
+from gatekeeper.stores.base import ACCOUNT_SCOPE, AuditEntry, CachedLookup, Claim, ConsentChange
 
 V = TypeVar("V")
 
@@ -94,7 +94,7 @@ class MemoryStore:
         self._statuses: _LRU[StatusRecord] = _LRU(max_entries, clock)
         self._status_rank: dict[str, int] = {}
         self._rates: _LRU[float] = _LRU(max_entries, clock)
-        self._audit: deque[dict[str, Any]] = deque(maxlen=max_audit)
+        self._audit: deque[AuditEntry] = deque(maxlen=max_audit)
 
     # -- lookup cache ---------------------------------------------------------------
     def get_lookup(self, key: str) -> CachedLookup | None:
@@ -278,10 +278,11 @@ class MemoryStore:
             return wait
 
     # -- audit ---------------------------------------------------------------------
-    def record(self, entry: Mapping[str, Any]) -> None:
+    def record(self, entry: AuditEntry) -> None:
         with self._lock:
-            self._audit.append(dict(entry))
+            self._audit.append(entry)  # immutable: kept as is, formatted only when read
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(e) for e in list(self._audit)[-limit:][::-1]] if limit > 0 else []
+            newest = list(self._audit)[-limit:][::-1] if limit > 0 else []
+        return [e.as_dict() for e in newest]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
@@ -22,7 +22,7 @@ from redis.exceptions import LockError, RedisError
 
 from gatekeeper.errors import StoreUnavailable
 from gatekeeper.models import StatusRecord
-from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange
+from gatekeeper.stores.base import ACCOUNT_SCOPE, AuditEntry, CachedLookup, Claim, ConsentChange
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -319,8 +319,9 @@ class RedisStore:
 
     # -- audit ---------------------------------------------------------------------
     @_translated
-    def record(self, entry: Mapping[str, Any]) -> None:
-        self._r.xadd(f"{self._p}audit", {"e": json.dumps(entry, default=str)}, maxlen=self._audit_max, approximate=True)
+    def record(self, entry: AuditEntry) -> None:
+        record = json.dumps(entry.as_dict(), default=str)
+        self._r.xadd(f"{self._p}audit", {"e": record}, maxlen=self._audit_max, approximate=True)
 
     @_translated
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:

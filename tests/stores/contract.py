@@ -11,6 +11,7 @@ from support import run_threads
 from gatekeeper.models import PhoneFacts
 from gatekeeper.stores.base import (
     ACCOUNT_SCOPE,
+    AuditEntry,
     AuditLog,
     CachedLookup,
     FailureStore,
@@ -205,6 +206,24 @@ class StoreContract:
     def test_audit_newest_first(self, store: Any) -> None:
         """Audit records come back newest first, limited."""
         for i in range(5):
-            store.record({"i": i, "to": "+1415555****"})
-        assert [r["i"] for r in store.recent(3)] == [4, 3, 2]
+            store.record(
+                AuditEntry(
+                    at=T0 + i,
+                    purpose="notify",
+                    to="+1415555****",
+                    to_hash="h",
+                    action="sms",
+                    channel=None,
+                    reasons=("r",),
+                    twilio_code=None,
+                    enforced=True,
+                    cache_hit=False,
+                    facts=None,
+                    timings_us=(1.0, 2.0, 3.0, 6.0),
+                )
+            )
+        recent = store.recent(3)
+        assert [r["at"] for r in recent] == [T0 + 4, T0 + 3, T0 + 2]
+        assert recent[0]["timings_us"] == {"normalize": 1.0, "suppress": 2.0, "enrich": 3.0, "total": 6.0}
+        assert recent[0]["reasons"] == ["r"]
         assert store.recent(0) == []
