@@ -208,29 +208,25 @@ class Gatekeeper:
             log.warning("Lookup unavailable for %s: %s", phones.mask(phone.e164), exc.reason)
             return local_facts(phone), exc.reason
 
-    def _audit(self, decision: Decision, phone: Phone, channel: str | None, timings: tuple[float, ...]) -> None:
+    def _audit(
+        self, decision: Decision, phone: Phone, channel: str | None, marks: tuple[float, float, float, float, float]
+    ) -> None:
         if not self.settings.audit.enabled:
             return
-        shown = phone.e164 or phone.raw
-        t0, t_norm, t_supp, t_enrich, t_end = timings
+        masked, hashed = phones.pseudonyms(phone.e164 or phone.raw, self._hash_key)
         entry = AuditEntry(
-            at=self.clock(),
-            purpose=decision.purpose,
-            to=phones.mask(shown),
-            to_hash=phones.digest(shown, self._hash_key),
-            action=decision.action.value,
-            channel=channel,
-            reasons=decision.reasons,
-            twilio_code=decision.twilio_code,
-            enforced=decision.enforced,
-            cache_hit=decision.cache_hit,
-            facts=decision.facts,
-            timings_us=(
-                round((t_norm - t0) * 1e6, 1),
-                round((t_supp - t_norm) * 1e6, 1),
-                round((t_enrich - t_supp) * 1e6, 1),
-                round((t_end - t0) * 1e6, 1),
-            ),
+            self.clock(),
+            decision.purpose,
+            masked,
+            hashed,
+            decision.action.value,
+            channel,
+            decision.reasons,
+            decision.twilio_code,
+            decision.enforced,
+            decision.cache_hit,
+            decision.facts,
+            marks,
         )
         try:
             self.stores.audit.record(entry)

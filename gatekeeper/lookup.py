@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from copy import copy
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,6 +37,10 @@ from gatekeeper.retries import Backoff, TransientError, call_with_retries, parse
 from gatekeeper.stores.base import CachedLookup, LookupCache, lookup_key
 
 log = logging.getLogger("gatekeeper.lookup")
+
+
+#: Fresh facts kept in process memory in front of the store (see LookupService._remember).
+_RECENT_MAX = 10_000
 
 
 def fields_hash(fields: tuple[str, ...]) -> str:
@@ -114,6 +119,7 @@ class LookupService:
             max_retry_after_ms=self.config.max_retry_after_ms,
         )
         self._field_ttl = dict(self.config.field_ttl_seconds or {})
+        self._recent: dict[tuple[str, float | None], tuple[float, PhoneFacts]] = {}
         self._hashes: dict[tuple[str, ...], str] = {}
 
     def with_before_request(self, hook: Callable[[], None]) -> LookupService:
@@ -146,6 +152,10 @@ class LookupService:
             return self._fill(phone, fields, None, fields)
         fh = self._hashes.get(fields) or self._hashes.setdefault(fields, fields_hash(fields))
         key = lookup_key(phone.e164, fh, phone.region or "ZZ")
+        recent = self._recent.get((key, max_age_seconds))
+        if recent is not None and recent[0] > self.clock():
+            metrics.cache_read(True)
+            return recent[1]
         hit = self._cached(key, fields, max_age_seconds)
         metrics.cache_read(isinstance(hit, PhoneFacts))
         if isinstance(hit, PhoneFacts):
@@ -177,8 +187,26 @@ class LookupService:
             return None
         stale = self._stale(entry, fields, self.clock(), max_age)
         if not stale:
+            self._remember(key, max_age, entry, fields)
             return entry.facts
         return _Partial(entry, stale)
+
+    def _remember(self, key: str, max_age: float | None, entry: CachedLookup, fields: tuple[str, ...]) -> None:
+        """Keep fresh facts in this process until the first of their fields ages out.
+
+        Facts only go stale with time, never by another process's write, so serving them from
+        here is as right as reading the store again, and it spares the hot path the store (a lock
+        in memory, a round trip to Redis). Bounded: the oldest memo goes first.
+        """
+        if entry.negative:
+            until = entry.fetched_at + self.config.negative_ttl_seconds
+        else:
+            limit = float("inf") if max_age is None else max_age
+            until = min((entry.field_times[f] + min(self._ttl(f), limit) for f in fields), default=0.0)
+        if len(self._recent) >= _RECENT_MAX:
+            with suppress(StopIteration, RuntimeError, KeyError):  # another thread trimmed it first
+                del self._recent[next(iter(self._recent))]
+        self._recent[(key, max_age)] = (until, entry.facts)
 
     def _fill(
         self,

@@ -128,3 +128,9 @@ def mask_text(text: str) -> str:
 def digest(e164: str, key: bytes = b"") -> str:
     """A stable pseudonym for a number (keyed HMAC-SHA256 when a key is configured), for audit records."""
     return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@lru_cache(maxsize=8_192)
+def pseudonyms(e164: str, key: bytes = b"") -> tuple[str, str]:
+    """``(mask(e164), digest(e164, key))`` in one cached call, for the audit on every decision."""
+    return mask(e164), digest(e164, key)

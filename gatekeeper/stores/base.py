@@ -101,11 +101,15 @@ class AuditEntry:
     enforced: bool
     cache_hit: bool
     facts: PhoneFacts | None
-    timings_us: tuple[float, float, float, float]  # normalize, suppress, enrich, total
+    clock_marks: tuple[float, float, float, float, float]  # perf_counter at start, after each step, at the end
 
     def as_dict(self) -> dict[str, Any]:
         f = self.facts
-        normalize, suppress, enrich, total = self.timings_us
+        start, normalized, suppressed, enriched, end = self.clock_marks
+
+        def us(seconds: float) -> float:
+            return round(seconds * 1e6, 1)
+
         return {
             "at": self.at,
             "purpose": self.purpose,
@@ -126,7 +130,12 @@ class AuditEntry:
                 "source": f.source,
                 "fetched_at": f.fetched_at,
             },
-            "timings_us": {"normalize": normalize, "suppress": suppress, "enrich": enrich, "total": total},
+            "timings_us": {
+                "normalize": us(normalized - start),
+                "suppress": us(suppressed - normalized),
+                "enrich": us(enriched - suppressed),
+                "total": us(end - start),
+            },
         }
 
 

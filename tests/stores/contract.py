@@ -219,7 +219,7 @@ class StoreContract:
                     enforced=True,
                     cache_hit=False,
                     facts=None,
-                    timings_us=(1.0, 2.0, 3.0, 6.0),
+                    clock_marks=(10.0, 10.000001, 10.000003, 10.000006, 10.000006),
                 )
             )
         recent = store.recent(3)
