@@ -257,3 +257,26 @@ def test_processes_share_one_lookup_through_redis(redis_url: str, redis_store: R
     assert len(sources) == 40
     assert sources.count("lookup") == 1
     assert len(_CountingLookup.hits) == 1
+
+
+def test_fresh_facts_are_served_from_process_memory(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
+) -> None:
+    """After one store read, fresh facts come from the process memo, until their first field ages out."""
+    reads: list[str] = []
+
+    class Counting(MemoryStore):
+        def get_lookup(self, key: str) -> Any:
+            reads.append(key)
+            return super().get_lookup(key)
+
+    g = Gatekeeper(twilio_client, stores=Stores.using(Counting(clock=clock)), clock=clock, sleep=clock.sleep)
+    g.decide(MOBILE)  # miss: read, fill lock, read again, fetch
+    first_reads = len(reads)
+    g.decide(MOBILE)  # a store read, which the memo remembers
+    for _ in range(5):
+        assert g.decide(MOBILE).cache_hit
+    assert len(reads) == first_reads + 1
+    clock.advance(7 * DAY + 1)  # past the line type's TTL: the memo no longer answers
+    assert not g.decide(MOBILE).cache_hit
+    assert twilio_http.lookups[MOBILE] == 2
