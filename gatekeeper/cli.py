@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from gatekeeper.models import Decision
 from gatekeeper.phone import mask, mask_text
 from gatekeeper.settings import Settings
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 3  # argparse itself exits 2 on a usage error
 log = logging.getLogger("gatekeeper.cli")
 
 
@@ -55,21 +55,16 @@ def _gate(args: argparse.Namespace) -> Iterator[Any]:
     from gatekeeper.gate import Gatekeeper
 
     settings = _settings(args)
-    if not getattr(args, "sandbox", False):
-        gate = Gatekeeper.from_settings(settings)
-        try:
-            yield gate
-        finally:
-            gate.close()
-        return
-    from gatekeeper.sandbox import SandboxConfig, SandboxServer
+    with ExitStack() as stack:
+        client = None
+        if getattr(args, "sandbox", False):
+            from gatekeeper.sandbox import SandboxConfig, SandboxServer
 
-    with SandboxServer(SandboxConfig(numbers=settings.sandbox.numbers)) as server:
-        gate = Gatekeeper.from_settings(settings, twilio_client=server.client())
-        try:
-            yield gate
-        finally:
-            gate.close()
+            server = stack.enter_context(SandboxServer(SandboxConfig(numbers=settings.sandbox.numbers)))
+            client = server.client()
+        gate = Gatekeeper.from_settings(settings, twilio_client=client)
+        stack.callback(gate.close)
+        yield gate
 
 
 # -- commands ---------------------------------------------------------------------------

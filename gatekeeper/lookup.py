@@ -135,15 +135,20 @@ class LookupService:
     def _ttl(self, field: str) -> float:
         return self._field_ttl.get(field, self.config.positive_ttl_seconds)
 
+    def _fresh_until(self, entry: CachedLookup, field: str, max_age: float | None) -> float:
+        """When ``field`` of ``entry`` stops being fresh: its own TTL, capped by the purpose's max age."""
+        fetched = entry.field_times.get(field)
+        if fetched is None:
+            return float("-inf")
+        ttl = self._ttl(field)
+        return fetched + (ttl if max_age is None else min(ttl, max_age))
+
     def _stale(
         self, entry: CachedLookup, fields: tuple[str, ...], now: float, max_age: float | None
     ) -> tuple[str, ...]:
         if entry.negative:
             return ()
-        limit = float("inf") if max_age is None else max_age
-        return tuple(
-            f for f in fields if f not in entry.field_times or now - entry.field_times[f] > min(self._ttl(f), limit)
-        )
+        return tuple(f for f in fields if self._fresh_until(entry, f, max_age) < now)
 
     def facts(self, phone: Phone, fields: tuple[str, ...], *, max_age_seconds: float | None = None) -> PhoneFacts:
         """Facts for ``phone`` (which must be valid); ``source`` says "cache" or "lookup"."""
@@ -201,8 +206,7 @@ class LookupService:
         if entry.negative:
             until = entry.fetched_at + self.config.negative_ttl_seconds
         else:
-            limit = float("inf") if max_age is None else max_age
-            until = min((entry.field_times[f] + min(self._ttl(f), limit) for f in fields), default=0.0)
+            until = min((self._fresh_until(entry, f, max_age) for f in fields), default=0.0)
         if len(self._recent) >= _RECENT_MAX:
             with suppress(StopIteration, RuntimeError, KeyError):  # another thread trimmed it first
                 del self._recent[next(iter(self._recent))]
