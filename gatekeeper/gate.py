@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter
 from twilio.base.exceptions import TwilioException
@@ -22,16 +22,36 @@ from gatekeeper.channels import sms, totp, verify, voice
 from gatekeeper.channels.base import SendPolicy
 from gatekeeper.errors import ConfigError, IdempotencyConflict, LookupUnavailable, StoreUnavailable
 from gatekeeper.lookup import LookupConfig, LookupService, local_facts
+from gatekeeper.memo import Memo
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, StatusRecord
 from gatekeeper.policy import Policy, Verdict
 from gatekeeper.retries import Backoff
 from gatekeeper.router import Channel
 from gatekeeper.settings import Settings
-from gatekeeper.stores.base import ACCOUNT_SCOPE, AuditEntry, Stores
+from gatekeeper.stores.base import ACCOUNT_SCOPE, SUPPRESSION_WRITES, AuditEntry, Stores
 
 log = logging.getLogger("gatekeeper")
 
 _OUTCOME = TypeAdapter(Outcome)
+#: Routed decisions kept per gate (see Gatekeeper._evaluate); past this the oldest goes first.
+_MEMO_MAX = 10_000
+
+
+class _Memo(NamedTuple):
+    """A decision routed from cached facts, good until the facts age out.
+
+    ``clear_at`` is the suppression stores' write counts when the number was last read clear (None
+    when a store keeps no count): while they stand still the number is still clear.
+    """
+
+    decision: Decision
+    phone: Phone
+    policy: Policy
+    scopes: tuple[str, ...]
+    until: float
+    clear_at: tuple[object, ...] | None
+
+
 # Verify's channel names in the router's words.
 _VERIFY_CHANNELS: dict[str, Channel] = {"sms": "sms", "call": "voice", "voice": "voice", "email": "email"}
 
@@ -94,6 +114,8 @@ class Gatekeeper:
         )
         self._hash_key = s.audit.hash_key.get_secret_value().encode() if s.audit.hash_key else b""
         self._scope_sender = s.webhooks.opt_out_scope == "sender"
+        self._memo: Memo[tuple[object, ...], _Memo] = Memo(_MEMO_MAX)
+        self._audit_on = s.audit.enabled
         attempts = s.twilio.max_send_retries + 1
         self._lease_seconds = max(60.0, 2 * attempts * (s.twilio.timeout_ms / 1000 + 5))
 
@@ -150,12 +172,30 @@ class Gatekeeper:
     ) -> Decision:
         pol = self._policy(purpose)
         t0 = time.perf_counter()
+        key = (number, purpose, country, channel, sender, strict, reroute_landline, have_email)
+        memo = self._memo.get(key) if type(number) is str else None
+        if memo is not None and memo.policy is pol and memo.until > self.clock():
+            # The hot path: this number was routed before from facts that are still fresh. Only its
+            # consent and suppression can have changed since, and they are checked again.
+            verdict = self._suppress_again(key, memo)
+            if verdict is None:
+                metrics.cache_read(True)
+                decision = memo.decision
+            else:
+                decision = router.refusal(memo.decision.to, purpose, verdict, None, pol)
+            self._audit(decision, memo.phone, channel, (t0, t0, t0, t0, time.perf_counter()))
+            metrics.decided(purpose, decision.action.value, decision.twilio_code)
+            return decision
         phone = phones.normalize(number, country or self.default_country)
         facts: PhoneFacts | None = None
+        clear_at: tuple[object, ...] | None = None
+        scopes: tuple[str, ...] = ()
+        lookup_error: str | None = None
         t_norm = t_supp = t_enrich = time.perf_counter()
         verdict = policies.screen_number(phone, pol)
         if verdict is None:
-            verdict = self._suppress(phone, pol, sender, country)
+            clear_at, scopes = self._write_counts(), self._scopes(sender, country)
+            verdict = self._suppress(phone, pol, scopes)
             t_supp = t_enrich = time.perf_counter()
         if verdict is None:
             facts, lookup_error = self._enrich(phone, pol)
@@ -174,19 +214,48 @@ class Gatekeeper:
                 reroute_landline=reroute_landline,
                 have_email=have_email,
             )
+            if decision.cache_hit and lookup_error is None:
+                self._remember(key, decision, phone, pol, scopes=scopes, clear_at=clear_at)
         self._audit(decision, phone, channel, (t0, t_norm, t_supp, t_enrich, time.perf_counter()))
         metrics.decided(purpose, decision.action.value, decision.twilio_code)
         return decision
 
-    def _suppress(self, phone: Phone, pol: Policy, sender: str | None, country: str | None) -> Verdict | None:
+    def _write_counts(self) -> tuple[object, ...] | None:
+        """The suppression stores with their write counts, or None when one of them keeps none."""
+        o, f = self.stores.opt_outs, self.stores.failures
+        ov, fv = getattr(o, SUPPRESSION_WRITES, None), getattr(f, SUPPRESSION_WRITES, None)
+        return None if ov is None or fv is None else (o, ov, f, fv)
+
+    def _suppress_again(self, key: tuple[object, ...], memo: _Memo) -> Verdict | None:
+        """The memo's number screened for opt-outs and suppression, reading the stores only when it must."""
+        counts = self._write_counts()
+        if counts is not None and counts == memo.clear_at:
+            return None  # nothing written since it was read clear, and time alone never suppresses
+        verdict = self._suppress(memo.phone, memo.policy, memo.scopes)
+        if verdict is None and counts is not None:
+            self._memo[key] = memo._replace(clear_at=counts)
+        return verdict
+
+    def _remember(
+        self,
+        key: tuple[object, ...],
+        decision: Decision,
+        phone: Phone,
+        pol: Policy,
+        *,
+        scopes: tuple[str, ...],
+        clear_at: tuple[object, ...] | None,
+    ) -> None:
+        until = self.lookup.fresh_until(phone, pol.fields, max_age_seconds=pol.max_age_seconds)
+        if until <= self.clock():
+            return
+        self._memo.remember(key, _Memo(decision, phone, pol, scopes, until, clear_at))
+
+    def _suppress(self, phone: Phone, pol: Policy, scopes: tuple[str, ...]) -> Verdict | None:
         assert phone.e164 is not None
         wh = self.settings.webhooks
         try:
-            scope = (
-                self.stores.opt_outs.opted_out_scope(phone.e164, self._scopes(sender, country))
-                if pol.opt_outs_block
-                else None
-            )
+            scope = self.stores.opt_outs.opted_out_scope(phone.e164, scopes) if pol.opt_outs_block else None
             suppression = self.stores.failures.suppression(
                 phone.e164,
                 now=self.clock(),
@@ -211,7 +280,7 @@ class Gatekeeper:
     def _audit(
         self, decision: Decision, phone: Phone, channel: str | None, marks: tuple[float, float, float, float, float]
     ) -> None:
-        if not self.settings.audit.enabled:
+        if not self._audit_on:
             return
         masked, hashed = phones.pseudonyms(phone.e164 or phone.raw, self._hash_key)
         entry = AuditEntry(

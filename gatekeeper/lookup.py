@@ -20,7 +20,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from contextlib import suppress
 from copy import copy
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,6 +30,7 @@ from twilio.rest import Client
 
 from gatekeeper import metrics
 from gatekeeper.errors import LookupUnavailable, StoreUnavailable
+from gatekeeper.memo import Memo
 from gatekeeper.models import LOOKUP_PACKAGES, Phone, PhoneFacts
 from gatekeeper.phone import mask
 from gatekeeper.retries import Backoff, TransientError, call_with_retries, parse_retry_after
@@ -119,7 +119,7 @@ class LookupService:
             max_retry_after_ms=self.config.max_retry_after_ms,
         )
         self._field_ttl = dict(self.config.field_ttl_seconds or {})
-        self._recent: dict[tuple[str, float | None], tuple[float, PhoneFacts]] = {}
+        self._recent: Memo[tuple[str, float | None], tuple[float, PhoneFacts]] = Memo(_RECENT_MAX)
         self._hashes: dict[tuple[str, ...], str] = {}
 
     def with_before_request(self, hook: Callable[[], None]) -> LookupService:
@@ -155,8 +155,7 @@ class LookupService:
         assert phone.e164 is not None
         if not self.config.cache_enabled:
             return self._fill(phone, fields, None, fields)
-        fh = self._hashes.get(fields) or self._hashes.setdefault(fields, fields_hash(fields))
-        key = lookup_key(phone.e164, fh, phone.region or "ZZ")
+        key = self._key(phone.e164, phone.region, fields)
         recent = self._recent.get((key, max_age_seconds))
         if recent is not None and recent[0] > self.clock():
             metrics.cache_read(True)
@@ -181,6 +180,19 @@ class LookupService:
         except StoreUnavailable as exc:
             log.warning("lookup cache unavailable (%s); asking Lookup directly", exc)
             return self._fill(phone, fields, None, fields)
+
+    def _key(self, e164: str, region: str | None, fields: tuple[str, ...]) -> str:
+        fh = self._hashes.get(fields) or self._hashes.setdefault(fields, fields_hash(fields))
+        return lookup_key(e164, fh, region or "ZZ")
+
+    def fresh_until(self, phone: Phone, fields: tuple[str, ...], *, max_age_seconds: float | None = None) -> float:
+        """Until when the facts this process holds for ``phone`` stay fresh (``-inf`` if it holds none).
+
+        The gate keeps a decision made from cached facts exactly as long as those facts.
+        """
+        assert phone.e164 is not None
+        recent = self._recent.get((self._key(phone.e164, phone.region, fields), max_age_seconds))
+        return float("-inf") if recent is None else recent[0]
 
     def _cached(self, key: str, fields: tuple[str, ...], max_age: float | None) -> PhoneFacts | _Partial | None:
         try:
@@ -207,10 +219,7 @@ class LookupService:
             until = entry.fetched_at + self.config.negative_ttl_seconds
         else:
             until = min((self._fresh_until(entry, f, max_age) for f in fields), default=0.0)
-        if len(self._recent) >= _RECENT_MAX:
-            with suppress(StopIteration, RuntimeError, KeyError):  # another thread trimmed it first
-                del self._recent[next(iter(self._recent))]
-        self._recent[(key, max_age)] = (until, entry.facts)
+        self._recent.remember((key, max_age), (until, entry.facts))
 
     def _fill(
         self,

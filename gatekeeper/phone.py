@@ -8,7 +8,6 @@ ways a number may appear in logs and audit records.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from functools import lru_cache
@@ -127,7 +126,7 @@ def mask_text(text: str) -> str:
 @lru_cache(maxsize=8_192)
 def digest(e164: str, key: bytes = b"") -> str:
     """A stable pseudonym for a number (keyed HMAC-SHA256 when a key is configured), for audit records."""
-    return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(key, e164.encode(), "sha256").hex()[:32]  # one C call: the hot path meets new numbers
 
 
 @lru_cache(maxsize=8_192)

@@ -26,12 +26,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from gatekeeper.models import PhoneFacts, StatusRecord
 
 #: The scope of an account-wide opt-out (the default, and what STOPALL always uses).
 ACCOUNT_SCOPE = "*"
+
+#: The optional ``int`` attribute by which a store living in this process counts the writes that can
+#: make a number suppressed (an opt-out, a delivery failure, a suppression). Time alone only ever lifts
+#: a suppression, so while the count stands still a number the gate found clear is still clear and it
+#: need not read the store again. A store other processes write to (Redis) has no such attribute and
+#: is read on every decision.
+SUPPRESSION_WRITES = "suppression_writes"
 
 
 def lookup_key(e164: str, fields_hash: str, country: str) -> str:
@@ -82,12 +89,12 @@ class Claim:
     result: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
+class AuditEntry(NamedTuple):
     """One decision as the audit keeps it: the number only masked and hashed.
 
     Built on every decision, so it shares what the decision already holds (the reasons, the facts)
-    instead of copying them; :meth:`as_dict` is the stored and reported form.
+    instead of copying them, and it is a named tuple, the cheapest immutable record to build;
+    :meth:`as_dict` is the stored and reported form.
     """
 
     at: float

@@ -95,6 +95,8 @@ class MemoryStore:
         self._status_rank: dict[str, int] = {}
         self._rates: _LRU[float] = _LRU(max_entries, clock)
         self._audit: deque[AuditEntry] = deque(maxlen=max_audit)
+        #: Bumped by every write that can make a number suppressed (see stores.base.SUPPRESSION_WRITES).
+        self.suppression_writes = 0
 
     # -- lookup cache ---------------------------------------------------------------
     def get_lookup(self, key: str) -> CachedLookup | None:
@@ -142,6 +144,7 @@ class MemoryStore:
                     )
                 scopes = self._opt_outs[e164] = {}
             changed = scope not in scopes
+            self.suppression_writes += 1
             change = ConsentChange(e164=e164, scope=scope, opted_out=True, source=source, at=at)
             scopes[scope] = change
             self._note_consent(change)
@@ -176,6 +179,7 @@ class MemoryStore:
     def record_failure(self, e164: str, event_id: str, *, at: float, window_seconds: float) -> int:
         with self._lock:
             events = self._failures.get(e164) or {}
+            self.suppression_writes += 1
             events.setdefault(event_id, at)
             cutoff = at - window_seconds
             events = {k: t for k, t in events.items() if t > cutoff}
@@ -185,6 +189,7 @@ class MemoryStore:
     def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
         with self._lock:
             # Expiry is judged against the caller's ``now`` (as the failure window is), so a fake clock drives it.
+            self.suppression_writes += 1
             self._suppressed.put(e164, (at + ttl_seconds, reason), float("inf"))
 
     def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:

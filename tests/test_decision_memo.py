@@ -1,0 +1,254 @@
+"""The gate's memo of routed decisions: the hot path for a repeated number, and everything that must end it.
+
+A decision routed from cached facts is kept until those facts age out. On every later decision for
+the same number the gate still screens opt-outs and delivery failures: it reads the stores again
+whenever a write that could suppress the number has happened since (in this process), and on every
+decision when the store cannot tell (Redis, written by other processes).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from support import FakeClock, FakeTwilio
+from twilio.rest import Client
+
+from gatekeeper import Action, GatedClient, Gatekeeper, GateRefused, Settings, Stores
+from gatekeeper import gate as gate_module
+from gatekeeper.memo import Memo
+from gatekeeper.stores.memory import MemoryStore
+from gatekeeper.stores.redis import RedisStore
+
+MOBILE, LANDLINE = "+14155552671", "+14155552672"
+FROM, OTHER_FROM = "+15005550006", "+15005550007"
+WEEK = 7 * 86_400
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts the reads the decision path makes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reads: Counter[str] = Counter()
+
+    def get_lookup(self, key: str) -> Any:
+        self.reads["lookup"] += 1
+        return super().get_lookup(key)
+
+    def opted_out_scope(self, e164: str, scopes: Any) -> str | None:
+        self.reads["opt_outs"] += 1
+        return super().opted_out_scope(e164, scopes)
+
+    def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
+        self.reads["suppression"] += 1
+        return super().suppression(e164, now=now, window_seconds=window_seconds, threshold=threshold)
+
+
+def make_gate(client: Client, clock: FakeClock, store: MemoryStore | None = None, **settings: Any) -> Gatekeeper:
+    return Gatekeeper(
+        client,
+        settings=Settings(**settings),
+        clock=clock,
+        sleep=clock.sleep,
+        stores=Stores.using(store or CountingStore(clock=clock)),
+    )
+
+
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_repeat_decisions_skip_the_stores_but_are_audited_and_counted(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
+) -> None:
+    """After one Lookup and one cache read, repeats read no store while nothing is written, yet each is recorded."""
+    store = CountingStore(clock=clock)
+    g = make_gate(twilio_client, clock, store)
+    first = g.decide(MOBILE)
+    second = g.decide(MOBILE)  # the cache hit that is remembered
+    store.reads.clear()
+    hits = counted("gatekeeper_lookup_cache_total", result="hit")
+    decided = counted("gatekeeper_decisions_total", purpose="notify", action="sms", code="")
+    repeats = [g.decide(MOBILE) for _ in range(5)]
+
+    assert (first.facts and first.facts.source, second.facts and second.facts.source) == ("lookup", "cache")
+    assert all(d == second for d in repeats)
+    assert store.reads == Counter()
+    assert twilio_http.lookups[MOBILE] == 1
+    assert len(g.stores.audit.recent(100)) == 7
+    assert counted("gatekeeper_lookup_cache_total", result="hit") == hits + 5
+    assert counted("gatekeeper_decisions_total", purpose="notify", action="sms", code="") == decided + 5
+
+
+def test_opt_out_ends_the_memo_at_once(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    """STOP after many sends refuses the very next one, through the drop-in as through decide; START lifts it."""
+    g = make_gate(twilio_client, clock)
+    client = GatedClient(twilio_client, g)
+    for _ in range(3):
+        client.messages.create(to=MOBILE, from_=FROM, body="hi")
+
+    g.opt_out(MOBILE)
+    with pytest.raises(GateRefused) as refused:
+        client.messages.create(to=MOBILE, from_=FROM, body="hi")
+    assert (refused.value.code, refused.value.decision.reasons) == (21610, ("opted_out:account",))
+    assert g.decide(MOBILE).twilio_code == 21610
+    assert len(twilio_http.sent) == 3
+
+    g.opt_in(MOBILE)
+    assert client.messages.create(to=MOBILE, from_=FROM, body="hi").sid
+    assert g.decide(MOBILE).action is Action.SMS
+    assert twilio_http.lookups[MOBILE] == 1
+
+
+def test_an_opt_out_of_another_number_costs_one_read_again(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
+) -> None:
+    """Any suppressing write makes the gate read once more; the number, still clear, is then remembered clear."""
+    store = CountingStore(clock=clock)
+    g = make_gate(twilio_client, clock, store)
+    g.decide(MOBILE), g.decide(MOBILE)
+    g.opt_out(LANDLINE)
+    store.reads.clear()
+    assert [g.decide(MOBILE).action for _ in range(3)] == [Action.SMS] * 3
+    assert store.reads == Counter({"opt_outs": 1, "suppression": 1})
+
+
+def test_sender_scoped_opt_out_ends_only_that_senders_memo(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
+) -> None:
+    """With opt_out_scope = sender, STOP to one sender refuses that sender only, even for remembered routes."""
+    g = make_gate(twilio_client, clock, webhooks={"opt_out_scope": "sender"})
+    for sender in (FROM, OTHER_FROM, FROM, OTHER_FROM):
+        assert g.decide(MOBILE, sender=sender).action is Action.SMS
+    g.opt_out(MOBILE, sender=FROM)
+    assert g.decide(MOBILE, sender=FROM).twilio_code == 21610
+    assert g.decide(MOBILE, sender=OTHER_FROM).action is Action.SMS
+
+
+def test_delivery_failures_end_the_memo(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    """The failure that crosses the threshold refuses the next decision; lifting the suppression allows it again."""
+    g = make_gate(twilio_client, clock)
+    g.decide(MOBILE), g.decide(MOBILE)
+    for i in range(2):
+        g.stores.failures.record_failure(MOBILE, f"SM{i}:undelivered", at=clock(), window_seconds=WEEK)
+        assert g.decide(MOBILE).action is Action.SMS
+    g.stores.failures.record_failure(MOBILE, "SM2:undelivered", at=clock(), window_seconds=WEEK)
+    d = g.decide(MOBILE)
+    assert (d.action, d.twilio_code, d.reasons) == (Action.REFUSE, 21610, ("failures:3",))
+    g.stores.failures.suppress(MOBILE, ttl_seconds=60, reason="manual", at=clock())
+    assert g.decide(MOBILE).reasons == ("suppressed:manual",)
+    g.stores.failures.lift_suppression(MOBILE)
+    assert g.decide(MOBILE).action is Action.SMS
+
+
+def test_facts_that_age_out_end_the_memo(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    """A remembered decision lives as long as its facts: the Lookup TTL for notify, 24 h for MFA."""
+    g = make_gate(twilio_client, clock)
+    for purpose in ("notify", "mfa"):
+        g.decide(MOBILE, purpose=purpose), g.decide(MOBILE, purpose=purpose)
+    assert twilio_http.lookups[MOBILE] == 1
+
+    clock.advance(86_400 + 1)
+    assert g.decide(MOBILE).facts.source == "cache"  # type: ignore[union-attr]
+    assert g.decide(MOBILE, purpose="mfa").facts.source == "lookup"  # type: ignore[union-attr]
+    assert twilio_http.lookups[MOBILE] == 2
+
+    twilio_http.line_types[MOBILE] = "landline"  # the number was ported to a landline
+    clock.advance(WEEK)
+    d = g.decide(MOBILE)
+    assert (d.action, d.reasons, d.facts.source) == (  # type: ignore[union-attr]
+        Action.VOICE,
+        ("line_type:landline", "fallback:voice"),
+        "lookup",
+    )
+
+
+def test_a_new_policy_ends_the_memo(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    """Replacing a purpose's policy applies to the next decision, remembered routes included."""
+    g = make_gate(twilio_client, clock)
+    g.decide(MOBILE), g.decide(MOBILE)
+    g.policies["notify"] = replace(g.policies["notify"], deny_line_types=frozenset({"mobile"}))
+    d = g.decide(MOBILE)
+    assert (d.action, d.twilio_code, d.reasons) == (Action.REFUSE, 21614, ("line_type:denied:mobile",))
+
+
+def test_each_way_of_asking_is_its_own_route(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    """The drop-in's strict SMS, the routing API's fallback and a voice request for one landline stay distinct."""
+    g = make_gate(twilio_client, clock)
+    client = GatedClient(twilio_client, g)
+    for _ in range(2):
+        assert g.decide(LANDLINE).action is Action.VOICE
+        with pytest.raises(GateRefused) as refused:
+            client.messages.create(to=LANDLINE, from_=FROM, body="hi")
+        assert refused.value.code == 21614
+        assert g.decide(LANDLINE, channel="voice").reasons == ()
+        assert g.decide(LANDLINE, purpose="mfa").action is Action.VERIFY_CALL
+
+
+def test_swapped_suppression_store_is_read(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    """Swapping the opt-out store for another one is noticed: its opt-outs apply to remembered numbers."""
+    g = make_gate(twilio_client, clock)
+    g.decide(MOBILE), g.decide(MOBILE)
+    other = MemoryStore(clock=clock)
+    other.opt_out(MOBILE, source="import", at=clock())
+    g.stores.opt_outs = other
+    assert g.decide(MOBILE).twilio_code == 21610
+
+
+def test_opt_out_written_by_another_process_through_redis(
+    twilio_http: FakeTwilio,
+    twilio_client: Client,
+    clock: FakeClock,
+    redis_url: str,
+    redis_store: RedisStore,
+    redis_prefix: str,
+) -> None:
+    """Redis keeps no write count this process could see, so every decision reads it and sees others' opt-outs."""
+    g = Gatekeeper(twilio_client, clock=clock, sleep=clock.sleep, stores=Stores.using(redis_store))
+    g.decide(MOBILE), g.decide(MOBILE)
+    elsewhere = RedisStore.from_url(redis_url, prefix=redis_prefix)  # as another host's webhook would
+    try:
+        elsewhere.opt_out(MOBILE, source="sms:STOP", at=clock())
+        assert g.decide(MOBILE).twilio_code == 21610
+        elsewhere.opt_in(MOBILE, source="sms:START", at=clock())
+        assert g.decide(MOBILE).action is Action.SMS
+    finally:
+        elsewhere.close()
+    assert twilio_http.lookups[MOBILE] == 1
+
+
+def test_memo_is_bounded(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process deciding for ever more numbers keeps at most the configured count of routes."""
+    monkeypatch.setattr(gate_module, "_MEMO_MAX", 5)
+    g = make_gate(twilio_client, clock)
+    numbers = [f"+1415555{n:04d}" for n in range(2671, 2691)]
+    for number in numbers:
+        twilio_http.line_types[number] = "mobile"
+        g.decide(number), g.decide(number)
+    assert len(g._memo) <= 5
+    assert g.decide(numbers[0]).action is Action.SMS  # evicted: decided again from the cache
+
+
+@pytest.mark.parametrize("number", [None, 4155552671, ["+14155552671"], b"+14155552671"])
+def test_input_that_is_not_a_string_is_refused_not_crashed(
+    twilio_client: Client, clock: FakeClock, number: Any
+) -> None:
+    """Whatever the caller passes, the answer is a refusal with 21211, never a TypeError from the memo."""
+    d = make_gate(twilio_client, clock).decide(number)
+    assert (d.action, d.twilio_code) == (Action.REFUSE, 21211)
+
+
+def test_memo_keeps_the_newest_entries() -> None:
+    """Past its bound a Memo drops its oldest entries; updating a kept entry evicts nothing."""
+    memo: Memo[str, int] = Memo(3)
+    for i, key in enumerate("abcde"):
+        memo.remember(key, i)
+    assert list(memo.items()) == [("c", 2), ("d", 3), ("e", 4)]
+    memo.remember("d", 30)
+    assert list(memo.items()) == [("c", 2), ("d", 30), ("e", 4)]
