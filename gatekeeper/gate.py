@@ -21,7 +21,7 @@ from gatekeeper.channels import email as email_channel
 from gatekeeper.channels import sms, totp, verify, voice
 from gatekeeper.channels.base import SendPolicy
 from gatekeeper.errors import ConfigError, IdempotencyConflict, LookupUnavailable, StoreUnavailable
-from gatekeeper.lookup import LookupConfig, LookupService, local_facts
+from gatekeeper.lookup import Handle, Held, LookupConfig, LookupService, local_facts
 from gatekeeper.memo import Memo
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, StatusRecord
 from gatekeeper.policy import Policy, Verdict
@@ -38,7 +38,7 @@ _MEMO_MAX = 10_000
 
 
 class _Memo(NamedTuple):
-    """A decision routed from cached facts, good until the facts age out.
+    """A decision routed from cached facts, good while the Lookup service still holds those facts.
 
     ``clear_at`` is the suppression stores' write counts when the number was last read clear (None
     when a store keeps no count): while they stand still the number is still clear.
@@ -48,7 +48,8 @@ class _Memo(NamedTuple):
     phone: Phone
     policy: Policy
     scopes: tuple[str, ...]
-    until: float
+    handle: Handle
+    held: Held
     clear_at: tuple[object, ...] | None
 
 
@@ -173,8 +174,16 @@ class Gatekeeper:
         pol = self._policy(purpose)
         t0 = time.perf_counter()
         key = (number, purpose, country, channel, sender, strict, reroute_landline, have_email)
-        memo = self._memo.get(key) if type(number) is str else None
-        if memo is not None and memo.policy is pol and memo.until > self.clock():
+        try:
+            memo, keyable = self._memo.get(key), True
+        except TypeError:  # an argument that cannot be a key (a list for a country…): decided the long way
+            memo, keyable = None, False
+        if (
+            memo is not None
+            and memo.policy is pol
+            and memo.held[0] > self.clock()
+            and self.lookup.still_held(memo.handle, memo.held)
+        ):
             # The hot path: this number was routed before from facts that are still fresh. Only its
             # consent and suppression can have changed since, and they are checked again.
             verdict = self._suppress_again(key, memo)
@@ -214,7 +223,7 @@ class Gatekeeper:
                 reroute_landline=reroute_landline,
                 have_email=have_email,
             )
-            if decision.cache_hit and lookup_error is None:
+            if decision.cache_hit and lookup_error is None and keyable:
                 self._remember(key, decision, phone, pol, scopes=scopes, clear_at=clear_at)
         self._audit(decision, phone, channel, (t0, t_norm, t_supp, t_enrich, time.perf_counter()))
         metrics.decided(purpose, decision.action.value, decision.twilio_code)
@@ -246,10 +255,11 @@ class Gatekeeper:
         scopes: tuple[str, ...],
         clear_at: tuple[object, ...] | None,
     ) -> None:
-        until = self.lookup.fresh_until(phone, pol.fields, max_age_seconds=pol.max_age_seconds)
-        if until <= self.clock():
-            return
-        self._memo.remember(key, _Memo(decision, phone, pol, scopes, until, clear_at))
+        found = self.lookup.held(phone, pol.fields, max_age_seconds=pol.max_age_seconds)
+        if found is None or found[1][1] is not decision.facts:
+            return  # the facts held now are not the ones this decision was routed from
+        handle, held = found
+        self._memo.remember(key, _Memo(decision, phone, pol, scopes, handle, held, clear_at))
 
     def _suppress(self, phone: Phone, pol: Policy, scopes: tuple[str, ...]) -> Verdict | None:
         assert phone.e164 is not None

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -41,6 +42,10 @@ log = logging.getLogger("gatekeeper.lookup")
 
 #: Fresh facts kept in process memory in front of the store (see LookupService._remember).
 _RECENT_MAX = 10_000
+#: What the in-process memo is keyed by: the cache key and the purpose's max age.
+Handle = tuple[str, float | None]
+#: What it holds: when the facts stop being fresh, and the facts.
+Held = tuple[float, PhoneFacts]
 
 
 def fields_hash(fields: tuple[str, ...]) -> str:
@@ -119,7 +124,12 @@ class LookupService:
             max_retry_after_ms=self.config.max_retry_after_ms,
         )
         self._field_ttl = dict(self.config.field_ttl_seconds or {})
-        self._recent: Memo[tuple[str, float | None], tuple[float, PhoneFacts]] = Memo(_RECENT_MAX)
+        self._recent: Memo[Handle, Held] = Memo(_RECENT_MAX)
+        self._max_ages: set[float | None] = set()  # the max ages ``_recent`` is keyed by
+        # Stamped (with a number never used before) after every fill, so a read that began before
+        # a fill can tell and does not remember what it read.
+        self._stamps = itertools.count()
+        self._last_fill = next(self._stamps)
         self._hashes: dict[tuple[str, ...], str] = {}
 
     def with_before_request(self, hook: Callable[[], None]) -> LookupService:
@@ -185,16 +195,24 @@ class LookupService:
         fh = self._hashes.get(fields) or self._hashes.setdefault(fields, fields_hash(fields))
         return lookup_key(e164, fh, region or "ZZ")
 
-    def fresh_until(self, phone: Phone, fields: tuple[str, ...], *, max_age_seconds: float | None = None) -> float:
-        """Until when the facts this process holds for ``phone`` stay fresh (``-inf`` if it holds none).
+    def held(
+        self, phone: Phone, fields: tuple[str, ...], *, max_age_seconds: float | None = None
+    ) -> tuple[Handle, Held] | None:
+        """The facts this process holds for ``phone``, as ``(handle, (fresh_until, facts))``, or None.
 
-        The gate keeps a decision made from cached facts exactly as long as those facts.
+        The gate keeps a decision routed from these facts while :meth:`still_held` says they are
+        the ones held: until they age out, are refreshed, or are evicted.
         """
         assert phone.e164 is not None
-        recent = self._recent.get((self._key(phone.e164, phone.region, fields), max_age_seconds))
-        return float("-inf") if recent is None else recent[0]
+        handle = (self._key(phone.e164, phone.region, fields), max_age_seconds)
+        held = self._recent.get(handle)
+        return None if held is None else (handle, held)
+
+    def still_held(self, handle: Handle, held: Held) -> bool:
+        return self._recent.get(handle) is held
 
     def _cached(self, key: str, fields: tuple[str, ...], max_age: float | None) -> PhoneFacts | _Partial | None:
+        stamp = self._last_fill
         try:
             entry = self.cache.get_lookup(key)
         except StoreUnavailable as exc:
@@ -204,22 +222,31 @@ class LookupService:
             return None
         stale = self._stale(entry, fields, self.clock(), max_age)
         if not stale:
-            self._remember(key, max_age, entry, fields)
+            self._remember(key, max_age, entry, fields, stamp)
             return entry.facts
         return _Partial(entry, stale)
 
-    def _remember(self, key: str, max_age: float | None, entry: CachedLookup, fields: tuple[str, ...]) -> None:
+    def _remember(
+        self, key: str, max_age: float | None, entry: CachedLookup, fields: tuple[str, ...], stamp: int
+    ) -> None:
         """Keep fresh facts in this process until the first of their fields ages out.
 
-        Facts only go stale with time, never by another process's write, so serving them from
-        here is as right as reading the store again, and it spares the hot path the store (a lock
-        in memory, a round trip to Redis). Bounded: the oldest memo goes first.
+        It spares the hot path the store (a lock in memory, a round trip to Redis). Facts this
+        process fetches again (say an MFA re-check after 24 h) replace what it holds at once; facts
+        another process refreshed in a shared store are seen when the ones held here age out, as
+        with any cache. ``stamp`` is the fill stamp from before the store was read: if a fill came
+        since, what was read may be older than the store, and it is not kept. Bounded: the oldest
+        memo goes first.
         """
         if entry.negative:
             until = entry.fetched_at + self.config.negative_ttl_seconds
         else:
             until = min((self._fresh_until(entry, f, max_age) for f in fields), default=0.0)
-        self._recent.remember((key, max_age), (until, entry.facts))
+        handle = (key, max_age)
+        self._max_ages.add(max_age)
+        self._recent.remember(handle, (until, entry.facts))
+        if self._last_fill != stamp:  # a fill landed while this was read: drop it rather than shadow the fill
+            self._recent.pop(handle, None)
 
     def _fill(
         self,
@@ -261,6 +288,10 @@ class LookupService:
                 self.cache.put_lookup(key, entry, ttl_seconds=ttl)
             except StoreUnavailable as exc:
                 log.warning("lookup cache write failed (%s); the answer is used uncached", exc)
+            # Whatever this process held for the number, under any purpose's max age, is older now.
+            self._last_fill = next(self._stamps)
+            for max_age in tuple(self._max_ages):
+                self._recent.pop((key, max_age), None)
         return facts
 
     def _fetch(self, e164: str, fields: tuple[str, ...], region: str | None) -> dict[str, Any]:

@@ -46,6 +46,8 @@ def normalize(raw: str, country: str | None = None) -> Phone:
     ``problem`` set (``not_a_number``, ``impossible``, ``invalid``,
     ``short_code``, ``alphanumeric``). Results are cached (bounded LRU).
     """
+    if country is not None and not isinstance(country, str):
+        raise TypeError(f"country must be an ISO 3166 alpha-2 code such as 'US', not {type(country).__name__}")
     if not isinstance(raw, str):
         return Phone(raw=repr(raw)[:_MAX_INPUT], kind="invalid", problem="not_a_number")
     return _normalize(raw, country.upper() if country else None)

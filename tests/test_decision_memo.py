@@ -8,6 +8,7 @@ decision when the store cannot tell (Redis, written by other processes).
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -17,7 +18,7 @@ from prometheus_client import REGISTRY
 from support import FakeClock, FakeTwilio
 from twilio.rest import Client
 
-from gatekeeper import Action, GatedClient, Gatekeeper, GateRefused, Settings, Stores
+from gatekeeper import Action, GatedClient, Gatekeeper, GateRefused, Settings, Stores, router
 from gatekeeper import gate as gate_module
 from gatekeeper.memo import Memo
 from gatekeeper.stores.memory import MemoryStore
@@ -167,6 +168,79 @@ def test_facts_that_age_out_end_the_memo(twilio_http: FakeTwilio, twilio_client:
     )
 
 
+def test_facts_refetched_for_one_purpose_end_the_others_memo(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
+) -> None:
+    """MFA's 24 h re-check finds the number ported to a landline: notify routes by those facts at once."""
+    g = make_gate(twilio_client, clock)
+    for purpose in ("notify", "mfa", "notify", "mfa"):
+        g.decide(MOBILE, purpose=purpose)
+    twilio_http.line_types[MOBILE] = "landline"
+    clock.advance(86_400 + 1)
+    assert g.decide(MOBILE, purpose="mfa").action is Action.VERIFY_CALL
+    d = g.decide(MOBILE)
+    assert (d.action, d.facts.line_type) == (Action.VOICE, "landline")  # type: ignore[union-attr]
+    assert g.decide(MOBILE).action is Action.VOICE
+    assert twilio_http.lookups[MOBILE] == 2
+
+
+def test_a_decision_from_facts_replaced_meanwhile_is_not_kept(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread that routed from old facts and lost the CPU while they were refreshed does not keep its route."""
+    g = make_gate(twilio_client, clock)
+    g.decide(MOBILE), g.decide(MOBILE)
+    clock.advance(WEEK - 1)  # a second before the facts age out
+    routed, resume = threading.Event(), threading.Event()
+    route = router.route
+
+    def route_then_pause(*args: Any, **kwargs: Any) -> Any:
+        decision = route(*args, **kwargs)
+        if threading.current_thread().name == "slow":
+            routed.set()
+            resume.wait(5)
+        return decision
+
+    monkeypatch.setattr(router, "route", route_then_pause)
+    slow: list[Action] = []
+    thread = threading.Thread(target=lambda: slow.append(g.decide("(415) 555-2671", country="US").action), name="slow")
+    thread.start()
+    assert routed.wait(5)
+    twilio_http.line_types[MOBILE] = "landline"
+    clock.advance(2)
+    assert [g.decide(MOBILE).action for _ in range(2)] == [Action.VOICE] * 2  # re-fetched, then from the cache
+    resume.set()
+    thread.join(5)
+    assert slow == [Action.SMS]  # decided from the facts it had
+    assert [g.decide("(415) 555-2671", country="US").action for _ in range(3)] == [Action.VOICE] * 3
+
+
+def test_facts_read_before_a_fill_are_not_kept_after_it(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
+) -> None:
+    """A cache read that a fill overtakes is used once but not remembered: the next decision sees the fill."""
+
+    class OvertakenStore(MemoryStore):
+        overtake = False
+
+        def get_lookup(self, key: str) -> Any:
+            entry = super().get_lookup(key)
+            if self.overtake:  # between this read and its use, MFA re-checks the ported number
+                self.overtake = False
+                twilio_http.line_types[MOBILE] = "landline"
+                assert g.decide(MOBILE, purpose="mfa").facts.line_type == "landline"  # type: ignore[union-attr]
+            return entry
+
+    store = OvertakenStore(clock=clock)
+    g = make_gate(twilio_client, clock, store)
+    g.decide(MOBILE, purpose="mfa")
+    clock.advance(86_400 + 1)
+    store.overtake = True
+    assert g.decide(MOBILE).facts.line_type == "mobile"  # type: ignore[union-attr]  # read before the fill
+    assert g.decide(MOBILE).action is Action.VOICE
+    assert twilio_http.lookups[MOBILE] == 2
+
+
 def test_a_new_policy_ends_the_memo(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
     """Replacing a purpose's policy applies to the next decision, remembered routes included."""
     g = make_gate(twilio_client, clock)
@@ -239,9 +313,26 @@ def test_memo_is_bounded(
 def test_input_that_is_not_a_string_is_refused_not_crashed(
     twilio_client: Client, clock: FakeClock, number: Any
 ) -> None:
-    """Whatever the caller passes, the answer is a refusal with 21211, never a TypeError from the memo."""
+    """Whatever the caller passes as the number, the answer is a refusal with 21211, never a crash in the memo."""
     d = make_gate(twilio_client, clock).decide(number)
     assert (d.action, d.twilio_code) == (Action.REFUSE, 21211)
+
+
+def test_unhashable_arguments_are_decided_the_long_way(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
+) -> None:
+    """A list where a sender or channel belongs cannot key the memo; the decision is made anyway, every time."""
+    g = make_gate(twilio_client, clock)
+    for _ in range(3):
+        assert g.decide(MOBILE, sender=[FROM]).action is Action.SMS  # type: ignore[arg-type]
+    assert len(g._memo) == 0
+
+
+@pytest.mark.parametrize("country", [["US"], 1, b"US"])
+def test_a_country_that_is_not_a_string_is_a_type_error(twilio_client: Client, clock: FakeClock, country: Any) -> None:
+    """A country hint must be an ISO 3166 alpha-2 string; anything else is a TypeError saying so."""
+    with pytest.raises(TypeError, match="country"):
+        make_gate(twilio_client, clock).decide("(415) 555-2671", country=country)
 
 
 def test_memo_keeps_the_newest_entries() -> None:

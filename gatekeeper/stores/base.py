@@ -36,8 +36,9 @@ ACCOUNT_SCOPE = "*"
 #: The optional ``int`` attribute by which a store living in this process counts the writes that can
 #: make a number suppressed (an opt-out, a delivery failure, a suppression). Time alone only ever lifts
 #: a suppression, so while the count stands still a number the gate found clear is still clear and it
-#: need not read the store again. A store other processes write to (Redis) has no such attribute and
-#: is read on every decision.
+#: need not read the store again. A store that has the attribute promises to bump it on every such
+#: write, subclasses included; a store other processes write to (Redis) must not have it, and is read
+#: on every decision.
 SUPPRESSION_WRITES = "suppression_writes"
 
 
@@ -239,7 +240,11 @@ class AuditLog(Protocol):
 
 @dataclass
 class Stores:
-    """The stores one :class:`~gatekeeper.gate.Gatekeeper` uses; any field may be swapped."""
+    """The stores one :class:`~gatekeeper.gate.Gatekeeper` uses; any field may be swapped.
+
+    The gate reads every field on each use, except ``cache``: its Lookup service is bound to the
+    cache the gate was built with, so swap the cache before building the gate.
+    """
 
     cache: LookupCache
     opt_outs: OptOutStore
