@@ -48,9 +48,12 @@ class _Memo(NamedTuple):
     phone: Phone
     policy: Policy
     scopes: tuple[str, ...]
+    holder: Mapping[Handle, Held]
     handle: Handle
     held: Held
     clear_at: tuple[object, ...] | None
+    pseudonyms: tuple[str, str]  # the number as the audit shows it: masked, hashed
+    counter: Any  # the decisions counter for this decision's labels
 
 
 # Verify's channel names in the router's words.
@@ -171,7 +174,7 @@ class Gatekeeper:
         reroute_landline: bool = False,
         have_email: bool = False,
     ) -> Decision:
-        pol = self._policy(purpose)
+        pol = self.policies.get(purpose) or self._policy(purpose)
         t0 = time.perf_counter()
         key = (number, purpose, country, channel, sender, strict, reroute_landline, have_email)
         try:
@@ -182,19 +185,9 @@ class Gatekeeper:
             memo is not None
             and memo.policy is pol
             and memo.held[0] > self.clock()
-            and self.lookup.still_held(memo.handle, memo.held)
+            and memo.holder.get(memo.handle) is memo.held
         ):
-            # The hot path: this number was routed before from facts that are still fresh. Only its
-            # consent and suppression can have changed since, and they are checked again.
-            verdict = self._suppress_again(key, memo)
-            if verdict is None:
-                metrics.cache_read(True)
-                decision = memo.decision
-            else:
-                decision = router.refusal(memo.decision.to, purpose, verdict, None, pol)
-            self._audit(decision, memo.phone, channel, (t0, t0, t0, t0, time.perf_counter()))
-            metrics.decided(purpose, decision.action.value, decision.twilio_code)
-            return decision
+            return self._replay(key, memo, channel, t0)
         phone = phones.normalize(number, country or self.default_country)
         facts: PhoneFacts | None = None
         clear_at: tuple[object, ...] | None = None
@@ -225,7 +218,7 @@ class Gatekeeper:
             )
             if decision.cache_hit and lookup_error is None and keyable:
                 self._remember(key, decision, phone, pol, scopes=scopes, clear_at=clear_at)
-        self._audit(decision, phone, channel, (t0, t_norm, t_supp, t_enrich, time.perf_counter()))
+        self._audit(decision, self._pseudonyms(phone), channel, (t0, t_norm, t_supp, t_enrich, time.perf_counter()))
         metrics.decided(purpose, decision.action.value, decision.twilio_code)
         return decision
 
@@ -235,15 +228,34 @@ class Gatekeeper:
         ov, fv = getattr(o, SUPPRESSION_WRITES, None), getattr(f, SUPPRESSION_WRITES, None)
         return None if ov is None or fv is None else (o, ov, f, fv)
 
-    def _suppress_again(self, key: tuple[object, ...], memo: _Memo) -> Verdict | None:
-        """The memo's number screened for opt-outs and suppression, reading the stores only when it must."""
-        counts = self._write_counts()
-        if counts is not None and counts == memo.clear_at:
-            return None  # nothing written since it was read clear, and time alone never suppresses
-        verdict = self._suppress(memo.phone, memo.policy, memo.scopes)
-        if verdict is None and counts is not None:
-            self._memo[key] = memo._replace(clear_at=counts)
-        return verdict
+    def _replay(self, key: tuple[object, ...], memo: _Memo, channel: Channel | None, t0: float) -> Decision:
+        """The hot path: a number routed before from facts still held.
+
+        Only its consent and suppression can have changed since, and they are screened again,
+        reading the stores only when a write since could have suppressed it. Kept to few calls:
+        between HTTP calls each Python function the CPU has to fetch anew costs a microsecond or two.
+        """
+        decision = memo.decision
+        o, f = self.stores.opt_outs, self.stores.failures
+        if memo.clear_at is None or memo.clear_at != (
+            o,
+            getattr(o, SUPPRESSION_WRITES, None),
+            f,
+            getattr(f, SUPPRESSION_WRITES, None),
+        ):
+            counts = self._write_counts()
+            verdict = self._suppress(memo.phone, memo.policy, memo.scopes)
+            if verdict is not None:
+                decision = router.refusal(decision.to, decision.purpose, verdict, None, memo.policy)
+            elif counts is not None:
+                self._memo[key] = memo._replace(clear_at=counts)
+        self._audit(decision, memo.pseudonyms, channel, (t0, t0, t0, t0, time.perf_counter()))
+        if decision is memo.decision:
+            metrics.cache_read(True)
+            memo.counter.inc()
+        else:
+            metrics.decided(decision.purpose, decision.action.value, decision.twilio_code)
+        return decision
 
     def _remember(
         self,
@@ -256,10 +268,13 @@ class Gatekeeper:
         clear_at: tuple[object, ...] | None,
     ) -> None:
         found = self.lookup.held(phone, pol.fields, max_age_seconds=pol.max_age_seconds)
-        if found is None or found[1][1] is not decision.facts:
+        if found is None or found[2][1] is not decision.facts:
             return  # the facts held now are not the ones this decision was routed from
-        handle, held = found
-        self._memo.remember(key, _Memo(decision, phone, pol, scopes, handle, held, clear_at))
+        holder, handle, held = found
+        counter = metrics.decision_counter(decision.purpose, decision.action.value, decision.twilio_code)
+        self._memo.remember(
+            key, _Memo(decision, phone, pol, scopes, holder, handle, held, clear_at, self._pseudonyms(phone), counter)
+        )
 
     def _suppress(self, phone: Phone, pol: Policy, scopes: tuple[str, ...]) -> Verdict | None:
         assert phone.e164 is not None
@@ -287,18 +302,25 @@ class Gatekeeper:
             log.warning("Lookup unavailable for %s: %s", phones.mask(phone.e164), exc.reason)
             return local_facts(phone), exc.reason
 
+    def _pseudonyms(self, phone: Phone) -> tuple[str, str]:
+        return phones.pseudonyms(phone.e164 or phone.raw, self._hash_key)
+
     def _audit(
-        self, decision: Decision, phone: Phone, channel: str | None, marks: tuple[float, float, float, float, float]
+        self,
+        decision: Decision,
+        pseudonyms: tuple[str, str],
+        channel: str | None,
+        marks: tuple[float, float, float, float, float],
     ) -> None:
         if not self._audit_on:
             return
-        masked, hashed = phones.pseudonyms(phone.e164 or phone.raw, self._hash_key)
+        masked, hashed = pseudonyms
         entry = AuditEntry(
             self.clock(),
             decision.purpose,
             masked,
             hashed,
-            decision.action.value,
+            decision.action._value_,  # the plain attribute: ``.value`` runs two Python functions
             channel,
             decision.reasons,
             decision.twilio_code,

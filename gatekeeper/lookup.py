@@ -197,19 +197,17 @@ class LookupService:
 
     def held(
         self, phone: Phone, fields: tuple[str, ...], *, max_age_seconds: float | None = None
-    ) -> tuple[Handle, Held] | None:
-        """The facts this process holds for ``phone``, as ``(handle, (fresh_until, facts))``, or None.
+    ) -> tuple[Mapping[Handle, Held], Handle, Held] | None:
+        """The facts this process holds for ``phone``, as ``(holder, handle, (fresh_until, facts))``, or None.
 
-        The gate keeps a decision routed from these facts while :meth:`still_held` says they are
-        the ones held: until they age out, are refreshed, or are evicted.
+        ``holder.get(handle) is held`` for as long as these very facts are held: until they are
+        refreshed or evicted. The gate keeps a decision routed from them that long, and no longer
+        than ``fresh_until``.
         """
         assert phone.e164 is not None
         handle = (self._key(phone.e164, phone.region, fields), max_age_seconds)
         held = self._recent.get(handle)
-        return None if held is None else (handle, held)
-
-    def still_held(self, handle: Handle, held: Held) -> bool:
-        return self._recent.get(handle) is held
+        return None if held is None else (self._recent, handle, held)
 
     def _cached(self, key: str, fields: tuple[str, ...], max_age: float | None) -> PhoneFacts | _Partial | None:
         stamp = self._last_fill

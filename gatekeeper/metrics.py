@@ -35,12 +35,17 @@ _CACHE_MISS = CACHE.labels("miss")
 _decision_children: dict[tuple[str, str, int | None], Any] = {}
 
 
-def decided(purpose: str, action: str, code: int | None) -> None:
+def decision_counter(purpose: str, action: str, code: int | None) -> Any:
+    """The decisions counter for these labels (a handful of combinations: each resolved once)."""
     key = (purpose, action, code)
     child = _decision_children.get(key)
-    if child is None:  # a handful of combinations: resolve each once, not on every decision
+    if child is None:
         child = _decision_children[key] = DECISIONS.labels(purpose, action, "" if code is None else str(code))
-    child.inc()
+    return child
+
+
+def decided(purpose: str, action: str, code: int | None) -> None:
+    decision_counter(purpose, action, code).inc()
 
 
 def cache_read(hit: bool) -> None:
