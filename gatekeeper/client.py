@@ -34,6 +34,9 @@ def _given(value: Any) -> Any:
     return None if value is values.unset else value
 
 
+_UNSET = values.unset
+
+
 class _Proxy:
     """Everything not defined here is the wrapped object's."""
 
@@ -52,19 +55,20 @@ class _Gated(_Proxy):
         super().__init__(inner)
         self._gate = gate
         self._uri = uri
+        self._dropin_reroute = gate.settings.routing.dropin_reroute
 
     def _check(
         self, to: Any, purpose: Purpose, channel: Channel, *, sender: Any = None, country: str | None = None
     ) -> Decision:
-        reroute = self._gate.settings.routing.dropin_reroute and channel == "sms"
+        """The strict decision for the channel the caller chose; raises GateRefused when it is refused."""
         decision = self._gate._evaluate(
             str(to) if to is not None else "",
             purpose,
             country,
             channel=channel,
-            sender=_given(sender),
+            sender=None if sender is _UNSET else sender,
             strict=True,
-            reroute_landline=reroute,
+            reroute_landline=self._dropin_reroute and channel == "sms",
         )
         if decision.enforced and decision.action is Action.REFUSE:
             raise GateRefused(decision, code=decision.twilio_code or 21211, uri=self._uri)
@@ -74,7 +78,9 @@ class _Gated(_Proxy):
 class GatedMessages(_Gated):
     def create(self, to: str, *, purpose: Purpose = "notify", country: str | None = None, **kwargs: Any) -> Any:
         """Gate, then ``messages.create`` with ``to`` in E.164 (or a voice call with ``dropin_reroute``)."""
-        sender = _given(kwargs.get("from_")) or _given(kwargs.get("messaging_service_sid"))
+        sender = kwargs.get("from_")
+        if not sender or sender is _UNSET:
+            sender = kwargs.get("messaging_service_sid")
         decision = self._check(to, purpose, "sms", sender=sender, country=country)
         if decision.enforced and decision.action is Action.VOICE:
             return self._reroute(decision, kwargs)
