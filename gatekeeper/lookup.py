@@ -186,7 +186,7 @@ class LookupService:
                 hit = self._cached(key, fields, max_age_seconds)  # filled while we waited?
                 if isinstance(hit, PhoneFacts):
                     return hit
-                return self._fill(phone, fields, hit, hit.stale if hit else fields, key=key)
+                return self._fill(phone, fields, hit, hit.stale if hit else fields, key=key, max_age=max_age_seconds)
         except StoreUnavailable as exc:
             log.warning("lookup cache unavailable (%s); asking Lookup directly", exc)
             return self._fill(phone, fields, None, fields)
@@ -254,6 +254,7 @@ class LookupService:
         wanted: tuple[str, ...],
         *,
         key: str | None = None,
+        max_age: float | None = None,
     ) -> PhoneFacts:
         assert phone.e164 is not None
         payload = self._fetch(phone.e164, wanted, phone.region)
@@ -285,11 +286,13 @@ class LookupService:
             try:
                 self.cache.put_lookup(key, entry, ttl_seconds=ttl)
             except StoreUnavailable as exc:
-                log.warning("lookup cache write failed (%s); the answer is used uncached", exc)
-            # Whatever this process held for the number, under any purpose's max age, is older now.
-            self._last_fill = next(self._stamps)
-            for max_age in tuple(self._max_ages):
-                self._recent.pop((key, max_age), None)
+                log.warning("lookup cache write failed (%s); the answer is kept in this process only", exc)
+            # Whatever this process held for the number, under any purpose's max age, is older now;
+            # what it just fetched is what the next decision should use.
+            stamp = self._last_fill = next(self._stamps)
+            for held_for in tuple(self._max_ages):
+                self._recent.pop((key, held_for), None)
+            self._remember(key, max_age, entry, fields, stamp)
         return facts
 
     def _fetch(self, e164: str, fields: tuple[str, ...], region: str | None) -> dict[str, Any]:

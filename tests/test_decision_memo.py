@@ -66,7 +66,7 @@ def counted(name: str, **labels: str) -> float:
 def test_repeat_decisions_skip_the_stores_but_are_audited_and_counted(
     twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
 ) -> None:
-    """After one Lookup and one cache read, repeats read no store while nothing is written, yet each is recorded."""
+    """Once routed from cached facts, repeats read no store while nothing is written, yet each is recorded."""
     store = CountingStore(clock=clock)
     g = make_gate(twilio_client, clock, store)
     first = g.decide(MOBILE)
