@@ -216,10 +216,11 @@ class Gatekeeper:
                 reroute_landline=reroute_landline,
                 have_email=have_email,
             )
-            if decision.cache_hit and lookup_error is None and keyable:
-                self._remember(key, decision, phone, pol, scopes=scopes, clear_at=clear_at)
+        counter = metrics.decision_counter(purpose, decision.action, decision.twilio_code)
+        if decision.cache_hit and lookup_error is None and keyable:
+            self._remember(key, decision, phone, pol, scopes=scopes, clear_at=clear_at, counter=counter)
         self._audit(decision, self._pseudonyms(phone), channel, (t0, t_norm, t_supp, t_enrich, time.perf_counter()))
-        metrics.decided(purpose, decision.action.value, decision.twilio_code)
+        counter.inc()
         return decision
 
     def _write_counts(self) -> tuple[object, ...] | None:
@@ -254,7 +255,7 @@ class Gatekeeper:
             metrics.cache_read(True)
             memo.counter.inc()
         else:
-            metrics.decided(decision.purpose, decision.action.value, decision.twilio_code)
+            metrics.decided(decision.purpose, decision.action, decision.twilio_code)
         return decision
 
     def _remember(
@@ -266,12 +267,12 @@ class Gatekeeper:
         *,
         scopes: tuple[str, ...],
         clear_at: tuple[object, ...] | None,
+        counter: Any,
     ) -> None:
         found = self.lookup.held(phone, pol.fields, max_age_seconds=pol.max_age_seconds)
         if found is None or found[2][1] is not decision.facts:
             return  # the facts held now are not the ones this decision was routed from
         holder, handle, held = found
-        counter = metrics.decision_counter(decision.purpose, decision.action.value, decision.twilio_code)
         self._memo.remember(
             key, _Memo(decision, phone, pol, scopes, holder, handle, held, clear_at, self._pseudonyms(phone), counter)
         )

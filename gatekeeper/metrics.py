@@ -7,6 +7,7 @@ No label ever holds a phone number.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 from prometheus_client import Counter
@@ -36,11 +37,15 @@ _decision_children: dict[tuple[str, str, int | None], Any] = {}
 
 
 def decision_counter(purpose: str, action: str, code: int | None) -> Any:
-    """The decisions counter for these labels (a handful of combinations: each resolved once)."""
+    """The decisions counter for these labels (a handful of combinations: each resolved once).
+
+    ``action`` may be an ``Action`` member, a ``str`` enum equal to its value, as the hot path passes it.
+    """
     key = (purpose, action, code)
     child = _decision_children.get(key)
     if child is None:
-        child = _decision_children[key] = DECISIONS.labels(purpose, action, "" if code is None else str(code))
+        label = action.value if isinstance(action, Enum) else action
+        child = _decision_children[key] = DECISIONS.labels(purpose, label, "" if code is None else str(code))
     return child
 
 
