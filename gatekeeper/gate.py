@@ -250,7 +250,8 @@ class Gatekeeper:
                 decision = router.refusal(decision.to, decision.purpose, verdict, None, memo.policy)
             elif counts is not None:
                 self._memo[key] = memo._replace(clear_at=counts)
-        self._audit(decision, memo.pseudonyms, channel, (t0, t0, t0, t0, time.perf_counter()))
+        t_supp = time.perf_counter()  # normalize and enrich took no time: their results were kept
+        self._audit(decision, memo.pseudonyms, channel, (t0, t0, t_supp, t_supp, time.perf_counter()))
         if decision is memo.decision:
             metrics.cache_read(True)
             memo.counter.inc()

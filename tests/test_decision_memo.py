@@ -80,7 +80,13 @@ def test_repeat_decisions_skip_the_stores_but_are_audited_and_counted(
     assert all(d == second for d in repeats)
     assert store.reads == Counter()
     assert twilio_http.lookups[MOBILE] == 1
-    assert len(g.stores.audit.recent(100)) == 7
+    audit = g.stores.audit.recent(100)
+    assert len(audit) == 7
+    replayed = audit[0]
+    assert (replayed["cache_hit"], replayed["to"], replayed["action"]) == (True, "+1415555****", "sms")
+    timings = replayed["timings_us"]
+    assert timings["normalize"] == timings["enrich"] == 0.0  # kept, not redone
+    assert timings["total"] >= timings["suppress"] >= 0.0
     assert counted("gatekeeper_lookup_cache_total", result="hit") == hits + 5
     assert counted("gatekeeper_decisions_total", purpose="notify", action="sms", code="") == decided + 5
 
