@@ -29,12 +29,11 @@ from gatekeeper.models import Action, Decision, Purpose
 from gatekeeper.router import Channel
 from gatekeeper.settings import Settings
 
+_UNSET = values.unset
+
 
 def _given(value: Any) -> Any:
-    return None if value is values.unset else value
-
-
-_UNSET = values.unset
+    return None if value is _UNSET else value
 
 
 class _Proxy:

@@ -217,9 +217,12 @@ class Gatekeeper:
                 have_email=have_email,
             )
         counter = metrics.decision_counter(purpose, decision.action, decision.twilio_code)
+        pseudonyms = phones.pseudonyms(phone.e164 or phone.raw, self._hash_key)
         if decision.cache_hit and lookup_error is None and keyable:
-            self._remember(key, decision, phone, pol, scopes=scopes, clear_at=clear_at, counter=counter)
-        self._audit(decision, self._pseudonyms(phone), channel, (t0, t_norm, t_supp, t_enrich, time.perf_counter()))
+            self._remember(
+                key, decision, phone, pol, scopes=scopes, clear_at=clear_at, pseudonyms=pseudonyms, counter=counter
+            )
+        self._audit(decision, pseudonyms, channel, (t0, t_norm, t_supp, t_enrich, time.perf_counter()))
         counter.inc()
         return decision
 
@@ -237,14 +240,8 @@ class Gatekeeper:
         between HTTP calls each Python function the CPU has to fetch anew costs a microsecond or two.
         """
         decision = memo.decision
-        o, f = self.stores.opt_outs, self.stores.failures
-        if memo.clear_at is None or memo.clear_at != (
-            o,
-            getattr(o, SUPPRESSION_WRITES, None),
-            f,
-            getattr(f, SUPPRESSION_WRITES, None),
-        ):
-            counts = self._write_counts()
+        counts = self._write_counts()
+        if counts is None or counts != memo.clear_at:
             verdict = self._suppress(memo.phone, memo.policy, memo.scopes)
             if verdict is not None:
                 decision = router.refusal(decision.to, decision.purpose, verdict, None, memo.policy)
@@ -268,6 +265,7 @@ class Gatekeeper:
         *,
         scopes: tuple[str, ...],
         clear_at: tuple[object, ...] | None,
+        pseudonyms: tuple[str, str],
         counter: Any,
     ) -> None:
         found = self.lookup.held(phone, pol.fields, max_age_seconds=pol.max_age_seconds)
@@ -275,7 +273,7 @@ class Gatekeeper:
             return  # the facts held now are not the ones this decision was routed from
         holder, handle, held = found
         self._memo.remember(
-            key, _Memo(decision, phone, pol, scopes, holder, handle, held, clear_at, self._pseudonyms(phone), counter)
+            key, _Memo(decision, phone, pol, scopes, holder, handle, held, clear_at, pseudonyms, counter)
         )
 
     def _suppress(self, phone: Phone, pol: Policy, scopes: tuple[str, ...]) -> Verdict | None:
@@ -303,9 +301,6 @@ class Gatekeeper:
         except LookupUnavailable as exc:
             log.warning("Lookup unavailable for %s: %s", phones.mask(phone.e164), exc.reason)
             return local_facts(phone), exc.reason
-
-    def _pseudonyms(self, phone: Phone) -> tuple[str, str]:
-        return phones.pseudonyms(phone.e164 or phone.raw, self._hash_key)
 
     def _audit(
         self,
