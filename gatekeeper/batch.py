@@ -43,7 +43,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from copy import copy
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
@@ -56,6 +55,7 @@ from gatekeeper.errors import GatekeeperError, StoreUnavailable
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.models import LOOKUP_FIELDS, PURPOSES, Decision, Phone, Purpose
 from gatekeeper.phone import mask, normalize
+from gatekeeper.policy import Policy
 
 log = logging.getLogger("gatekeeper.batch")
 
@@ -309,20 +309,19 @@ class _Permits:
 def _gate_for(gate: Gatekeeper, purpose: str, fields: Sequence[str] | None, permits: _Permits) -> Gatekeeper:
     """A view of ``gate`` whose Lookups take permits, with ``fields`` for ``purpose`` when given.
 
-    A shallow copy shares the client, the stores and the Lookup cache and its single-flight lock,
+    The derived gate shares the client, the stores and the Lookup cache and its single-flight lock,
     leaving the caller's gate untouched.
     """
     if purpose not in PURPOSES:
         raise BatchError(f"purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}")
-    view = copy(gate)
-    view.lookup = gate.lookup.with_before_request(permits)
+    policy: dict[str, Policy] | None = None
     if fields is not None:
         wanted = [f.strip() for f in (fields.split(",") if isinstance(fields, str) else fields) if f.strip()]
         unknown = sorted(set(wanted) - LOOKUP_FIELDS)
         if unknown:
             raise BatchError(f"unknown Lookup field(s) {unknown}; use any of {', '.join(sorted(LOOKUP_FIELDS))}")
-        view.policies = {**gate.policies, purpose: replace(gate.policies[purpose], fields=tuple(dict.fromkeys(wanted)))}
-    return view
+        policy = {purpose: replace(gate.policies[purpose], fields=tuple(dict.fromkeys(wanted)))}
+    return gate.derive(policy=policy, before_lookup=permits)
 
 
 # -- records and counts ----------------------------------------------------------------------

@@ -53,15 +53,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _gate(args: argparse.Namespace) -> Iterator[Any]:
     """A Gatekeeper from the settings, or against an in-process sandbox with ``--sandbox``."""
     from gatekeeper.gate import Gatekeeper
+    from gatekeeper.wiring import in_process_sandbox
 
     settings = _settings(args)
     with ExitStack() as stack:
         client = None
         if getattr(args, "sandbox", False):
-            from gatekeeper.sandbox import SandboxConfig, SandboxServer
-
-            server = stack.enter_context(SandboxServer(SandboxConfig(numbers=settings.sandbox.numbers)))
-            client = server.client()
+            client = stack.enter_context(in_process_sandbox(settings)).client()
         gate = Gatekeeper.from_settings(settings, twilio_client=client)
         stack.callback(gate.close)
         yield gate
@@ -179,42 +177,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from gatekeeper.sandbox import (
-        TEST_ACCOUNT_SID,
-        TEST_API_KEY_SECRET,
-        TEST_API_KEY_SID,
-        TEST_AUTH_TOKEN,
-        Account,
-        CallbackConfig,
-        SandboxConfig,
-        SandboxServer,
-    )
+    from gatekeeper.wiring import serve_sandbox
 
-    settings = _settings(args)
-    t = settings.twilio
-    keys = {t.api_key.sid: t.api_key.secret.get_secret_value()} if t.api_key.sid and t.api_key.secret else {}
-    configured = t.account_sid is not None and (t.auth_token is not None or bool(keys))
-    if configured:
-        assert t.account_sid is not None
-        token = t.auth_token.get_secret_value() if t.auth_token else TEST_AUTH_TOKEN
-        account = Account(t.account_sid, token, keys)
-        # Real credentials are never printed: say where they came from instead.
-        pair = f"account {t.account_sid}, the auth token or API key from your environment"
-    else:
-        account = Account(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, {TEST_API_KEY_SID: TEST_API_KEY_SECRET})
-        pair = f"account {TEST_ACCOUNT_SID} / auth token {TEST_AUTH_TOKEN} (published test values)"
-    config = SandboxConfig(accounts=[account], numbers=settings.sandbox.numbers, callbacks=CallbackConfig(mode="auto"))
-    server = SandboxServer(config, host=args.host, port=args.port).start()
-    sys.stdout.write(
-        f"Twilio sandbox on {server.url}\ncredentials: {pair}\nuse it: GATEKEEPER_SANDBOX_URL={server.url}\n"
-    )
-    sys.stdout.flush()
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_sandbox(_settings(args), host=args.host, port=args.port, out=sys.stdout)
     return EXIT_OK
 
 

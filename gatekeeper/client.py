@@ -10,9 +10,11 @@ Adopting it is a one-line change::
 …) passes through unchanged. A refused call raises :class:`GateRefused`, a
 ``TwilioRestException`` with the code Twilio itself would have answered.
 
-The drop-in never changes channel on its own: ``messages.create`` to a
-landline raises 21614 unless ``[routing] dropin_reroute = true``, in which case
-it places a voice call that says the body and returns the ``CallInstance``.
+Each gated call is the gate's public pair: :meth:`Gatekeeper.check` for the channel the caller
+chose, then :meth:`Gatekeeper.act`, which sends through the gate's channels with the wrapped client.
+The drop-in never changes channel on its own: ``messages.create`` to a landline raises 21614 unless
+``[routing] dropin_reroute = true``, in which case it places a voice call that says the body and
+returns the ``CallInstance``.
 """
 
 from __future__ import annotations
@@ -22,18 +24,28 @@ from typing import Any
 from twilio.base import values
 from twilio.rest import Client
 
-from gatekeeper.channels import voice
-from gatekeeper.errors import GateRefused
+from gatekeeper.errors import GateRefused, InvalidArgument
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.models import Action, Decision, Purpose
-from gatekeeper.router import Channel
+from gatekeeper.models import Action, Purpose, SendRequest
 from gatekeeper.settings import Settings
 
 _UNSET = values.unset
+#: Verify's channel names the gate knows, and the action each asks for.
+_VERIFY_ACTIONS = {"sms": Action.VERIFY_SMS, "call": Action.VERIFY_CALL, "email": Action.EMAIL}
 
 
-def _given(value: Any) -> Any:
-    return None if value is _UNSET else value
+def _request(asked: Action, kwargs: dict[str, Any], named: tuple[str, ...]) -> SendRequest:
+    """A SendRequest from SDK keywords: those ``named`` are SendRequest fields of the same name, the rest params."""
+    picked: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if value is not _UNSET:
+            (picked if name in named else params)[name] = value
+    return SendRequest(asked, params=params, **picked)
+
+
+_MESSAGE_FIELDS = ("body", "from_", "messaging_service_sid", "status_callback")
+_CALL_FIELDS = ("from_", "status_callback")
 
 
 class _Proxy:
@@ -50,102 +62,84 @@ class _Proxy:
 
 
 class _Gated(_Proxy):
-    def __init__(self, inner: Any, gate: Gatekeeper, uri: str) -> None:
+    def __init__(self, inner: Any, gate: Gatekeeper, client: Client, uri: str) -> None:
         super().__init__(inner)
         self._gate = gate
+        self._client = client
         self._uri = uri
-        self._dropin_reroute = gate.settings.routing.dropin_reroute
 
-    def _check(
-        self, to: Any, purpose: Purpose, channel: Channel, *, sender: Any = None, country: str | None = None
-    ) -> Decision:
-        """The strict decision for the channel the caller chose; raises GateRefused when it is refused."""
-        decision = self._gate._evaluate(
-            str(to) if to is not None else "",
-            purpose,
-            country,
-            channel=channel,
-            sender=None if sender is _UNSET else sender,
-            strict=True,
-            reroute_landline=self._dropin_reroute and channel == "sms",
-        )
-        if decision.enforced and decision.action is Action.REFUSE:
-            raise GateRefused(decision, code=decision.twilio_code or 21211, uri=self._uri)
-        return decision
+    def _send(self, to: Any, request: SendRequest, purpose: Purpose, country: str | None) -> Any:
+        """Check, then act with the wrapped client; the SDK resource the send returned."""
+        target = to if isinstance(to, str) else "" if to is None else str(to)
+        decision = self._gate.check(target, request, purpose=purpose, country=country, uri=self._uri)
+        rerouted = decision.enforced and decision.action is Action.VOICE and request.asked is Action.SMS
+        if rerouted and (not request.body or not request.from_):  # nothing to say, or no caller ID to say it from
+            raise GateRefused(decision, code=21614, uri=self._uri)
+        return self._gate.act(decision, request, client=self._client).resource
 
 
 class GatedMessages(_Gated):
     def create(self, to: str, *, purpose: Purpose = "notify", country: str | None = None, **kwargs: Any) -> Any:
         """Gate, then ``messages.create`` with ``to`` in E.164 (or a voice call with ``dropin_reroute``)."""
-        sender = kwargs.get("from_")
-        if not sender or sender is _UNSET:
-            sender = kwargs.get("messaging_service_sid")
-        decision = self._check(to, purpose, "sms", sender=sender, country=country)
-        if decision.enforced and decision.action is Action.VOICE:
-            return self._reroute(decision, kwargs)
-        return self._inner.create(to=decision.to, **kwargs)
-
-    def _reroute(self, decision: Decision, kwargs: dict[str, Any]) -> Any:
-        body, from_ = _given(kwargs.get("body")), _given(kwargs.get("from_"))
-        if not body or not from_:
-            raise GateRefused(decision, code=21614, uri=self._uri)  # nothing to say, or no caller ID
-        gate = self._gate
-        return voice.call(
-            gate.client,
-            gate.send_policy,
-            to=decision.to,
-            from_=from_,
-            twiml=gate._twiml(body),
-            status_callback=_given(kwargs.get("status_callback")),
-        )
+        return self._send(to, _request(Action.SMS, kwargs, _MESSAGE_FIELDS), purpose, country)
 
 
 class GatedCalls(_Gated):
     def create(self, to: str, *, purpose: Purpose = "notify", country: str | None = None, **kwargs: Any) -> Any:
         """Gate, then ``calls.create`` with ``to`` in E.164. Voice reaches mobiles and landlines alike."""
-        sender = _given(kwargs.get("from_"))
-        decision = self._check(to, purpose, "voice", sender=sender, country=country)
-        return self._inner.create(to=decision.to, **kwargs)
+        return self._send(to, _request(Action.VOICE, kwargs, _CALL_FIELDS), purpose, country)
 
 
 class GatedVerifications(_Gated):
+    def __init__(self, inner: Any, gate: Gatekeeper, client: Client, uri: str, service_sid: str) -> None:
+        super().__init__(inner, gate, client, uri)
+        self._service_sid = service_sid
+
     def create(self, to: str, channel: str, *, country: str | None = None, **kwargs: Any) -> Any:
-        """Gate (purpose ``mfa``), then ``verifications.create``. Email addresses pass ungated."""
-        if channel == "email":
-            return self._inner.create(to=to, channel=channel, **kwargs)
-        wanted: Channel = "voice" if channel == "call" else "sms"
-        decision = self._check(to, "mfa", wanted, country=country)
-        return self._inner.create(to=decision.to, channel=channel, **kwargs)
+        """Gate (purpose ``mfa``), then ``verifications.create``; ``channel="email"`` sends to the address ``to``.
+
+        A channel the gate does not know is refused rather than sent ungated (fail closed).
+        """
+        asked = _VERIFY_ACTIONS.get(channel) if isinstance(channel, str) else None
+        if asked is None:
+            known = ", ".join(_VERIFY_ACTIONS)
+            raise InvalidArgument(f"channel must be one of {known} to pass the gate, not {channel!r}")
+        params = {k: v for k, v in kwargs.items() if v is not _UNSET}
+        email = to if asked is Action.EMAIL else None
+        request = SendRequest(asked, verify_service_sid=self._service_sid, email=email, params=params)
+        return self._send(to, request, "mfa", country)
 
 
 class GatedService(_Proxy):
-    def __init__(self, inner: Any, gate: Gatekeeper) -> None:
+    def __init__(self, inner: Any, gate: Gatekeeper, client: Client) -> None:
         super().__init__(inner)
-        self.verifications = GatedVerifications(inner.verifications, gate, inner._uri + "/Verifications")
+        uri = inner._uri + "/Verifications"
+        self.verifications = GatedVerifications(inner.verifications, gate, client, uri, inner._solution["sid"])
 
 
 class GatedServices(_Proxy):
-    def __init__(self, inner: Any, gate: Gatekeeper) -> None:
+    def __init__(self, inner: Any, gate: Gatekeeper, client: Client) -> None:
         super().__init__(inner)
         self._gate = gate
+        self._client = client
 
     def __call__(self, sid: str) -> GatedService:
-        return GatedService(self._inner(sid), self._gate)
+        return GatedService(self._inner(sid), self._gate, self._client)
 
     def get(self, sid: str) -> GatedService:
         return self(sid)
 
 
 class GatedVerifyV2(_Proxy):
-    def __init__(self, inner: Any, gate: Gatekeeper) -> None:
+    def __init__(self, inner: Any, gate: Gatekeeper, client: Client) -> None:
         super().__init__(inner)
-        self.services = GatedServices(inner.services, gate)
+        self.services = GatedServices(inner.services, gate, client)
 
 
 class GatedVerify(_Proxy):
-    def __init__(self, inner: Any, gate: Gatekeeper) -> None:
+    def __init__(self, inner: Any, gate: Gatekeeper, client: Client) -> None:
         super().__init__(inner)
-        self.v2 = GatedVerifyV2(inner.v2, gate)
+        self.v2 = GatedVerifyV2(inner.v2, gate, client)
         self.services = self.v2.services
 
 
@@ -156,9 +150,9 @@ class GatedClient:
         self._client = twilio_client
         self.gate = gate or Gatekeeper(twilio_client)
         account = twilio_client.api.account
-        self.messages = GatedMessages(account.messages, self.gate, account.messages._uri)
-        self.calls = GatedCalls(account.calls, self.gate, account.calls._uri)
-        self.verify = GatedVerify(twilio_client.verify, self.gate)
+        self.messages = GatedMessages(account.messages, self.gate, twilio_client, account.messages._uri)
+        self.calls = GatedCalls(account.calls, self.gate, twilio_client, account.calls._uri)
+        self.verify = GatedVerify(twilio_client.verify, self.gate, twilio_client)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> GatedClient:

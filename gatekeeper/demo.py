@@ -47,10 +47,9 @@ class Demo:
         self.sandbox_server = SandboxServer(SandboxConfig(callbacks=CallbackConfig(mode="manual"))).start()
         self.sandbox = self.sandbox_server.sandbox
         self.client = self.sandbox_server.client()
-        stores = Stores.memory()
-        self.gate = Gatekeeper(self.client, stores=stores)
+        self.gate = Gatekeeper(self.client, stores=Stores.memory())
         email_mfa = dataclasses.replace(self.gate.policies["mfa"], voip="email")
-        self.email_gate = Gatekeeper(self.client, stores=stores, policy={"mfa": email_mfa})
+        self.email_gate = self.gate.derive(policy={"mfa": email_mfa})
         self.status_events: list[StatusEvent] = []
         app = Flask("gatekeeper-demo")
         init_app(app, self.gate, on_status=self.status_events.append)

@@ -3,18 +3,28 @@
 ::
 
     GatekeeperError
-    ├── ConfigError                 bad settings; the message names the key   (also ValueError)
-    ├── InvalidNumber               a number that cannot be parsed or reached (also ValueError)
+    ├── InvalidArgument             an argument that cannot be used; the message names it  (also ValueError)
+    │   └── InvalidNumber           a number that cannot be parsed or reached              (also ValueError)
+    ├── InvalidArgumentType         an argument of the wrong type                          (also TypeError)
+    ├── ConfigError                 bad settings; the message names the key                (also ValueError)
     ├── LookupUnavailable           Lookup could not be had (network, 5xx, 429 after retries)
+    ├── TransientError              a failure worth retrying (inside the retry loops; never escapes them)
     ├── StoreUnavailable            a store could not be read or written
     ├── IdempotencyConflict         a key reused with another payload, still in flight, or unknown
-    ├── InvalidSignature            a webhook whose X-Twilio-Signature does not verify
+    ├── SendFailed                  a send that did not go out as asked
+    │   ├── SendRejected            Twilio answered with an error; its code is kept  (also TwilioRestException)
+    │   └── SendUnavailable         Twilio could not be reached           (also requests' RequestException;
+    │                               defined in gatekeeper.channels.base, which is where sends happen)
+    ├── WebhookError                a webhook request that cannot be processed
+    │   ├── InvalidSignature        its X-Twilio-Signature does not verify (403)
+    │   ├── MalformedEvent          its fields cannot be used (400)                         (also ValueError)
+    │   └── BodyTooLarge            its body is over the limit (413)
     ├── BatchError                  an enrich input or output that cannot be used (gatekeeper.batch)
-    └── GateRefused                 a drop-in call the gate refused           (also TwilioRestException)
+    └── GateRefused                 a call the gate refused                   (also TwilioRestException)
 
-``GateRefused`` inherits twilio's ``TwilioRestException`` so ``except
-TwilioRestException`` clauses written for Twilio's own 21211/21610/21614
-answers keep working unchanged.
+The dual inheritance is only there so ``except`` clauses written before Gatekeeper keep working:
+``except TwilioRestException`` for Twilio's own 21211/21610/21614 answers, ``except ValueError``
+for bad arguments, ``except requests.RequestException`` for the network.
 """
 
 from __future__ import annotations
@@ -31,20 +41,28 @@ class GatekeeperError(Exception):
     """Root of every error Gatekeeper raises."""
 
 
+class InvalidArgument(GatekeeperError, ValueError):
+    """An argument that cannot be used; the message says which and what to pass instead."""
+
+
+class InvalidNumber(InvalidArgument):
+    """An input that is not a reachable phone number. ``reason`` says why."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class InvalidArgumentType(GatekeeperError, TypeError):
+    """An argument of the wrong type; the message names the argument and the type wanted."""
+
+
 class ConfigError(GatekeeperError, ValueError):
     """Settings that cannot be used. ``key`` names the offending setting, dotted."""
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
-
-
-class InvalidNumber(GatekeeperError, ValueError):
-    """An input that is not a reachable phone number. ``reason`` says why."""
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class LookupUnavailable(GatekeeperError):
@@ -54,6 +72,20 @@ class LookupUnavailable(GatekeeperError):
         super().__init__(message)
         self.reason = reason
         self.status = status
+
+
+class TransientError(GatekeeperError):
+    """A failure worth retrying; ``retry_after_seconds`` comes from the server when it said.
+
+    Raised and caught inside the retry loops (:mod:`gatekeeper.retries`); what is still failing when
+    the retries run out is raised as the caller's own kind (:class:`LookupUnavailable`).
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None, retry_after_seconds: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after_seconds = retry_after_seconds
 
 
 class StoreUnavailable(GatekeeperError):
@@ -74,7 +106,33 @@ class IdempotencyConflict(GatekeeperError):
         self.reason = reason
 
 
-class InvalidSignature(GatekeeperError):
+class SendFailed(GatekeeperError):
+    """A send that did not go out as asked. ``may_have_sent`` is True when Twilio may have acted anyway."""
+
+    may_have_sent: bool = False
+
+
+class SendRejected(SendFailed, TwilioRestException):
+    """Twilio answered a send with an error: ``status``, ``code`` and ``msg`` are Twilio's own.
+
+    Nothing was sent. The original exception is chained as ``__cause__``.
+    """
+
+    def __init__(self, status: int, uri: str, msg: str = "", code: int | None = None, method: str = "POST") -> None:
+        TwilioRestException.__init__(self, status, uri, msg=msg, code=code, method=method)
+
+    def __str__(self) -> str:  # twilio's __str__ prints colour codes for terminals; keep ours plain
+        return f"HTTP {self.status} error {self.code}: {self.msg}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.status, self.uri, self.msg, self.code, self.method))
+
+
+class WebhookError(GatekeeperError):
+    """A webhook request that cannot be processed; nothing was stored for it."""
+
+
+class InvalidSignature(WebhookError):
     """A webhook request whose ``X-Twilio-Signature`` does not verify. ``reason`` says which check failed."""
 
     def __init__(self, reason: str) -> None:
@@ -82,8 +140,16 @@ class InvalidSignature(GatekeeperError):
         self.reason = reason
 
 
+class MalformedEvent(WebhookError, ValueError):
+    """A signed webhook request whose fields cannot be used; the message says which and why (HTTP 400)."""
+
+
+class BodyTooLarge(WebhookError):
+    """A webhook request body over ``[webhooks] max_body_bytes`` (HTTP 413)."""
+
+
 class GateRefused(GatekeeperError, TwilioRestException):
-    """A drop-in call the gate refused, shaped like Twilio's own rejection.
+    """A call the gate refused, shaped like Twilio's own rejection.
 
     ``code`` is the code Twilio would have answered (21211, 21610, 21614,
     21408, 60205, 60605, 20503 …), ``status`` is 400 and ``decision`` holds

@@ -20,10 +20,12 @@ import itertools
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from copy import copy
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from twilio.base.exceptions import TwilioException
@@ -31,21 +33,40 @@ from twilio.rest import Client
 
 from gatekeeper import metrics
 from gatekeeper.errors import LookupUnavailable, StoreUnavailable
-from gatekeeper.memo import Memo
 from gatekeeper.models import LOOKUP_PACKAGES, Phone, PhoneFacts
 from gatekeeper.phone import mask
 from gatekeeper.retries import Backoff, TransientError, call_with_retries, parse_retry_after
+from gatekeeper.settings import Settings
 from gatekeeper.stores.base import CachedLookup, LookupCache, lookup_key
 
 log = logging.getLogger("gatekeeper.lookup")
 
+K = TypeVar("K")
+V = TypeVar("V")
 
-#: Fresh facts kept in process memory in front of the store (see LookupService._remember).
-_RECENT_MAX = 10_000
-#: What the in-process memo is keyed by: the cache key and the purpose's max age.
-Handle = tuple[str, float | None]
-#: What it holds: when the facts stop being fresh, and the facts.
-Held = tuple[float, PhoneFacts]
+
+#: Lookup answers kept in process memory in front of the store (see LookupService).
+MEMO_ENTRIES = 10_000
+
+
+class Memo(OrderedDict[K, V]):
+    """A bounded in-process map: past ``max_entries`` the oldest entry goes first (0 keeps nothing).
+
+    Eviction is O(1) (``popitem``). Safe to share between threads under the GIL: each step is one C
+    call, and two threads evicting at once only evict one entry more.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        super().__init__()
+        self.max_entries = max_entries
+
+    def remember(self, key: K, value: V) -> None:
+        if self.max_entries <= 0:
+            return
+        self[key] = value
+        if len(self) > self.max_entries:
+            with suppress(KeyError):  # another thread emptied it first
+                self.popitem(last=False)
 
 
 def fields_hash(fields: tuple[str, ...]) -> str:
@@ -96,10 +117,38 @@ class LookupConfig:
     max_retry_after_ms: float = 10_000
     fill_wait_seconds: float = 10.0
     cache_enabled: bool = True
+    memo_entries: int = MEMO_ENTRIES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LookupConfig:
+        lk, cache = settings.lookup, settings.cache
+        return cls(
+            positive_ttl_seconds=cache.ttl_seconds,
+            negative_ttl_seconds=cache.negative_ttl_seconds,
+            field_ttl_seconds=lk.field_ttl_seconds,
+            timeout_seconds=lk.timeout_ms / 1000,
+            max_retries=lk.max_retries,
+            retry_backoff_ms=lk.retry_backoff_ms,
+            retry_jitter_ms=lk.retry_jitter_ms,
+            max_retry_after_ms=lk.max_retry_after_ms,
+            fill_wait_seconds=lk.fill_wait_ms / 1000,
+            cache_enabled=cache.enabled,
+            memo_entries=cache.facts_memo_entries,
+        )
 
 
 class LookupService:
-    """Facts for a parsed number, from the cache or one Lookup v2 request."""
+    """Facts for a parsed number, from the cache or one Lookup v2 request.
+
+    In front of the store sits an in-process memo of the answers this process last read or fetched,
+    keyed like the store. What it holds: one ``CachedLookup`` per cache key, at most ``memo_entries``
+    (oldest out first). What ends an entry: each use checks its fields' freshness against the
+    purpose's max age, exactly as a store read would, and a stale one is read from the store again;
+    a fetch by this process replaces it at once. What it buys: the store read on a repeated number,
+    which is a lock on the memory store and a round trip on Redis (``./run bench`` prints both).
+    Another process's refresh in a shared cache is seen when the answer held here ages out, as with
+    any cache.
+    """
 
     def __init__(
         self,
@@ -124,16 +173,15 @@ class LookupService:
             max_retry_after_ms=self.config.max_retry_after_ms,
         )
         self._field_ttl = dict(self.config.field_ttl_seconds or {})
-        self._recent: Memo[Handle, Held] = Memo(_RECENT_MAX)
-        self._max_ages: set[float | None] = set()  # the max ages ``_recent`` is keyed by
+        self._memo: Memo[str, CachedLookup] = Memo(self.config.memo_entries)
         # Stamped (with a number never used before) after every fill, so a read that began before
-        # a fill can tell and does not remember what it read.
+        # a fill can tell and does not keep what it read over what the fill brought.
         self._stamps = itertools.count()
         self._last_fill = next(self._stamps)
         self._hashes: dict[tuple[str, ...], str] = {}
 
     def with_before_request(self, hook: Callable[[], None]) -> LookupService:
-        """A copy sharing the client and the cache that calls ``hook`` before every HTTP attempt.
+        """A copy sharing the client, the cache and the memo that calls ``hook`` before every HTTP attempt.
 
         Batch enrichment hangs its rate-limit permit here, so exactly the requests that reach
         Twilio (retries included) are paced; cache hits and waits on another caller's fill are free.
@@ -145,6 +193,16 @@ class LookupService:
     def _ttl(self, field: str) -> float:
         return self._field_ttl.get(field, self.config.positive_ttl_seconds)
 
+    def _stale(
+        self, entry: CachedLookup, fields: tuple[str, ...], now: float, max_age: float | None
+    ) -> tuple[str, ...]:
+        """The fields of ``entry`` past their own TTL, capped by the purpose's max age (all, once a
+        negative answer is past the negative TTL)."""
+        if entry.negative:
+            return fields if entry.fetched_at + self.config.negative_ttl_seconds <= now else ()
+        # Stale at the very second its age is reached, as a store expires an entry (expires_at <= now).
+        return tuple(f for f in fields if self._fresh_until(entry, f, max_age) <= now)
+
     def _fresh_until(self, entry: CachedLookup, field: str, max_age: float | None) -> float:
         """When ``field`` of ``entry`` stops being fresh: its own TTL, capped by the purpose's max age."""
         fetched = entry.field_times.get(field)
@@ -153,23 +211,16 @@ class LookupService:
         ttl = self._ttl(field)
         return fetched + (ttl if max_age is None else min(ttl, max_age))
 
-    def _stale(
-        self, entry: CachedLookup, fields: tuple[str, ...], now: float, max_age: float | None
-    ) -> tuple[str, ...]:
-        if entry.negative:
-            return ()
-        return tuple(f for f in fields if self._fresh_until(entry, f, max_age) < now)
-
     def facts(self, phone: Phone, fields: tuple[str, ...], *, max_age_seconds: float | None = None) -> PhoneFacts:
         """Facts for ``phone`` (which must be valid); ``source`` says "cache" or "lookup"."""
         assert phone.e164 is not None
         if not self.config.cache_enabled:
             return self._fill(phone, fields, None, fields)
         key = self._key(phone.e164, phone.region, fields)
-        recent = self._recent.get((key, max_age_seconds))
-        if recent is not None and recent[0] > self.clock():
+        held = self._memo.get(key)
+        if held is not None and not self._stale(held, fields, self.clock(), max_age_seconds):
             metrics.cache_read(True)
-            return recent[1]
+            return held.facts
         hit = self._cached(key, fields, max_age_seconds)
         metrics.cache_read(isinstance(hit, PhoneFacts))
         if isinstance(hit, PhoneFacts):
@@ -186,28 +237,35 @@ class LookupService:
                 hit = self._cached(key, fields, max_age_seconds)  # filled while we waited?
                 if isinstance(hit, PhoneFacts):
                     return hit
-                return self._fill(phone, fields, hit, hit.stale if hit else fields, key=key, max_age=max_age_seconds)
+                return self._fill(phone, fields, hit, hit.stale if hit else fields, key=key)
         except StoreUnavailable as exc:
             log.warning("lookup cache unavailable (%s); asking Lookup directly", exc)
             return self._fill(phone, fields, None, fields)
 
+    def held(
+        self, phone: Phone, fields: tuple[str, ...], *, max_age_seconds: float | None = None
+    ) -> tuple[str, PhoneFacts, float] | None:
+        """What this process holds for ``phone``: ``(key, facts, fresh_until)``, or None.
+
+        ``holds(key, facts)`` stays True while these very facts are held (until a fetch replaces them
+        or they are evicted); ``fresh_until`` is when the first of ``fields`` ages out for ``max_age_seconds``.
+        """
+        assert phone.e164 is not None
+        key = self._key(phone.e164, phone.region, fields)
+        entry = self._memo.get(key)
+        if entry is None or entry.negative:
+            return None
+        until = min((self._fresh_until(entry, f, max_age_seconds) for f in fields), default=0.0)
+        return key, entry.facts, until
+
+    def holds(self, key: str, facts: PhoneFacts) -> bool:
+        """Whether the facts held for ``key`` are still ``facts`` themselves (see :meth:`held`)."""
+        entry = self._memo.get(key)
+        return entry is not None and entry.facts is facts
+
     def _key(self, e164: str, region: str | None, fields: tuple[str, ...]) -> str:
         fh = self._hashes.get(fields) or self._hashes.setdefault(fields, fields_hash(fields))
         return lookup_key(e164, fh, region or "ZZ")
-
-    def held(
-        self, phone: Phone, fields: tuple[str, ...], *, max_age_seconds: float | None = None
-    ) -> tuple[Mapping[Handle, Held], Handle, Held] | None:
-        """The facts this process holds for ``phone``, as ``(holder, handle, (fresh_until, facts))``, or None.
-
-        ``holder.get(handle) is held`` for as long as these very facts are held: until they are
-        refreshed or evicted. The gate keeps a decision routed from them that long, and no longer
-        than ``fresh_until``.
-        """
-        assert phone.e164 is not None
-        handle = (self._key(phone.e164, phone.region, fields), max_age_seconds)
-        held = self._recent.get(handle)
-        return None if held is None else (self._recent, handle, held)
 
     def _cached(self, key: str, fields: tuple[str, ...], max_age: float | None) -> PhoneFacts | _Partial | None:
         stamp = self._last_fill
@@ -218,33 +276,18 @@ class LookupService:
             return None
         if entry is None:
             return None
+        self._remember(key, entry, stamp)
         stale = self._stale(entry, fields, self.clock(), max_age)
         if not stale:
-            self._remember(key, max_age, entry, fields, stamp)
             return entry.facts
-        return _Partial(entry, stale)
+        return None if entry.negative else _Partial(entry, stale)
 
-    def _remember(
-        self, key: str, max_age: float | None, entry: CachedLookup, fields: tuple[str, ...], stamp: int
-    ) -> None:
-        """Keep fresh facts in this process until the first of their fields ages out.
-
-        It spares the hot path the store (a lock in memory, a round trip to Redis). Facts this
-        process fetches again (say an MFA re-check after 24 h) replace what it holds at once; facts
-        another process refreshed in a shared store are seen when the ones held here age out, as
-        with any cache. ``stamp`` is the fill stamp from before the store was read: if a fill came
-        since, what was read may be older than the store, and it is not kept. Bounded: the oldest
-        memo goes first.
-        """
-        if entry.negative:
-            until = entry.fetched_at + self.config.negative_ttl_seconds
-        else:
-            until = min((self._fresh_until(entry, f, max_age) for f in fields), default=0.0)
-        handle = (key, max_age)
-        self._max_ages.add(max_age)
-        self._recent.remember(handle, (until, entry.facts))
-        if self._last_fill != stamp:  # a fill landed while this was read: drop it rather than shadow the fill
-            self._recent.pop(handle, None)
+    def _remember(self, key: str, entry: CachedLookup, stamp: int) -> None:
+        """Hold ``entry`` in the memo, unless a fill landed since ``stamp`` (then what was read may be
+        older than what the fill brought, and the memo drops the key instead of shadowing the fill)."""
+        self._memo.remember(key, entry)
+        if self._last_fill != stamp:
+            self._memo.pop(key, None)
 
     def _fill(
         self,
@@ -254,7 +297,6 @@ class LookupService:
         wanted: tuple[str, ...],
         *,
         key: str | None = None,
-        max_age: float | None = None,
     ) -> PhoneFacts:
         assert phone.e164 is not None
         payload = self._fetch(phone.e164, wanted, phone.region)
@@ -287,12 +329,9 @@ class LookupService:
                 self.cache.put_lookup(key, entry, ttl_seconds=ttl)
             except StoreUnavailable as exc:
                 log.warning("lookup cache write failed (%s); the answer is kept in this process only", exc)
-            # Whatever this process held for the number, under any purpose's max age, is older now;
-            # what it just fetched is what the next decision should use.
+            # What this process held for the number is older now: the next decision uses what was fetched.
             stamp = self._last_fill = next(self._stamps)
-            for held_for in tuple(self._max_ages):
-                self._recent.pop((key, held_for), None)
-            self._remember(key, max_age, entry, fields, stamp)
+            self._remember(key, entry, stamp)
         return facts
 
     def _fetch(self, e164: str, fields: tuple[str, ...], region: str | None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ CACHE = Counter(
 )
 
 # Label children resolved once: on the hot path an increment is then a lock and an add.
-_CACHE_HIT = CACHE.labels("hit")
+CACHE_HIT = CACHE.labels("hit")
 _CACHE_MISS = CACHE.labels("miss")
 
 
@@ -54,7 +54,7 @@ def decided(purpose: str, action: str, code: int | None) -> None:
 
 
 def cache_read(hit: bool) -> None:
-    (_CACHE_HIT if hit else _CACHE_MISS).inc()
+    (CACHE_HIT if hit else _CACHE_MISS).inc()
 
 
 def lookup_request(outcome: str) -> None:

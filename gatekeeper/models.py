@@ -8,8 +8,12 @@ for the Redis stores and the idempotency records.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import Field
 
 Purpose = Literal["notify", "mfa"]
 PURPOSES: tuple[Purpose, ...] = ("notify", "mfa")
@@ -126,13 +130,60 @@ class Decision:
         return self.action is Action.REFUSE
 
 
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
+
+#: The Twilio API each sending action uses; a request's own parameters travel only to its own API.
+API_OF: Mapping[Action, str] = MappingProxyType(
+    {
+        Action.SMS: "messages",
+        Action.VOICE: "calls",
+        Action.VERIFY_SMS: "verify",
+        Action.VERIFY_CALL: "verify",
+        Action.EMAIL: "verify",
+        Action.TOTP: "totp",
+        Action.REFUSE: "none",
+    }
+)
+
+
+class SendRequest(NamedTuple):
+    """What a caller asked to send, apart from where: the gate decides the destination and the channel.
+
+    ``asked`` is the action the caller asked for (``SMS`` for ``notify`` and ``messages.create``,
+    ``VOICE`` for ``calls.create``, ``VERIFY_SMS``/``VERIFY_CALL``/``EMAIL`` for Verify); in observe
+    mode it is what is sent. ``params`` are further keywords of the twilio SDK's create call (``media_url``,
+    ``url``, ``locale`` …); they go only to the API they were written for, so a text rerouted to a
+    voice call does not carry its ``media_url`` along. A named tuple: one is built on every send.
+    """
+
+    asked: Action
+    body: str | None = None
+    from_: str | None = None
+    messaging_service_sid: str | None = None
+    status_callback: str | None = None
+    verify_service_sid: str | None = None
+    email: str | None = None
+    params: Mapping[str, Any] = _NO_PARAMS
+
+    @property
+    def sender(self) -> str | None:
+        """Who sends: the ``from_`` number, else the Messaging Service (the opt-out scope of a sender)."""
+        return self.from_ or self.messaging_service_sid
+
+    def params_for(self, action: Action) -> Mapping[str, Any]:
+        """The caller's SDK keywords when ``action`` uses the API they were written for, else none."""
+        return self.params if API_OF[action] == API_OF[self.asked] else {}
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What the gate did: the action taken, Twilio's SID when it sent, the decision behind it.
 
     ``detail`` carries action-specific data, e.g. the TOTP provisioning URI or
     the Verify status. ``replayed`` is True when an idempotency key returned a
-    stored outcome and nothing was sent.
+    stored outcome and nothing was sent. ``resource`` is what the twilio SDK returned for the send
+    (a ``MessageInstance``, ``CallInstance`` or ``VerificationInstance``); it is kept in this process
+    only, never stored, so a replayed outcome has none.
     """
 
     action: Action
@@ -141,6 +192,7 @@ class Outcome:
     status: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     replayed: bool = False
+    resource: Annotated[Any, Field(exclude=True)] = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +204,60 @@ class StatusRecord:
     error_code: int | None = None
     updated_at: float = 0.0
     to_hash: str | None = None
+
+
+class AuditEntry(NamedTuple):
+    """One decision as the audit keeps it: the number only masked and hashed.
+
+    Built on every decision, so it shares what the decision already holds (the reasons, the facts)
+    instead of copying them, and it is a named tuple, the cheapest immutable record to build;
+    :meth:`as_dict` is the stored and reported form.
+    """
+
+    at: float
+    purpose: str
+    to: str  # masked: +1415555****
+    to_hash: str
+    action: str
+    channel: str | None
+    reasons: tuple[str, ...]
+    twilio_code: int | None
+    enforced: bool
+    cache_hit: bool
+    facts: PhoneFacts | None
+    clock_marks: tuple[float, float, float, float, float]  # perf_counter at start, after each step, at the end
+
+    def as_dict(self) -> dict[str, Any]:
+        f = self.facts
+        start, normalized, suppressed, enriched, end = self.clock_marks
+
+        def us(seconds: float) -> float:
+            return round(seconds * 1e6, 1)
+
+        return {
+            "at": self.at,
+            "purpose": self.purpose,
+            "to": self.to,
+            "to_hash": self.to_hash,
+            "action": self.action,
+            "channel": self.channel,
+            "reasons": list(self.reasons),
+            "twilio_code": self.twilio_code,
+            "enforced": self.enforced,
+            "cache_hit": self.cache_hit,
+            "facts": None
+            if f is None
+            else {
+                "country": f.country_code,
+                "line_type": f.line_type,
+                "carrier": f.carrier_name,
+                "source": f.source,
+                "fetched_at": f.fetched_at,
+            },
+            "timings_us": {
+                "normalize": us(normalized - start),
+                "suppress": us(suppressed - normalized),
+                "enrich": us(enriched - suppressed),
+                "total": us(end - start),
+            },
+        }

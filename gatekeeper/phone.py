@@ -3,7 +3,7 @@
 ``phonenumbers`` parses, validates and formats (about 70 µs a number); a
 bounded LRU in front of it makes a repeated number nearly free, which is what
 keeps the gate's hot path cheap. Also here: ``mask`` and ``digest``, the only
-ways a number may appear in logs and audit records.
+ways a number (or an email address) may appear in logs and audit records.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from functools import lru_cache
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-from gatekeeper.errors import InvalidNumber
+from gatekeeper.errors import InvalidArgumentType, InvalidNumber
 from gatekeeper.models import Phone
 
 _MAX_INPUT = 64  # longer input is not a phone number; refuse before paying for a parse
@@ -47,7 +47,8 @@ def normalize(raw: str, country: str | None = None) -> Phone:
     ``short_code``, ``alphanumeric``). Results are cached (bounded LRU).
     """
     if country is not None and not isinstance(country, str):
-        raise TypeError(f"country must be an ISO 3166 alpha-2 code such as 'US', not {type(country).__name__}")
+        kind = type(country).__name__
+        raise InvalidArgumentType(f"country must be an ISO 3166 alpha-2 code such as 'US', not {kind}")
     if not isinstance(raw, str):
         return Phone(raw=repr(raw)[:_MAX_INPUT], kind="invalid", problem="not_a_number")
     return _normalize(raw, country.upper() if country else None)
@@ -108,13 +109,25 @@ def sender_scope(value: str, country: str | None = None) -> str:
 
 
 @lru_cache(maxsize=8_192)
-def mask(e164: str | None) -> str:
-    """A number safe to log: the last four digits hidden (``+1415555****``)."""
-    if not e164:
+def mask(value: str | None) -> str:
+    """A number safe to log, the last four digits hidden (``+1415555****``); an email address with its
+    local part hidden (``a***@example.com``)."""
+    if not value:
         return "<none>"
-    if len(e164) <= 6:
-        return "*" * len(e164)
-    return e164[:-4] + "****"
+    if "@" in value:
+        local, _, domain = value.partition("@")
+        return (local[:1] + "***@" + domain) if local else "***@" + domain
+    if len(value) <= 6:
+        return "*" * len(value)
+    return value[:-4] + "****"
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def is_email(value: str) -> bool:
+    """Shaped like an email address (``name@example.com``): what Verify's email channel can send to."""
+    return bool(_EMAIL.fullmatch(value.strip()))
 
 
 _NUMBER_IN_TEXT = re.compile(r"(\+|%2B)(\d{3,11})(\d{4})(?!\d)")

@@ -7,11 +7,12 @@ country never costs a Lookup). Every rule that fires adds a reason code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from gatekeeper.models import LINE_TYPES, VOIP_LINE_TYPES, Phone, PhoneFacts
+from gatekeeper.errors import ConfigError, InvalidArgument
+from gatekeeper.models import LINE_TYPES, PURPOSES, VOIP_LINE_TYPES, Phone, PhoneFacts
 
 RefusalKind = Literal[
     "invalid", "country", "opted_out", "suppressed", "line_type", "lookup_unavailable", "risk", "store_unavailable"
@@ -26,7 +27,7 @@ LINE_TYPE_ALIASES: dict[str, frozenset[str]] = {"voip": VOIP_LINE_TYPES}
 
 
 def expand_line_types(names: Iterable[str]) -> frozenset[str]:
-    """Lookup line-type names with aliases expanded; an unknown name is a ``ValueError`` naming it."""
+    """Lookup line-type names with aliases expanded; an unknown name is an ``InvalidArgument`` naming it."""
     out: set[str] = set()
     for name in names:
         if name in LINE_TYPE_ALIASES:
@@ -35,7 +36,7 @@ def expand_line_types(names: Iterable[str]) -> frozenset[str]:
             out.add(name)
         else:
             allowed = ", ".join(sorted(LINE_TYPES | LINE_TYPE_ALIASES.keys()))
-            raise ValueError(f"unknown line type {name!r} (allowed: {allowed})")
+            raise InvalidArgument(f"unknown line type {name!r} (allowed: {allowed})")
     return frozenset(out)
 
 
@@ -66,6 +67,15 @@ class Verdict:
     reasons: tuple[str, ...] = ()
     refusal: RefusalKind | None = None
     flagged: bool = False
+
+
+def overrides(policies: Mapping[str, Policy] | None) -> dict[str, Policy]:
+    """Per-purpose policies given in code, checked: a purpose other than ``notify`` or ``mfa`` is a ConfigError."""
+    given = dict(policies or {})
+    unknown = sorted(set(given) - set(PURPOSES))
+    if unknown:
+        raise ConfigError(f"policy for unknown purpose(s) {unknown}; use 'notify' or 'mfa'", key="policy")
+    return given
 
 
 def refuse(kind: RefusalKind, *reasons: str) -> Verdict:

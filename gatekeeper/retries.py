@@ -18,17 +18,11 @@ import tenacity
 from twilio.base.exceptions import TwilioRestException
 from urllib3.exceptions import NewConnectionError
 
+from gatekeeper.errors import TransientError
+
+__all__ = ["Backoff", "TransientError", "call_with_retries", "never_connected", "parse_retry_after", "safe_to_resend"]
+
 T = TypeVar("T")
-
-
-class TransientError(Exception):
-    """A failure worth retrying; ``retry_after_seconds`` comes from the server when it said."""
-
-    def __init__(self, reason: str, *, status: int | None = None, retry_after_seconds: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.retry_after_seconds = retry_after_seconds
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -93,7 +87,25 @@ def call_with_retries(
     wait: Backoff,
     sleep: Callable[[float], None],
 ) -> T:
-    """Call ``fn``; retry it up to ``max_retries`` times while ``retry_if`` says the failure is safe."""
+    """Call ``fn``; retry it up to ``max_retries`` times while ``retry_if`` says the failure is safe.
+
+    The first attempt is a plain call: nearly every send and Lookup succeeds at once, and building
+    tenacity's machinery for each would cost a send about 45 Python calls. Only after a failure worth
+    retrying does tenacity take over, with that failure replayed as its first attempt, so its stop,
+    wait (``Retry-After``) and retry rules see exactly the attempts that were made.
+    """
+    try:
+        return fn()
+    except Exception as exc:
+        if max_retries <= 0 or not retry_if(exc):
+            raise
+        replay: list[Exception] = [exc]
+
+    def attempt() -> T:
+        if replay:
+            raise replay.pop()
+        return fn()
+
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max_retries + 1),
         wait=wait,
@@ -101,4 +113,4 @@ def call_with_retries(
         sleep=sleep,
         reraise=True,
     )
-    return retrying(fn)
+    return retrying(attempt)

@@ -17,6 +17,23 @@ from gatekeeper.policy import Policy, RefusalKind, Verdict
 #: The channel a caller asks for; ``None`` and ``"sms"`` both mean "a text, or what the policy routes it to".
 Channel = Literal["sms", "voice", "email"]
 
+#: Verify's channel names (as ``start_verification`` takes them): the channel in the router's words, and the
+#: action that sends it.
+VERIFY_CHANNELS: dict[str, tuple[Channel, Action]] = {
+    "sms": ("sms", Action.VERIFY_SMS),
+    "call": ("voice", Action.VERIFY_CALL),
+    "voice": ("voice", Action.VERIFY_CALL),
+    "email": ("email", Action.EMAIL),
+}
+#: The channel each action is when a caller asks for it: what the drop-in's strict decision keeps to.
+ASKED_CHANNEL: dict[Action, Channel] = {
+    Action.SMS: "sms",
+    Action.VOICE: "voice",
+    Action.VERIFY_SMS: "sms",
+    Action.VERIFY_CALL: "voice",
+    Action.EMAIL: "email",
+}
+
 # The code Twilio itself would answer for each kind of refusal, per purpose.
 _NOTIFY_CODES: dict[RefusalKind, int] = {
     "invalid": 21211,
@@ -91,6 +108,12 @@ def route(
         enforced=enforced,
         cache_hit=facts.source == "cache",
     )
+
+
+def email(address: str, purpose: Purpose, policy: Policy) -> Decision:
+    """A code to an email address the caller named (Verify's email channel): nothing about it to refuse."""
+    enforced, reasons = _mode(policy, ("channel:email",))
+    return Decision(action=Action.EMAIL, to=address, purpose=purpose, reasons=reasons, enforced=enforced)
 
 
 _Routed = tuple[Action, tuple[str, ...], "int | None"]

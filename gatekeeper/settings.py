@@ -128,6 +128,8 @@ class CacheSettings(_Section):
     ttl_seconds: int = Field(7 * 86_400, gt=0)
     negative_ttl_seconds: int = Field(3_600, gt=0)
     max_entries: int = Field(100_000, gt=0)
+    facts_memo_entries: int = Field(10_000, ge=0)  # Lookup answers held in process in front of the store; 0: off
+    route_memo_entries: int = Field(10_000, ge=0)  # routes kept per number and way of asking; 0: off
 
 
 class RedisSettings(_Section):

@@ -6,7 +6,7 @@ import pytest
 import requests
 from support import FakeClock
 
-from gatekeeper import Action, Gatekeeper, Settings, Stores
+from gatekeeper import Action, Gatekeeper, SendUnavailable, Settings, Stores
 from gatekeeper.sandbox import Sandbox, SandboxServer
 from gatekeeper.stores.memory import MemoryStore
 
@@ -63,6 +63,9 @@ def test_send_retried_on_20429_never_after_a_drop(
     assert g.notify(MOBILE, "hi", from_=FROM).action is Action.SMS
     assert len(sandbox.messages()) == 1
     sandbox.add_fault("drop", route="messages.create", times=1)
-    with pytest.raises(requests.exceptions.ConnectionError):
+    with pytest.raises(SendUnavailable) as failed:
         g.notify(MOBILE, "hi", from_=FROM)
+    assert failed.value.may_have_sent is True
+    assert isinstance(failed.value, requests.RequestException)  # old `except requests...` clauses still match
+    assert isinstance(failed.value.__cause__, requests.exceptions.ConnectionError)
     assert sandbox.request_count(route="messages.create") == 3

@@ -15,7 +15,16 @@ from support import ACCOUNT_SID, AUTH_TOKEN, FakeClock, FakeTwilio, run_threads
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from gatekeeper import Action, Gatekeeper, IdempotencyConflict, InvalidNumber, Settings, Stores
+from gatekeeper import (
+    Action,
+    Gatekeeper,
+    IdempotencyConflict,
+    InvalidNumber,
+    SendRejected,
+    SendUnavailable,
+    Settings,
+    Stores,
+)
 from gatekeeper.errors import StoreUnavailable
 from gatekeeper.stores.memory import MemoryStore
 from gatekeeper.stores.redis import RedisStore
@@ -250,8 +259,10 @@ def test_failed_send_frees_the_key(twilio_http: FakeTwilio, twilio_client: Clien
     """When Twilio answers with an error, nothing was sent: the same key may be retried."""
     twilio_http.send_faults = [(400, {}, {"code": 21612, "message": "unreachable", "status": 400})]
     g = gate(twilio_client, clock)
-    with pytest.raises(TwilioRestException):
+    with pytest.raises(SendRejected) as failed:
         g.notify(MOBILE, "hi", from_=FROM, idempotency_key="k")
+    assert isinstance(failed.value, TwilioRestException)  # old `except TwilioRestException` clauses still match
+    assert (failed.value.status, failed.value.code, failed.value.may_have_sent) == (400, 21612, False)
     assert g.notify(MOBILE, "hi", from_=FROM, idempotency_key="k").action is Action.SMS
 
 
@@ -259,8 +270,10 @@ def test_ambiguous_failure_is_not_resent(twilio_http: FakeTwilio, twilio_client:
     """A read timeout may have sent: the key then reports outcome_unknown instead of sending twice."""
     twilio_http.send_faults = [requests.exceptions.ReadTimeout("read timed out")]
     g = gate(twilio_client, clock)
-    with pytest.raises(requests.exceptions.ReadTimeout):
+    with pytest.raises(SendUnavailable) as failed:
         g.notify(MOBILE, "hi", from_=FROM, idempotency_key="k")
+    assert failed.value.may_have_sent is True
+    assert isinstance(failed.value.__cause__, requests.exceptions.ReadTimeout)
     with pytest.raises(IdempotencyConflict) as info:
         g.notify(MOBILE, "hi", from_=FROM, idempotency_key="k")
     assert info.value.reason == "outcome_unknown"
@@ -281,7 +294,7 @@ def test_send_retried_only_when_twilio_cannot_have_acted(
     assert g.notify(MOBILE, "hi", from_=FROM).action is Action.SMS
     assert len(twilio_http.sent) == 1 and len(clock.sleeps) == 2
     twilio_http.send_faults = [requests.exceptions.ReadTimeout("maybe sent")]
-    with pytest.raises(requests.exceptions.ReadTimeout):
+    with pytest.raises(SendUnavailable):
         g.notify(MOBILE, "hi", from_=FROM)
     assert len(twilio_http.sent) == 1
 

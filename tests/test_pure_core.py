@@ -7,10 +7,10 @@ import sys
 
 
 def test_pure_modules_import_nothing_heavy() -> None:
-    """phone, policy and router load in a fresh interpreter without redis, flask, requests or twilio.rest."""
+    """phone, policy, router and pipeline load in a fresh interpreter without redis, flask, requests or twilio.rest."""
     code = (
         "import sys\n"
-        "import gatekeeper.phone, gatekeeper.policy, gatekeeper.router\n"
+        "import gatekeeper.phone, gatekeeper.policy, gatekeeper.router, gatekeeper.pipeline\n"
         "bad = [m for m in ('redis', 'flask', 'requests', 'twilio.rest') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

@@ -1,4 +1,15 @@
-"""What every channel shares: how a send is retried."""
+"""What every channel shares: the Channel protocol, how a send is retried, and how its errors read.
+
+A channel is step 5 for one :class:`~gatekeeper.models.Action`: given the twilio client, the
+decision and the caller's request, it sends and reports an :class:`~gatekeeper.models.Outcome`.
+Channels are the only code that sends; the gate picks one from its registry
+(:func:`gatekeeper.channels.registry`) by the decision's action.
+
+Errors are translated here, at the edge, once the retries are spent: Twilio's own error becomes
+:class:`~gatekeeper.errors.SendRejected` (still a ``TwilioRestException`` with Twilio's code), a
+network failure :class:`SendUnavailable` (still a ``requests`` ``RequestException``), each chained
+``from`` the original.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +17,63 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from gatekeeper.retries import Backoff, call_with_retries, safe_to_resend
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.rest import Client
+
+from gatekeeper.errors import GatekeeperError, SendFailed, SendRejected
+from gatekeeper.models import Action, Decision, Outcome, SendRequest
+from gatekeeper.retries import Backoff, call_with_retries, never_connected, safe_to_resend
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """Sends what a decision says one way (SMS, a call, Verify, ...)."""
+
+    def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+        """Send ``request`` to ``decision.to`` as ``action``; raise a SendFailed when it does not go out.
+
+        ``action`` is the decision's own, or in observe mode the one the caller asked for.
+        """
+
+
+class SendUnavailable(SendFailed, requests.RequestException):
+    """Twilio could not be reached for a send (after the retries that were safe).
+
+    ``may_have_sent`` is False only when the request never left (the connection was refused): a
+    timeout or a dropped connection may have reached Twilio, which then sent.
+    """
+
+    def __init__(self, message: str, *, may_have_sent: bool) -> None:
+        requests.RequestException.__init__(self, message)
+        self.may_have_sent = may_have_sent
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_unavailable, (str(self), self.may_have_sent))
+
+
+def _rebuild_unavailable(message: str, may_have_sent: bool) -> SendUnavailable:
+    return SendUnavailable(message, may_have_sent=may_have_sent)
+
+
+def translated(exc: Exception) -> Exception:
+    """Gatekeeper's error for one twilio or requests exception, to be raised ``from`` it; others as they are."""
+    if isinstance(exc, TwilioRestException):
+        return SendRejected(exc.status, exc.uri, msg=exc.msg, code=exc.code, method=exc.method)
+    status: object = getattr(exc, "status", None)
+    if isinstance(exc, TwilioException) and isinstance(status, int):  # an RFC 9457 answer from Twilio
+        message = getattr(exc, "detail", None) or getattr(exc, "title", None) or str(exc)
+        uri = str(getattr(exc, "uri", "") or "")
+        return SendRejected(status, uri, msg=str(message), code=getattr(exc, "code", None))
+    if isinstance(exc, requests.RequestException):
+        reached = not never_connected(exc)
+        return SendUnavailable(f"Twilio unreachable: {type(exc).__name__}", may_have_sent=reached)
+    return exc
 
 
 @dataclass(frozen=True)
@@ -23,7 +86,35 @@ class SendPolicy:
     )
     sleep: Callable[[float], None] = time.sleep
 
-    def send(self, fn: Callable[[], T]) -> T:
-        return call_with_retries(
-            fn, retry_if=safe_to_resend, max_retries=self.max_retries, wait=self.backoff, sleep=self.sleep
-        )
+    def send(self, create: Callable[..., T], /, **kwargs: Any) -> T:
+        """``create(**kwargs)`` (one SDK create), retrying what is safe; failures raised as Gatekeeper's errors."""
+        try:
+            return call_with_retries(
+                partial(create, **kwargs),
+                retry_if=safe_to_resend,
+                max_retries=self.max_retries,
+                wait=self.backoff,
+                sleep=self.sleep,
+            )
+        except Exception as exc:
+            ours = translated(exc)
+            if ours is exc:
+                raise
+            raise ours from exc
+
+
+def nothing_sent(exc: BaseException) -> bool:
+    """Whether a failed send surely sent nothing, so the same request may be made again.
+
+    Gatekeeper's own errors say so (``may_have_sent``); the SDK's argument errors come before any request.
+    Anything else (an interrupt, a bug) may have struck after Twilio accepted the message.
+    """
+    if isinstance(exc, GatekeeperError):
+        return not getattr(exc, "may_have_sent", False)
+    return isinstance(exc, (ValueError, TypeError))
+
+
+def sdk_params(request: SendRequest, action: Action) -> dict[str, Any]:
+    """The caller's SDK keywords that go with ``action`` (see ``SendRequest.params_for``), None values left out."""
+    params = request.params_for(action)
+    return {k: v for k, v in params.items() if v is not None} if params else {}

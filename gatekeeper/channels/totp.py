@@ -9,9 +9,24 @@ from __future__ import annotations
 import datetime as dt
 
 import pyotp
+from twilio.rest import Client
+
+from gatekeeper.models import Action, Decision, Outcome, SendRequest
 
 DIGITS = 6
 INTERVAL_SECONDS = 30
+
+
+class TotpChannel:
+    """Nothing is sent: the outcome tells the application to ask for a code from the user's authenticator."""
+
+    def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+        return Outcome(
+            action=action,
+            decision=decision,
+            status="use_totp",
+            detail={"digits": DIGITS, "interval_seconds": INTERVAL_SECONDS},
+        )
 
 
 def new_secret() -> str:

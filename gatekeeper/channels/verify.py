@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twilio.rest import Client
-from twilio.rest.verify.v2.service.verification import VerificationInstance
 
-from gatekeeper.channels.base import SendPolicy
+from gatekeeper.channels.base import SendPolicy, sdk_params
+from gatekeeper.errors import InvalidArgument
+from gatekeeper.models import Action, Decision, Outcome, SendRequest
+from gatekeeper.phone import is_email
+
+#: Verify's own channel name for each action.
+VERIFY_CHANNEL: dict[Action, str] = {Action.VERIFY_SMS: "sms", Action.VERIFY_CALL: "call", Action.EMAIL: "email"}
 
 
-def start(
-    client: Client, policy: SendPolicy, *, service_sid: str, to: str, channel: str, **params: Any
-) -> VerificationInstance:
-    """``verifications.create``: ``channel`` is ``sms``, ``call`` or ``email`` (``to`` then an address)."""
-    kwargs = {k: v for k, v in params.items() if v is not None}
-    service = client.verify.v2.services(service_sid)
-    return policy.send(lambda: service.verifications.create(to=to, channel=channel, **kwargs))
+class VerifyChannel:
+    """``verify.v2.services(sid).verifications.create``: a code by SMS or call to the decided number, or by
+    email to the request's address."""
+
+    def __init__(self, policy: SendPolicy) -> None:
+        self.policy = policy
+
+    def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+        service_sid = request.verify_service_sid
+        if not service_sid:
+            raise InvalidArgument("verify_service_sid is required for Verify SMS, call and email")
+        to = decision.to
+        if action is Action.EMAIL:
+            if request.email is None or not is_email(request.email):
+                raise InvalidArgument("the email channel needs email= an address like name@example.com")
+            to = request.email.strip()
+        params = sdk_params(request, action)
+        create = client.verify.v2.services(service_sid).verifications.create
+        verification = self.policy.send(create, to=to, channel=VERIFY_CHANNEL[action], **params)
+        return Outcome(action, decision, verification.sid, verification.status, resource=verification)

@@ -1,14 +1,13 @@
-"""Voice: a call whose TwiML ``<Say>``s the message (the landline fallback)."""
+"""Voice: a call whose TwiML ``<Say>``s the message (the landline fallback), or the caller's own call."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from twilio.rest import Client
-from twilio.rest.api.v2010.account.call import CallInstance
 from twilio.twiml.voice_response import VoiceResponse
 
-from gatekeeper.channels.base import SendPolicy
+from gatekeeper.channels.base import SendPolicy, sdk_params
+from gatekeeper.errors import InvalidArgument
+from gatekeeper.models import Action, Decision, Outcome, SendRequest
 
 #: Twilio rejects inline TwiML longer than this.
 MAX_TWIML_CHARS = 4000
@@ -20,13 +19,28 @@ def twiml(text: str, *, voice: str | None = None, language: str | None = None) -
     response.say(text, voice=voice, language=language)
     xml = str(response)
     if len(xml) > MAX_TWIML_CHARS:
-        raise ValueError(
+        raise InvalidArgument(
             f"the message is too long to say in one call ({len(xml)} > {MAX_TWIML_CHARS} characters of TwiML)"
         )
     return xml
 
 
-def call(client: Client, policy: SendPolicy, *, to: str, **params: Any) -> CallInstance:
-    """``calls.create`` with ``to`` in E.164; ``params`` carry ``from_`` and ``twiml`` or ``url``."""
-    kwargs = {k: v for k, v in params.items() if v is not None}
-    return policy.send(lambda: client.calls.create(to=to, **kwargs))
+class VoiceChannel:
+    """``calls.create``: a text said aloud in ``voice`` and ``language``, or the caller's own ``url``/``twiml``."""
+
+    def __init__(self, policy: SendPolicy, *, voice: str | None = None, language: str | None = None) -> None:
+        self.policy = policy
+        self.voice = voice
+        self.language = language
+
+    def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+        if not request.from_:
+            raise InvalidArgument("a voice call needs from_ (a Messaging Service cannot place calls)")
+        kwargs = sdk_params(request, action)
+        kwargs["from_"] = request.from_
+        if request.status_callback is not None:
+            kwargs["status_callback"] = request.status_callback
+        if request.body is not None:  # a text to say: the landline fallback, or a text rerouted by the drop-in
+            kwargs["twiml"] = twiml(request.body, voice=self.voice, language=self.language)
+        call = self.policy.send(client.calls.create, to=decision.to, **kwargs)
+        return Outcome(action, decision, call.sid, call.status, resource=call)

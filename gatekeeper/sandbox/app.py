@@ -28,6 +28,7 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from gatekeeper.models import LOOKUP_FIELDS
+from gatekeeper.phone import mask
 from gatekeeper.sandbox.config import Account, SandboxConfig
 from gatekeeper.sandbox.control import control_blueprint
 from gatekeeper.sandbox.errors import (
@@ -38,7 +39,7 @@ from gatekeeper.sandbox.errors import (
     not_found,
     unauthorized,
 )
-from gatekeeper.sandbox.numbers import MAGIC_FROM_ERRORS, mask
+from gatekeeper.sandbox.numbers import MAGIC_FROM_ERRORS
 from gatekeeper.sandbox.resources import (
     Verification,
     attempt_channel,

@@ -25,6 +25,7 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType, ValidationResult
 
 from gatekeeper.models import LINE_TYPES
+from gatekeeper.phone import mask
 
 #: The documented sandbox test account. Not a real Twilio credential; it only opens this emulator.
 TEST_ACCOUNT_SID = "AC" + "5a4db0c0ffee5a4db0c0ffee5a4db0c0"
@@ -88,16 +89,6 @@ class NumberProfile:
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(NumberProfile))
-
-
-def mask(value: str) -> str:
-    """Hide the last four characters of a number (``+1415555****``) or an email's local part."""
-    if "@" in value:
-        local, _, domain = value.partition("@")
-        return (local[:1] + "***@" + domain) if local else "***@" + domain
-    if len(value) <= 4:
-        return "****"
-    return value[:-4] + "****"
 
 
 # Runs of 5+ digits may be phone numbers; SIDs lose a few digits too, which is harmless.

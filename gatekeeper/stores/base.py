@@ -23,23 +23,40 @@ Redis Cluster slot::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from gatekeeper.models import PhoneFacts, StatusRecord
+from gatekeeper.errors import StoreUnavailable
+from gatekeeper.models import AuditEntry, PhoneFacts, StatusRecord
+
+__all__ = [  # AuditEntry is re-exported: custom stores import it from here
+    "ACCOUNT_SCOPE",
+    "AuditEntry",
+    "AuditLog",
+    "CachedLookup",
+    "Claim",
+    "ConsentChange",
+    "FailureStore",
+    "IdempotencyStore",
+    "LookupCache",
+    "OptOutStore",
+    "RateLimiter",
+    "StatusStore",
+    "Stores",
+    "SuppressionVersion",
+    "lookup_key",
+    "version_reader",
+]
+
+log = logging.getLogger("gatekeeper.stores")
 
 #: The scope of an account-wide opt-out (the default, and what STOPALL always uses).
 ACCOUNT_SCOPE = "*"
-
-#: The optional ``int`` attribute by which a store living in this process counts the writes that can
-#: make a number suppressed (an opt-out, a delivery failure, a suppression). Time alone only ever lifts
-#: a suppression, so while the count stands still a number the gate found clear is still clear and it
-#: need not read the store again. A store that has the attribute promises to bump it on every such
-#: write, subclasses included; a store other processes write to (Redis) must not have it, and is read
-#: on every decision.
-SUPPRESSION_WRITES = "suppression_writes"
+#: A number no one has: what a health probe reads.
+_PROBE_NUMBER = "+10000000000"
 
 
 def lookup_key(e164: str, fields_hash: str, country: str) -> str:
@@ -90,63 +107,6 @@ class Claim:
     result: bytes | None = None
 
 
-class AuditEntry(NamedTuple):
-    """One decision as the audit keeps it: the number only masked and hashed.
-
-    Built on every decision, so it shares what the decision already holds (the reasons, the facts)
-    instead of copying them, and it is a named tuple, the cheapest immutable record to build;
-    :meth:`as_dict` is the stored and reported form.
-    """
-
-    at: float
-    purpose: str
-    to: str  # masked: +1415555****
-    to_hash: str
-    action: str
-    channel: str | None
-    reasons: tuple[str, ...]
-    twilio_code: int | None
-    enforced: bool
-    cache_hit: bool
-    facts: PhoneFacts | None
-    clock_marks: tuple[float, float, float, float, float]  # perf_counter at start, after each step, at the end
-
-    def as_dict(self) -> dict[str, Any]:
-        f = self.facts
-        start, normalized, suppressed, enriched, end = self.clock_marks
-
-        def us(seconds: float) -> float:
-            return round(seconds * 1e6, 1)
-
-        return {
-            "at": self.at,
-            "purpose": self.purpose,
-            "to": self.to,
-            "to_hash": self.to_hash,
-            "action": self.action,
-            "channel": self.channel,
-            "reasons": list(self.reasons),
-            "twilio_code": self.twilio_code,
-            "enforced": self.enforced,
-            "cache_hit": self.cache_hit,
-            "facts": None
-            if f is None
-            else {
-                "country": f.country_code,
-                "line_type": f.line_type,
-                "carrier": f.carrier_name,
-                "source": f.source,
-                "fetched_at": f.fetched_at,
-            },
-            "timings_us": {
-                "normalize": us(normalized - start),
-                "suppress": us(suppressed - normalized),
-                "enrich": us(enriched - suppressed),
-                "total": us(end - start),
-            },
-        }
-
-
 @runtime_checkable
 class LookupCache(Protocol):
     def get_lookup(self, key: str) -> CachedLookup | None:
@@ -187,6 +147,52 @@ class FailureStore(Protocol):
 
     def lift_suppression(self, e164: str) -> bool:
         """Clear the suppression and the failure count; True if there was anything to clear."""
+
+
+@runtime_checkable
+class SuppressionVersion(Protocol):
+    """Optional, for an opt-out or failure store that can tell cheaply that nothing suppressing was written.
+
+    The gate screens a repeated number against the stores on every send, unless the store it would
+    read has this: then, while the version is what it was when the number was last found clear, the
+    number is still clear (time alone never suppresses a number) and the read is spared.
+    """
+
+    def suppression_version(self) -> Hashable:
+        """A value that changes with every write that can suppress a number (an opt-out, a hard failure, a
+        suppression), whoever made it: a store that other processes write to must see their writes too."""
+
+
+#: What a suppression version stands in for, per role: the writes it must follow and the reads it spares.
+SCREENING_VERBS: dict[str, tuple[str, ...]] = {
+    "opt_outs": ("opt_out", "opted_out_scope"),
+    "failures": ("record_failure", "suppress", "suppression"),
+}
+_TRUSTED: dict[tuple[type, str], bool] = {}
+
+
+def version_reader(store: object, role: str) -> Callable[[], Hashable] | None:
+    """``store.suppression_version`` when it can vouch for the store's ``role`` verbs, else None.
+
+    It can when the class that defines it also defines, or inherits, every verb it stands for. A
+    subclass that overrides one of them (say ``opted_out_scope`` reading its own set) but inherits the
+    version gets None, so the gate reads that store on every send instead of trusting a count its
+    writes never move.
+    """
+    cls = type(store)
+    trusted = _TRUSTED.get((cls, role))
+    if trusted is None:
+        owner = _definer(cls, "suppression_version")
+        trusted = owner is not None and all(
+            (definer := _definer(cls, verb)) is not None and issubclass(owner, definer)
+            for verb in SCREENING_VERBS[role]
+        )
+        _TRUSTED[(cls, role)] = trusted
+    return store.suppression_version if trusted else None  # type: ignore[attr-defined]
+
+
+def _definer(cls: type, name: str) -> type | None:
+    return next((c for c in cls.__mro__ if name in vars(c)), None)
 
 
 @runtime_checkable
@@ -242,8 +248,9 @@ class AuditLog(Protocol):
 class Stores:
     """The stores one :class:`~gatekeeper.gate.Gatekeeper` uses; any field may be swapped.
 
-    The gate reads every field on each use, except ``cache``: its Lookup service is bound to the
-    cache the gate was built with, so swap the cache before building the gate.
+    The gate relies on nothing but what these Protocols declare, and reads every field on each use,
+    except ``cache``: its Lookup service is bound to the cache the gate was built with, so swap the
+    cache before building the gate.
     """
 
     cache: LookupCache
@@ -267,6 +274,30 @@ class Stores:
             rate_limits=backend,
             audit=backend,
         )
+
+    def health(self) -> dict[str, bool]:
+        """Whether each store the webhooks write can be read, one probe per distinct backend."""
+        probes: dict[str, tuple[object, Callable[[], object]]] = {
+            "opt_outs": (self.opt_outs, lambda: self.opt_outs.opted_out_scope(_PROBE_NUMBER, [ACCOUNT_SCOPE])),
+            "failures": (
+                self.failures,
+                lambda: self.failures.suppression(_PROBE_NUMBER, now=0.0, window_seconds=1, threshold=1),
+            ),
+            "statuses": (self.statuses, lambda: self.statuses.status_of("healthz")),
+            "idempotency": (self.idempotency, lambda: self.idempotency.claim("healthz", "healthz", ttl_seconds=1.0)),
+        }
+        seen: dict[int, bool] = {}
+        out: dict[str, bool] = {}
+        for role, (backend, probe) in probes.items():
+            if id(backend) not in seen:
+                try:
+                    probe()
+                    seen[id(backend)] = True
+                except StoreUnavailable as exc:
+                    log.error("%s store unavailable: %s", role, exc)
+                    seen[id(backend)] = False
+            out[role] = seen[id(backend)]
+        return out
 
     @classmethod
     def memory(cls, *, max_entries: int = 100_000) -> Stores:

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from gatekeeper.errors import StoreUnavailable
-from gatekeeper.models import StatusRecord
-from gatekeeper.stores.base import ACCOUNT_SCOPE, AuditEntry, CachedLookup, Claim, ConsentChange
+from gatekeeper.errors import InvalidArgument, StoreUnavailable
+from gatekeeper.models import AuditEntry, StatusRecord
+from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange
 
 V = TypeVar("V")
 
@@ -79,7 +79,7 @@ class MemoryStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
+            raise InvalidArgument("max_entries must be at least 1")
         self._lock = threading.RLock()
         self._clock = clock
         self._max_opt_outs = max_opt_outs
@@ -95,8 +95,7 @@ class MemoryStore:
         self._status_rank: dict[str, int] = {}
         self._rates: _LRU[float] = _LRU(max_entries, clock)
         self._audit: deque[AuditEntry] = deque(maxlen=max_audit)
-        #: Bumped by every write that can make a number suppressed (see stores.base.SUPPRESSION_WRITES).
-        self.suppression_writes = 0
+        self._suppressing_writes = 0  # see suppression_version
 
     # -- lookup cache ---------------------------------------------------------------
     def get_lookup(self, key: str) -> CachedLookup | None:
@@ -144,7 +143,7 @@ class MemoryStore:
                     )
                 scopes = self._opt_outs[e164] = {}
             changed = scope not in scopes
-            self.suppression_writes += 1
+            self._suppressing_writes += 1
             change = ConsentChange(e164=e164, scope=scope, opted_out=True, source=source, at=at)
             scopes[scope] = change
             self._note_consent(change)
@@ -163,6 +162,10 @@ class MemoryStore:
             self._note_consent(ConsentChange(e164=e164, scope=scope, opted_out=False, source=source, at=at))
             return changed
 
+    def suppression_version(self) -> int:
+        """Counts the writes that can suppress a number (this store lives in one process: it sees them all)."""
+        return self._suppressing_writes
+
     def opted_out_scope(self, e164: str, scopes: Sequence[str]) -> str | None:
         with self._lock:
             have = self._opt_outs.get(e164)
@@ -179,7 +182,7 @@ class MemoryStore:
     def record_failure(self, e164: str, event_id: str, *, at: float, window_seconds: float) -> int:
         with self._lock:
             events = self._failures.get(e164) or {}
-            self.suppression_writes += 1
+            self._suppressing_writes += 1
             events.setdefault(event_id, at)
             cutoff = at - window_seconds
             events = {k: t for k, t in events.items() if t > cutoff}
@@ -189,7 +192,7 @@ class MemoryStore:
     def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
         with self._lock:
             # Expiry is judged against the caller's ``now`` (as the failure window is), so a fake clock drives it.
-            self.suppression_writes += 1
+            self._suppressing_writes += 1
             self._suppressed.put(e164, (at + ttl_seconds, reason), float("inf"))
 
     def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
@@ -273,7 +276,7 @@ class MemoryStore:
     # -- rate limits (GCRA) --------------------------------------------------------
     def reserve(self, bucket: str, *, rate_per_second: float, burst: int, now: float) -> float:
         if rate_per_second <= 0 or burst < 1:
-            raise ValueError("rate_per_second must be > 0 and burst >= 1")
+            raise InvalidArgument("rate_per_second must be > 0 and burst >= 1")
         interval = 1.0 / rate_per_second
         tolerance = (burst - 1) * interval
         with self._lock:

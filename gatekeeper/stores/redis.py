@@ -20,9 +20,9 @@ import redis
 from pydantic import TypeAdapter
 from redis.exceptions import LockError, RedisError
 
-from gatekeeper.errors import StoreUnavailable
-from gatekeeper.models import StatusRecord
-from gatekeeper.stores.base import ACCOUNT_SCOPE, AuditEntry, CachedLookup, Claim, ConsentChange
+from gatekeeper.errors import InvalidArgument, StoreUnavailable
+from gatekeeper.models import AuditEntry, StatusRecord
+from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -312,7 +312,7 @@ class RedisStore:
     def reserve(self, bucket: str, *, rate_per_second: float, burst: int, now: float) -> float:
         """Reserve a permit on the Redis server's clock (``now`` is ignored: hosts' clocks differ)."""
         if rate_per_second <= 0 or burst < 1:
-            raise ValueError("rate_per_second must be > 0 and burst >= 1")
+            raise InvalidArgument("rate_per_second must be > 0 and burst >= 1")
         interval = 1.0 / rate_per_second
         micros = self._reserve(keys=[self._k("rate", bucket)], args=[interval, (burst - 1) * interval])
         return int(micros) / 1e6

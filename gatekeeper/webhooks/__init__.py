@@ -11,7 +11,7 @@ See ``docs/webhooks.md``.
 
 from gatekeeper.webhooks.blueprint import WebhookState, create_blueprint, init_app
 from gatekeeper.webhooks.events import ConsentEvent, InboundEvent, StatusEvent
-from gatekeeper.webhooks.inbound import Classification, Classifier, Intent
+from gatekeeper.webhooks.keywords import Classification, Classifier, Intent
 
 __all__ = [
     "Classification",

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, Flask, Response, jsonify, request
 from twilio.twiml.messaging_response import MessagingResponse
 
-from gatekeeper.errors import InvalidSignature, StoreUnavailable
-from gatekeeper.webhooks import incoming as incoming_mod
-from gatekeeper.webhooks.events import ConsentEvent, EventPending, EventProcessor, InboundEvent, StatusEvent
-from gatekeeper.webhooks.incoming import BodyTooLarge, Incoming, MalformedEvent
+from gatekeeper.errors import BodyTooLarge, IdempotencyConflict, InvalidSignature, MalformedEvent, StoreUnavailable
+from gatekeeper.webhooks import request as incoming
+from gatekeeper.webhooks.events import ConsentEvent, EventProcessor, InboundEvent, StatusEvent
+from gatekeeper.webhooks.request import Incoming
 from gatekeeper.webhooks.signature import SignatureVerifier, resolve_tokens
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def _guarded(state: WebhookState, handle: Callable[[Incoming], Response]) -> Res
     """Read and verify the request, run ``handle``, and map every expected failure to its status."""
     try:
         limit = state.gate.settings.webhooks.max_body_bytes
-        verified = incoming_mod.read(request, state.verifier, max_body_bytes=limit)
+        verified = incoming.read(request, state.verifier, max_body_bytes=limit)
         return handle(verified)
     except BodyTooLarge:
         return _text(413, "request body too large")
@@ -72,7 +72,7 @@ def _guarded(state: WebhookState, handle: Callable[[Incoming], Response]) -> Res
         return _text(403, "invalid X-Twilio-Signature")
     except MalformedEvent as exc:
         return _text(400, str(exc))
-    except EventPending:
+    except IdempotencyConflict:  # the same event, still being processed by another request
         response = _text(503, "this event is being processed; retry")
         response.headers["Retry-After"] = "1"
         return response
@@ -145,7 +145,7 @@ def create_blueprint(
 
     @bp.get("/healthz")
     def healthz() -> tuple[Response, int]:
-        stores = processor.store_health()
+        stores = gate.stores.health()
         ok = all(stores.values())
         shown = {role: "ok" if up else "unavailable" for role, up in stores.items()}
         body = {"status": "ok" if ok else "unavailable", "stores": shown}

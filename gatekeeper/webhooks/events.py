@@ -1,18 +1,19 @@
 """Processing verified webhook events: once each, fully stored before the 2xx. No Flask here.
 
-Every event is claimed in the idempotency store under its event key with a
-short lease, processed, then completed (kept for ``event_ttl_seconds``):
+Every event runs under the gate's one run-once routine (:mod:`gatekeeper.idempotency`), keyed by
+the event, with a short lease, and is kept for ``event_ttl_seconds``:
 
 * a duplicate of a completed event does nothing (the view answers 200, and an
   inbound message gets the same reply again);
 * a duplicate that arrives while the first is still pending raises
-  :class:`EventPending` (503: Twilio retries after the first has finished);
-* a store failure abandons the claim and raises
-  :class:`~gatekeeper.errors.StoreUnavailable` (503: Twilio retries). Every
-  write is idempotent — an opt-out is written at most once per event (its
-  consent ``source`` names the event), a failure counts once per (SID, status),
-  ``apply_status`` never moves back — so a retry completes a half-done event
-  without doubling anything.
+  :class:`~gatekeeper.errors.IdempotencyConflict` (``in_progress``; 503: Twilio may retry);
+* a store failure frees the key and raises :class:`~gatekeeper.errors.StoreUnavailable` (503).
+  Every write is idempotent (an opt-out is written at most once per event, its consent ``source``
+  naming the event; a failure counts once per (SID, status); a status never moves back), so a
+  retry completes a half-done event without doubling anything.
+
+What an event changes is written by the gate's consent and delivery writer
+(:class:`~gatekeeper.suppress.Suppression`), the same one ``gate.opt_out`` uses.
 
 Hooks run after the event is stored and completed, once per unique event; an
 exception in a hook is logged and swallowed (the event is already stored).
@@ -24,16 +25,17 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper import phone as phones
-from gatekeeper.errors import InvalidNumber, StoreUnavailable
+from gatekeeper.errors import InvalidNumber, MalformedEvent
+from gatekeeper.idempotency import Ran
 from gatekeeper.stores.base import ACCOUNT_SCOPE
+from gatekeeper.suppress import Recorded
 from gatekeeper.webhooks import status as statuses
-from gatekeeper.webhooks.inbound import Classification, Classifier, Intent
-from gatekeeper.webhooks.incoming import Incoming, MalformedEvent
+from gatekeeper.webhooks.keywords import Classification, Classifier, Intent
+from gatekeeper.webhooks.request import Incoming
 
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
@@ -42,16 +44,9 @@ log = logging.getLogger("gatekeeper.webhooks")
 
 #: How long a claimed event stays "pending" if its process dies mid-way; a retry after that reprocesses it.
 LEASE_SECONDS = 30.0
-#: Twilio's code for "the recipient has opted out"; from a status callback it opts the number out account-wide.
-OPTED_OUT_CODE = 21610
-TWILIO_OPT_OUT_SOURCE = "twilio:21610"
 
 _CHANNEL_PREFIX = re.compile(r"^(?:whatsapp|rcs|sms|mms|messenger):", re.IGNORECASE)
 _REPLIES = ("", "stop", "start", "help")
-
-
-class EventPending(Exception):
-    """The same event is being processed right now; answer 503 so Twilio retries."""
 
 
 @dataclass(frozen=True)
@@ -151,29 +146,12 @@ class EventProcessor:
         self.on_consent = on_consent
         self.on_status = on_status
         self.lease_seconds = lease_seconds
-        self._failure_codes = frozenset(wh.failure_codes)
-        hash_key = gate.settings.audit.hash_key
-        self._hash_key = hash_key.get_secret_value().encode() if hash_key is not None else b""
 
-    # -- the once-only frame -------------------------------------------------------
-    def _once(self, key: str, work: Callable[[], bytes]) -> tuple[bool, bytes | None]:
-        """Run ``work`` unless the event ``key`` was already processed; returns (ran, stored result)."""
-        idem = self.gate.stores.idempotency
-        claim = idem.claim(key, key, ttl_seconds=self.lease_seconds)
-        if not claim.won:
-            if claim.state == "pending":
-                raise EventPending(key)
-            return False, claim.result
-        assert claim.token is not None
-        try:
-            result = work()
-            idem.complete(key, claim.token, result, ttl_seconds=self.settings.event_ttl_seconds)
-        except BaseException:
-            # Release the claim so Twilio's retry can redo it; if the store is down the lease frees it.
-            with suppress(StoreUnavailable):
-                idem.abandon(key, claim.token)
-            raise
-        return True, result
+    def _once(self, key: str, work: Callable[[], bytes]) -> Ran:
+        """Run ``work`` unless the event ``key`` was already processed (every write in it is safe to redo)."""
+        return self.gate.once.run(
+            key, work, lease_seconds=self.lease_seconds, keep_seconds=self.settings.event_ttl_seconds
+        )
 
     def _number(self, raw: str | None, field_name: str) -> str:
         if not raw:
@@ -190,27 +168,16 @@ class EventProcessor:
         return phone.e164 if phone.ok else None
 
     # -- consent -------------------------------------------------------------------
-    def _record_consent(
-        self, e164: str, scope: str, *, opted_out: bool, source: str, event_sid: str, once_per_source: bool = True
-    ) -> ConsentEvent:
-        store = self.gate.stores.opt_outs
-        if once_per_source:
-            # ``source`` names this very event; an earlier attempt of it may have written before the store
-            # failed (then Twilio retried), so write at most once per event.
-            for past in store.consent_history(e164, limit=20):
-                if past.source == source and past.scope == scope and past.opted_out == opted_out:
-                    return ConsentEvent(e164, scope, opted_out, source, past.at, changed=False, event_sid=event_sid)
-        at = self.gate.clock()
-        verb = store.opt_out if opted_out else store.opt_in
-        changed = verb(e164, scope, source=source, at=at)
-        return ConsentEvent(e164, scope, opted_out, source, at, changed=bool(changed), event_sid=event_sid)
+    def _consent_event(self, recorded: Recorded, event_sid: str) -> ConsentEvent:
+        c = recorded.change
+        return ConsentEvent(c.e164, c.scope, c.opted_out, c.source, c.at, changed=recorded.changed, event_sid=event_sid)
 
     def _scope(self, cls: Classification, sender: str | None) -> str:
         if cls.account_wide or not sender:
             return ACCOUNT_SCOPE
         try:
             # The gate's own rule (account, or the sender with opt_out_scope = "sender").
-            return str(self.gate._scopes(sender, None)[-1])
+            return self.gate.suppression.scope_of(sender)
         except InvalidNumber:
             raise MalformedEvent("To is not a phone number, short code or Messaging Service SID") from None
 
@@ -241,13 +208,15 @@ class EventProcessor:
         changes: list[ConsentEvent] = []
 
         def work() -> bytes:
-            stores = self.gate.stores
-            # Any message from the number shows it is reachable again.
-            stores.failures.lift_suppression(e164)
+            suppression = self.gate.suppression
+            suppression.reachable(e164)  # any message from the number shows it is reachable again
             if consent is not None:
                 opted_out, scope = consent
                 source = f"webhook:{cls.label}:{sid}"
-                changes.append(self._record_consent(e164, scope, opted_out=opted_out, source=source, event_sid=sid))
+                recorded = suppression.record_consent(
+                    e164, scope, opted_out=opted_out, source=source, once_per_source=True
+                )
+                changes.append(self._consent_event(recorded, sid))
             return reply.encode()
 
         ran, stored = self._once(statuses.opaque_key("inbound", sid), work)
@@ -286,10 +255,7 @@ class EventProcessor:
         status = (status or "").strip().lower()
         if not statuses.valid_status(status):
             raise MalformedEvent(f"{status_name} is required and must be a status name like 'delivered'")
-        try:
-            error_code = statuses.parse_error_code(incoming.params.get("ErrorCode"))
-        except ValueError as exc:
-            raise MalformedEvent(str(exc)) from None
+        error_code = statuses.parse_error_code(incoming.params.get("ErrorCode"))
         to = self._maybe_number(incoming.get("To"))
         key = statuses.event_key(
             kind,
@@ -304,68 +270,36 @@ class EventProcessor:
 
         def work() -> bytes:
             holder.clear()
-            consent.clear()
-            at = self.gate.clock()
-            wh = self.settings
-            stores = self.gate.stores
-            applied = stores.statuses.apply_status(
+            done = self.gate.suppression.record_delivery(
                 sid,
                 status,
                 statuses.rank(kind, status),
                 error_code=error_code,
-                at=at,
-                to_hash=phones.digest(to, self._hash_key) if to else None,
-                ttl_seconds=wh.status_ttl_seconds,
+                to=to,
+                to_hash=self.gate.audit.digest(to) if to else None,
+                failure_id=key.failure_id,
             )
-            failures: int | None = None
-            suppressed = False
-            if to is not None and error_code is not None and error_code in self._failure_codes:
-                failures = stores.failures.record_failure(
-                    to, key.failure_id, at=at, window_seconds=wh.failure_window_seconds
-                )
-                if failures >= wh.failure_threshold:
-                    stores.failures.suppress(
-                        to, ttl_seconds=wh.suppression_ttl_seconds, reason=f"delivery_failures:{error_code}", at=at
-                    )
-                    suppressed = True
-            # Twilio says the number opted out (of this sender at least); honour it account-wide at once.
-            # The source is the same for every 21610, so "already opted out" is what makes a retry a no-op.
-            if (
-                to is not None
-                and error_code == OPTED_OUT_CODE
-                and stores.opt_outs.opted_out_scope(to, [ACCOUNT_SCOPE]) is None
-            ):
-                change = self._record_consent(
-                    to,
-                    ACCOUNT_SCOPE,
-                    opted_out=True,
-                    source=TWILIO_OPT_OUT_SOURCE,
-                    event_sid=sid,
-                    once_per_source=False,
-                )
-                consent.append(change)
             holder.append(
                 StatusEvent(
                     kind=kind,
                     sid=sid,
                     status=status,
                     error_code=error_code,
-                    applied=bool(applied),
+                    applied=done.applied,
                     to=to,
-                    at=at,
-                    failures=failures,
-                    suppressed=suppressed,
+                    at=self.gate.clock(),
+                    failures=done.failures,
+                    suppressed=done.suppressed,
                     params=incoming.params.to_dict(),
                 )
             )
+            consent[:] = [] if done.consent is None else [self._consent_event(done.consent, sid)]
             return b""
 
         ran, _ = self._once(key.claim, work)
         if not ran:
             return None
         event = holder[0]
-        if event.suppressed:
-            log.warning("suppressed %s after %s hard delivery failures", phones.mask(to), event.failures)
         _call_hook("on_status", self.on_status, event)
         for change in consent:
             _call_hook("on_consent", self.on_consent, change)
@@ -397,33 +331,3 @@ class EventProcessor:
         )
         _call_hook("on_status", self.on_status, event)
         return event
-
-    # -- health --------------------------------------------------------------------
-    def store_health(self) -> dict[str, bool]:
-        """Whether each store the webhooks write can be reached (one probe per distinct backend)."""
-        stores = self.gate.stores
-        probes: dict[str, Callable[[], object]] = {
-            "opt_outs": lambda: stores.opt_outs.opted_out_scope("+10000000000", [ACCOUNT_SCOPE]),
-            "failures": lambda: stores.failures.suppression("+10000000000", now=0.0, window_seconds=1, threshold=1),
-            "statuses": lambda: stores.statuses.status_of("healthz"),
-            "idempotency": lambda: stores.idempotency.claim("webhook:healthz", "healthz", ttl_seconds=1.0),
-        }
-        roles = {
-            "opt_outs": stores.opt_outs,
-            "failures": stores.failures,
-            "statuses": stores.statuses,
-            "idempotency": stores.idempotency,
-        }
-        seen: dict[int, bool] = {}
-        out: dict[str, bool] = {}
-        for role, probe in probes.items():
-            backend = id(roles[role])
-            if backend not in seen:
-                try:
-                    probe()
-                    seen[backend] = True
-                except StoreUnavailable as exc:
-                    log.error("healthz: %s store unavailable: %s", role, exc)
-                    seen[backend] = False
-            out[role] = seen[backend]
-        return out

@@ -28,7 +28,7 @@ from twilio.request_validator import RequestValidator
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import get_host
 
-from gatekeeper.errors import ConfigError, InvalidSignature
+from gatekeeper.errors import ConfigError, InvalidArgument, InvalidSignature
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -90,7 +90,7 @@ class SignatureVerifier:
     ) -> None:
         self._validators = [RequestValidator(t) for t in tokens]
         if not self._validators:
-            raise ValueError("at least one auth token is needed")
+            raise InvalidArgument("at least one auth token is needed")
         self._base = public_base_url.rstrip("/") if public_base_url else None
         self._hops = trusted_proxy_hops
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from gatekeeper.errors import MalformedEvent
+
 Kind = Literal["message", "call", "verify"]
 
 TERMINAL_RANK = 100
@@ -77,12 +79,12 @@ def valid_sid(sid: str) -> bool:
 
 
 def parse_error_code(raw: str | None) -> int | None:
-    """``ErrorCode`` as an int; None when absent or empty. Raises ValueError when not a number."""
+    """``ErrorCode`` as an int; None when absent or empty. Raises MalformedEvent when not a number."""
     if raw is None or not raw.strip():
         return None
     text = raw.strip()
     if not text.isascii() or not text.isdigit() or len(text) > 9:
-        raise ValueError("ErrorCode must be a number")
+        raise MalformedEvent("ErrorCode must be a number")
     return int(text)
 
 

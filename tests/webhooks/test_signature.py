@@ -18,7 +18,7 @@ from werkzeug.wrappers import Request
 from gatekeeper.errors import ConfigError, InvalidSignature
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.settings import Settings
-from gatekeeper.webhooks.incoming import parse_form
+from gatekeeper.webhooks.request import parse_form
 from gatekeeper.webhooks.signature import SignatureVerifier, resolve_tokens
 
 from .helpers import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.webhooks.inbound import Classifier, Intent, revokes_consent
+from gatekeeper.webhooks.keywords import Classifier, Intent, revokes_consent
 
 CORPUS = Path(__file__).parent / "data" / "consent.tsv"
 SHARED_CORPUS = Path("/work/shared/corpora/consent.tsv")

@@ -1,9 +1,10 @@
-"""The gate's memo of routed decisions: the hot path for a repeated number, and everything that must end it.
+"""A number decided again and again: consent screened on every decision, facts and routes from memory.
 
-A decision routed from cached facts is kept until those facts age out. On every later decision for
-the same number the gate still screens opt-outs and delivery failures: it reads the stores again
-whenever a write that could suppress the number has happened since (in this process), and on every
-decision when the store cannot tell (Redis, written by other processes).
+Every decision screens opt-outs and delivery failures, so a STOP, a failure or another process's
+write applies to the very next send. The store is read for it each time, unless the store vouches
+with a trusted suppression version that nothing suppressing was written since the number was found
+clear. The Lookup answer is held in process until its fields age out or this process fetches the
+number again, and a route made from it is kept as long as those very facts are held.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from support import FakeClock, FakeTwilio
 from twilio.rest import Client
 
 from gatekeeper import Action, GatedClient, Gatekeeper, GateRefused, Settings, Stores, router
-from gatekeeper import gate as gate_module
-from gatekeeper.memo import Memo
+from gatekeeper.lookup import LookupConfig, LookupService
+from gatekeeper.phone import normalize
 from gatekeeper.stores.memory import MemoryStore
 from gatekeeper.stores.redis import RedisStore
 
@@ -63,35 +64,59 @@ def counted(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_repeat_decisions_skip_the_stores_but_are_audited_and_counted(
+def test_repeat_decisions_screen_consent_every_time_and_read_facts_from_memory(
     twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
 ) -> None:
-    """Once routed from cached facts, repeats read no store while nothing is written, yet each is recorded."""
+    """A store whose reads are its own (no version vouches for them) is read on every repeat; the Lookup cache
+    is not; each decision is audited and counted."""
     store = CountingStore(clock=clock)
     g = make_gate(twilio_client, clock, store)
     first = g.decide(MOBILE)
-    second = g.decide(MOBILE)  # the cache hit that is remembered
     store.reads.clear()
     hits = counted("gatekeeper_lookup_cache_total", result="hit")
     decided = counted("gatekeeper_decisions_total", purpose="notify", action="sms", code="")
     repeats = [g.decide(MOBILE) for _ in range(5)]
 
-    assert (first.facts and first.facts.source, second.facts and second.facts.source) == ("lookup", "cache")
-    assert all(d == second for d in repeats)
-    assert store.reads == Counter()
+    assert first.facts is not None and first.facts.source == "lookup"
+    assert all(d == repeats[0] and d.facts is not None and d.facts.source == "cache" for d in repeats)
+    assert store.reads == Counter({"opt_outs": 5, "suppression": 5})
     assert twilio_http.lookups[MOBILE] == 1
     audit = g.stores.audit.recent(100)
-    assert len(audit) == 7
-    replayed = audit[0]
-    assert (replayed["cache_hit"], replayed["to"], replayed["action"]) == (True, "+1415555****", "sms")
-    timings = replayed["timings_us"]
-    assert timings["normalize"] == timings["enrich"] == 0.0  # kept, not redone
-    assert timings["total"] >= timings["suppress"] >= 0.0
-    assert counted("gatekeeper_lookup_cache_total", result="hit") == hits + 5
+    assert len(audit) == 6
+    latest = audit[0]
+    assert (latest["cache_hit"], latest["to"], latest["action"]) == (True, "+1415555****", "sms")
+    timings = latest["timings_us"]
+    assert timings["total"] >= timings["normalize"] + timings["suppress"] + timings["enrich"] - 1
+    # The first repeat reads the facts held in memory (a hit); the rest reuse the route made from them.
+    assert counted("gatekeeper_lookup_cache_total", result="hit") == hits + 1
     assert counted("gatekeeper_decisions_total", purpose="notify", action="sms", code="") == decided + 5
 
 
-def test_opt_out_ends_the_memo_at_once(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+class VersionedStore(CountingStore):
+    """Counts reads, and vouches for them with the memory store's own suppression version."""
+
+    suppression_version = MemoryStore.suppression_version
+
+
+def test_a_trusted_version_spares_the_screen_until_something_is_written(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
+) -> None:
+    """While the version stands, a number found clear is not read again; any suppressing write reads it once more."""
+    store = VersionedStore(clock=clock)
+    g = make_gate(twilio_client, clock, store)
+    for _ in range(3):  # fetched; read from memory, the route kept; found clear under the kept route
+        g.decide(MOBILE)
+    store.reads.clear()
+    assert [g.decide(MOBILE).action for _ in range(3)] == [Action.SMS] * 3
+    assert store.reads == Counter()
+    g.opt_out(LANDLINE)  # another number: the version moves, so MOBILE is screened once more
+    assert [g.decide(MOBILE).action for _ in range(3)] == [Action.SMS] * 3
+    assert store.reads == Counter({"opt_outs": 1, "suppression": 1})
+    g.opt_out(MOBILE)
+    assert g.decide(MOBILE).twilio_code == 21610
+
+
+def test_opt_out_applies_to_the_next_send(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
     """STOP after many sends refuses the very next one, through the drop-in as through decide; START lifts it."""
     g = make_gate(twilio_client, clock)
     client = GatedClient(twilio_client, g)
@@ -111,23 +136,10 @@ def test_opt_out_ends_the_memo_at_once(twilio_http: FakeTwilio, twilio_client: C
     assert twilio_http.lookups[MOBILE] == 1
 
 
-def test_an_opt_out_of_another_number_costs_one_read_again(
+def test_sender_scoped_opt_out_refuses_only_that_sender(
     twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
 ) -> None:
-    """Any suppressing write makes the gate read once more; the number, still clear, is then remembered clear."""
-    store = CountingStore(clock=clock)
-    g = make_gate(twilio_client, clock, store)
-    g.decide(MOBILE), g.decide(MOBILE)
-    g.opt_out(LANDLINE)
-    store.reads.clear()
-    assert [g.decide(MOBILE).action for _ in range(3)] == [Action.SMS] * 3
-    assert store.reads == Counter({"opt_outs": 1, "suppression": 1})
-
-
-def test_sender_scoped_opt_out_ends_only_that_senders_memo(
-    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
-) -> None:
-    """With opt_out_scope = sender, STOP to one sender refuses that sender only, even for remembered routes."""
+    """With opt_out_scope = sender, STOP to one sender refuses that sender only, however often both sent before."""
     g = make_gate(twilio_client, clock, webhooks={"opt_out_scope": "sender"})
     for sender in (FROM, OTHER_FROM, FROM, OTHER_FROM):
         assert g.decide(MOBILE, sender=sender).action is Action.SMS
@@ -136,7 +148,9 @@ def test_sender_scoped_opt_out_ends_only_that_senders_memo(
     assert g.decide(MOBILE, sender=OTHER_FROM).action is Action.SMS
 
 
-def test_delivery_failures_end_the_memo(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+def test_delivery_failures_apply_to_the_next_decision(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
+) -> None:
     """The failure that crosses the threshold refuses the next decision; lifting the suppression allows it again."""
     g = make_gate(twilio_client, clock)
     g.decide(MOBILE), g.decide(MOBILE)
@@ -152,8 +166,8 @@ def test_delivery_failures_end_the_memo(twilio_http: FakeTwilio, twilio_client: 
     assert g.decide(MOBILE).action is Action.SMS
 
 
-def test_facts_that_age_out_end_the_memo(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
-    """A remembered decision lives as long as its facts: the Lookup TTL for notify, 24 h for MFA."""
+def test_facts_are_held_until_they_age_out(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    """Facts held in process live as long as in the cache: the Lookup TTL for notify, 24 h for MFA."""
     g = make_gate(twilio_client, clock)
     for purpose in ("notify", "mfa"):
         g.decide(MOBILE, purpose=purpose), g.decide(MOBILE, purpose=purpose)
@@ -174,7 +188,7 @@ def test_facts_that_age_out_end_the_memo(twilio_http: FakeTwilio, twilio_client:
     )
 
 
-def test_facts_refetched_for_one_purpose_end_the_others_memo(
+def test_facts_refetched_for_one_purpose_serve_the_other(
     twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
 ) -> None:
     """MFA's 24 h re-check finds the number ported to a landline: notify routes by those facts at once."""
@@ -190,10 +204,10 @@ def test_facts_refetched_for_one_purpose_end_the_others_memo(
     assert twilio_http.lookups[MOBILE] == 2
 
 
-def test_a_decision_from_facts_replaced_meanwhile_is_not_kept(
+def test_a_decision_from_facts_replaced_meanwhile_is_not_repeated(
     twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A thread that routed from old facts and lost the CPU while they were refreshed does not keep its route."""
+    """A thread that routed from old facts and lost the CPU while they were refreshed leaves no trace of them."""
     g = make_gate(twilio_client, clock)
     g.decide(MOBILE), g.decide(MOBILE)
     clock.advance(WEEK - 1)  # a second before the facts age out
@@ -224,31 +238,31 @@ def test_a_decision_from_facts_replaced_meanwhile_is_not_kept(
 def test_facts_read_before_a_fill_are_not_kept_after_it(
     twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
 ) -> None:
-    """A cache read that a fill overtakes is used once but not remembered: the next decision sees the fill."""
+    """A cache read that a fill overtakes is not held in memory over the fill: the next decision sees the fill."""
 
     class OvertakenStore(MemoryStore):
         overtake = False
 
         def get_lookup(self, key: str) -> Any:
             entry = super().get_lookup(key)
-            if self.overtake:  # between this read and its use, MFA re-checks the ported number
+            if self.overtake:  # between this read and its use, another thread re-checks the ported number
                 self.overtake = False
                 twilio_http.line_types[MOBILE] = "landline"
                 assert g.decide(MOBILE, purpose="mfa").facts.line_type == "landline"  # type: ignore[union-attr]
             return entry
 
     store = OvertakenStore(clock=clock)
+    make_gate(twilio_client, clock, store).decide(MOBILE, purpose="mfa")  # another process fills the shared cache
     g = make_gate(twilio_client, clock, store)
-    g.decide(MOBILE, purpose="mfa")
-    clock.advance(86_400 + 1)
+    clock.advance(86_400 + 1)  # MFA's 24 h re-check is due; notify's 7 days are not
     store.overtake = True
     assert g.decide(MOBILE).facts.line_type == "mobile"  # type: ignore[union-attr]  # read before the fill
-    assert g.decide(MOBILE).action is Action.VOICE
+    assert g.decide(MOBILE).action is Action.VOICE  # the fill's facts, not the overtaken read's
     assert twilio_http.lookups[MOBILE] == 2
 
 
-def test_a_new_policy_ends_the_memo(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
-    """Replacing a purpose's policy applies to the next decision, remembered routes included."""
+def test_a_new_policy_applies_at_once(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    """Replacing a purpose's policy applies to the next decision of a number decided before."""
     g = make_gate(twilio_client, clock)
     g.decide(MOBILE), g.decide(MOBILE)
     g.policies["notify"] = replace(g.policies["notify"], deny_line_types=frozenset({"mobile"}))
@@ -270,7 +284,7 @@ def test_each_way_of_asking_is_its_own_route(twilio_http: FakeTwilio, twilio_cli
 
 
 def test_swapped_suppression_store_is_read(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
-    """Swapping the opt-out store for another one is noticed: its opt-outs apply to remembered numbers."""
+    """Swapping the opt-out store for another one is noticed: its opt-outs apply to numbers decided before."""
     g = make_gate(twilio_client, clock)
     g.decide(MOBILE), g.decide(MOBILE)
     other = MemoryStore(clock=clock)
@@ -287,7 +301,7 @@ def test_opt_out_written_by_another_process_through_redis(
     redis_store: RedisStore,
     redis_prefix: str,
 ) -> None:
-    """Redis keeps no write count this process could see, so every decision reads it and sees others' opt-outs."""
+    """Every decision reads the shared store, so it sees opt-outs another process wrote."""
     g = Gatekeeper(twilio_client, clock=clock, sleep=clock.sleep, stores=Stores.using(redis_store))
     g.decide(MOBILE), g.decide(MOBILE)
     elsewhere = RedisStore.from_url(redis_url, prefix=redis_prefix)  # as another host's webhook would
@@ -301,37 +315,41 @@ def test_opt_out_written_by_another_process_through_redis(
     assert twilio_http.lookups[MOBILE] == 1
 
 
-def test_memo_is_bounded(
-    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A process deciding for ever more numbers keeps at most the configured count of routes."""
-    monkeypatch.setattr(gate_module, "_MEMO_MAX", 5)
-    g = make_gate(twilio_client, clock)
-    numbers = [f"+1415555{n:04d}" for n in range(2671, 2691)]
-    for number in numbers:
-        twilio_http.line_types[number] = "mobile"
-        g.decide(number), g.decide(number)
-    assert len(g._memo) <= 5
-    assert g.decide(numbers[0]).action is Action.SMS  # evicted: decided again from the cache
+def test_facts_memo_is_bounded(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    """The in-process memo holds at most its configured count of answers; an evicted one is read from the store."""
+    store = CountingStore(clock=clock)
+    service = LookupService(twilio_client, store, LookupConfig(memo_entries=5), clock=clock, sleep=clock.sleep)
+    phones = [normalize(f"+1415555{n:04d}") for n in range(2671, 2691)]
+    fields = ("line_type_intelligence",)
+    for phone in phones:
+        assert phone.e164 is not None
+        twilio_http.line_types[phone.e164] = "mobile"
+        service.facts(phone, fields)
+    store.reads.clear()
+    for phone in phones[-5:]:
+        assert service.facts(phone, fields).source == "cache"
+    assert store.reads["lookup"] == 0
+    assert service.facts(phones[0], fields).source == "cache"  # evicted from memory, still in the store
+    assert store.reads["lookup"] == 1
+    assert sum(twilio_http.lookups.values()) == 20
 
 
 @pytest.mark.parametrize("number", [None, 4155552671, ["+14155552671"], b"+14155552671"])
 def test_input_that_is_not_a_string_is_refused_not_crashed(
     twilio_client: Client, clock: FakeClock, number: Any
 ) -> None:
-    """Whatever the caller passes as the number, the answer is a refusal with 21211, never a crash in the memo."""
+    """Whatever the caller passes as the number, the answer is a refusal with 21211, never a crash."""
     d = make_gate(twilio_client, clock).decide(number)
     assert (d.action, d.twilio_code) == (Action.REFUSE, 21211)
 
 
-def test_unhashable_arguments_are_decided_the_long_way(
+def test_a_sender_that_is_no_string_is_decided_all_the_same(
     twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
 ) -> None:
-    """A list where a sender or channel belongs cannot key the memo; the decision is made anyway, every time."""
+    """A list where a sender belongs changes nothing under account-wide opt-outs: decided, every time."""
     g = make_gate(twilio_client, clock)
     for _ in range(3):
         assert g.decide(MOBILE, sender=[FROM]).action is Action.SMS  # type: ignore[arg-type]
-    assert len(g._memo) == 0
 
 
 @pytest.mark.parametrize("country", [["US"], 1, b"US"])
@@ -339,13 +357,3 @@ def test_a_country_that_is_not_a_string_is_a_type_error(twilio_client: Client, c
     """A country hint must be an ISO 3166 alpha-2 string; anything else is a TypeError saying so."""
     with pytest.raises(TypeError, match="country"):
         make_gate(twilio_client, clock).decide("(415) 555-2671", country=country)
-
-
-def test_memo_keeps_the_newest_entries() -> None:
-    """Past its bound a Memo drops its oldest entries; updating a kept entry evicts nothing."""
-    memo: Memo[str, int] = Memo(3)
-    for i, key in enumerate("abcde"):
-        memo.remember(key, i)
-    assert list(memo.items()) == [("c", 2), ("d", 3), ("e", 4)]
-    memo.remember("d", 30)
-    assert list(memo.items()) == [("c", 2), ("d", 30), ("e", 4)]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 from werkzeug.formparser import FormDataParser
 
+from gatekeeper.errors import BodyTooLarge, MalformedEvent
 from gatekeeper.webhooks.signature import BODY_HASH_PARAM
 
 if TYPE_CHECKING:
@@ -24,14 +25,6 @@ if TYPE_CHECKING:
 
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 _FORM = "application/x-www-form-urlencoded"
-
-
-class BodyTooLarge(Exception):
-    """The request body is over ``[webhooks] max_body_bytes``."""
-
-
-class MalformedEvent(ValueError):
-    """A signed request whose fields cannot be used; the message says which and why (HTTP 400)."""
 
 
 @dataclass(frozen=True)

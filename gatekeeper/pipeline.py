@@ -1,0 +1,134 @@
+"""Steps 1 to 4 as one sequence that does no I/O: it yields where it needs the stores or Lookup.
+
+This is the sans-I/O split (h11, httpcore): :func:`decide` is a generator that normalizes, screens
+the number locally, and yields a :class:`NeedScreen` (opt-outs and suppression: the stores) and a
+:class:`NeedFacts` (Lookup, through its cache) when it gets that far; whoever drives it answers each
+need and sends the answer back in. :class:`~gatekeeper.gate.Gatekeeper` answers with blocking calls;
+an async gate answers with awaits, and the order of the steps is written only here.
+
+::
+
+    steps = pipeline.decide(number, "notify", policy, Ask(), default_country="US")
+    need = next(steps)                       # StopIteration(value=Decided) when it needs nothing
+    need = steps.send(answer_to(need))       # ... until StopIteration carries the Decided
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import NamedTuple
+
+from gatekeeper import phone as phones
+from gatekeeper import router
+from gatekeeper.errors import InvalidArgument
+from gatekeeper.models import Action, Decision, Phone, PhoneFacts, Purpose, SendRequest
+from gatekeeper.policy import Policy, Verdict, evaluate, refuse, screen_number
+from gatekeeper.router import Channel
+
+
+class Ask(NamedTuple):
+    """How the caller asks.
+
+    The routing API (``notify``, ``start_verification``, ``decide``) asks with ``strict=False`` and
+    gets the best channel. The drop-in asks with ``strict=True`` for the ``channel`` its caller chose
+    and gets that channel or a refusal (``reroute_landline`` lets a text to a landline become a call).
+    ``sender`` picks the opt-out scopes; ``country`` is the hint for numbers in national format.
+    """
+
+    country: str | None = None
+    channel: Channel | None = None
+    sender: str | None = None
+    strict: bool = False
+    reroute_landline: bool = False
+    have_email: bool = False
+
+
+def strict_ask(request: SendRequest, country: str | None, *, dropin_reroute: bool) -> Ask:
+    """How an adapter asks for ``request``: exactly its channel, its sender's opt-out scopes."""
+    channel = router.ASKED_CHANNEL.get(request.asked)
+    if channel is None:
+        raise InvalidArgument(f"cannot check a request to {request.asked.value}")
+    reroute = dropin_reroute and request.asked is Action.SMS
+    have_email = request.email is not None
+    return Ask(country, channel, request.sender, strict=True, reroute_landline=reroute, have_email=have_email)
+
+
+class NeedScreen(NamedTuple):
+    """Step 2 needs the stores: answer with ``Verdict | None`` (a refusal, or clear)."""
+
+    phone: Phone
+    policy: Policy
+    sender: str | None
+    country: str | None
+
+
+class NeedFacts(NamedTuple):
+    """Step 3 needs Lookup: answer with ``(facts, lookup_error)``; facts are local when Lookup failed."""
+
+    phone: Phone
+    policy: Policy
+
+
+Need = NeedScreen | NeedFacts
+
+#: perf_counter marks: at the start, after normalize, after suppress, after enrich.
+Marks = tuple[float, float, float, float]
+
+
+class Decided(NamedTuple):
+    """The pipeline's result: the decision, the number as the audit should pseudonymise it, the step marks,
+    and the parsed number (None for an email address)."""
+
+    decision: Decision
+    number: str
+    marks: Marks
+    phone: Phone | None = None
+
+
+def decide(
+    number: str, purpose: Purpose, policy: Policy, ask: Ask, *, default_country: str | None
+) -> Generator[Need, object, Decided]:
+    """Normalize, suppress, enrich and decide one attempt; see the module docstring for how to drive it."""
+    clock = time.perf_counter
+    t0 = clock()
+    if ask.channel == "email" and isinstance(number, str) and "@" in number:
+        return Decided(_email(number, purpose, policy), number.strip(), (t0, t0, t0, t0))
+    phone = phones.normalize(number, ask.country or default_country)
+    t_norm = t_supp = t_enrich = clock()
+    facts: PhoneFacts | None = None
+    verdict = screen_number(phone, policy)
+    if verdict is None:
+        screened = yield NeedScreen(phone, policy, ask.sender, ask.country)
+        assert screened is None or isinstance(screened, Verdict)
+        verdict = screened
+        t_supp = t_enrich = clock()
+    if verdict is None:
+        enriched = yield NeedFacts(phone, policy)
+        assert isinstance(enriched, tuple)
+        facts, lookup_error = enriched
+        t_enrich = clock()
+        verdict = evaluate(facts, policy, lookup_error=lookup_error)
+    target = phone.e164 or phone.raw
+    if facts is None:
+        decision = router.refusal(target, purpose, verdict, None, policy)
+    else:
+        decision = router.route(
+            verdict,
+            facts,
+            purpose,
+            policy,
+            channel=ask.channel,
+            strict=ask.strict,
+            reroute_landline=ask.reroute_landline,
+            have_email=ask.have_email,
+        )
+    return Decided(decision, target, (t0, t_norm, t_supp, t_enrich), phone)
+
+
+def _email(address: str, purpose: Purpose, policy: Policy) -> Decision:
+    """An email address asked for directly (Verify's email channel): checked for shape, nothing to look up."""
+    if not phones.is_email(address):
+        return router.refusal(address, purpose, refuse("invalid", "email:invalid"), None, policy)
+    return router.email(address.strip(), purpose, policy)
+

@@ -1,0 +1,191 @@
+"""Step 2, suppress: who must not be reached now, and the one place that writes it down.
+
+Screening (before any Lookup): an opt-out in one of the sender's scopes (when the purpose honours
+opt-outs), or a suppression after repeated hard delivery failures. A store that cannot be read
+refuses the number: an unreadable opt-out list must never let a message reach someone who said STOP.
+
+Writing: every consent change, from ``gate.opt_out``/``gate.opt_in`` and from the webhooks alike,
+goes through :meth:`Suppression.record_consent`; every delivery status a webhook reports goes
+through :meth:`Suppression.record_delivery`, which counts hard failures, suppresses a number past
+the threshold and honours Twilio's own 21610 ("this number opted out").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Hashable
+from typing import NamedTuple
+
+from gatekeeper import phone as phones
+from gatekeeper import policy as policies
+from gatekeeper.errors import StoreUnavailable
+from gatekeeper.models import Phone
+from gatekeeper.policy import Policy, Verdict
+from gatekeeper.settings import WebhookSettings
+from gatekeeper.stores.base import ACCOUNT_SCOPE, ConsentChange, Stores, version_reader
+
+log = logging.getLogger("gatekeeper.suppress")
+
+#: Twilio's code for "the recipient has opted out"; from a status callback it opts the number out account-wide.
+OPTED_OUT_CODE = 21610
+TWILIO_OPT_OUT_SOURCE = "twilio:21610"
+
+
+class Recorded(NamedTuple):
+    """One consent change as stored; ``changed`` is False when the number was already in that state."""
+
+    change: ConsentChange
+    changed: bool
+
+
+class Delivery(NamedTuple):
+    """What one delivery status did to the stores.
+
+    ``applied`` is False when an equal or later status was already stored; ``failures`` counts the
+    number's hard failures in the window when this was one; ``suppressed`` says this one crossed the
+    threshold; ``consent`` is the opt-out recorded for a 21610, if one was.
+    """
+
+    applied: bool
+    failures: int | None
+    suppressed: bool
+    consent: Recorded | None
+
+
+class Suppression:
+    """Screens numbers against opt-outs and delivery failures, and records both."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        settings: WebhookSettings,
+        *,
+        default_country: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._stores = stores
+        self._settings = settings
+        self._by_sender = settings.opt_out_scope == "sender"
+        self._failure_codes = frozenset(settings.failure_codes)
+        self._default_country = default_country
+        self._clock = clock
+
+    # -- scopes --------------------------------------------------------------------
+    def scopes(self, sender: str | None, country: str | None = None) -> tuple[str, ...]:
+        """The opt-out scopes a send from ``sender`` must respect: the account's, and the sender's own
+        with ``opt_out_scope = "sender"``. Raises InvalidNumber for a sender that is no sender."""
+        if not self._by_sender or not sender:
+            return (ACCOUNT_SCOPE,)
+        return (ACCOUNT_SCOPE, phones.sender_scope(sender, country or self._default_country))
+
+    def scope_of(self, sender: str | None, country: str | None = None) -> str:
+        """The scope an opt-out from or for ``sender`` is recorded under."""
+        return self.scopes(sender, country)[-1]
+
+    # -- screening -----------------------------------------------------------------
+    def screen(self, phone: Phone, policy: Policy, scopes: tuple[str, ...]) -> Verdict | None:
+        """A refusal when the number opted out (and ``policy`` honours that) or is suppressed; else None."""
+        assert phone.e164 is not None
+        wh = self._settings
+        try:
+            scope = self._stores.opt_outs.opted_out_scope(phone.e164, scopes) if policy.opt_outs_block else None
+            suppression = self._stores.failures.suppression(
+                phone.e164,
+                now=self._clock(),
+                window_seconds=wh.failure_window_seconds,
+                threshold=wh.failure_threshold,
+            )
+        except StoreUnavailable as exc:
+            # Fail safe: an unreadable opt-out list must never let a message reach someone who said STOP.
+            log.error("suppression stores unavailable, refusing %s: %s", phones.mask(phone.e164), exc)
+            return policies.refuse("store_unavailable", "store:unavailable")
+        return policies.screen_suppression(scope, suppression, policy)
+
+    def clear_mark(self) -> Hashable | None:
+        """A mark of the stores' state that stays equal while nothing suppressing is written; None when a
+        store cannot tell (no trusted :class:`~gatekeeper.stores.base.SuppressionVersion`)."""
+        opt_outs, failures = self._stores.opt_outs, self._stores.failures
+        read_o, read_f = version_reader(opt_outs, "opt_outs"), version_reader(failures, "failures")
+        if read_o is None or read_f is None:
+            return None
+        return (id(opt_outs), read_o(), id(failures), read_f())  # a store swapped for another is a new mark
+
+    def screen_since(
+        self, mark: Hashable | None, phone: Phone, policy: Policy, scopes: tuple[str, ...]
+    ) -> tuple[Verdict | None, Hashable | None]:
+        """:meth:`screen` again, unless the stores are where they were at ``mark``, a mark of this number
+        found clear: then it still is. Returns the verdict and the mark to keep (None unless clear)."""
+        now = self.clear_mark()  # taken before the read: a write in between only makes the next mark differ
+        if mark is not None and now == mark:
+            return None, mark
+        verdict = self.screen(phone, policy, scopes)
+        return verdict, (now if verdict is None else None)
+
+    def opted_out_scope(self, e164: str, scopes: tuple[str, ...]) -> str | None:
+        """The first of ``scopes`` the number opted out of, or None (raises StoreUnavailable)."""
+        return self._stores.opt_outs.opted_out_scope(e164, scopes)
+
+    # -- writing -------------------------------------------------------------------
+    def record_consent(
+        self, e164: str, scope: str, *, opted_out: bool, source: str, once_per_source: bool = False
+    ) -> Recorded:
+        """Record an opt-out (``opted_out=True``) or opt-in of ``e164`` for ``scope``.
+
+        ``source`` says where it came from (``api``, ``webhook:STOP:SM…``). With ``once_per_source``
+        a change with the same source, scope and direction already recorded is not written again:
+        an event whose first attempt wrote before the store failed is then retried without doubling.
+        """
+        store = self._stores.opt_outs
+        if once_per_source:
+            for past in store.consent_history(e164, limit=20):
+                if past.source == source and past.scope == scope and past.opted_out == opted_out:
+                    return Recorded(past, changed=False)
+        at = self._clock()
+        verb = store.opt_out if opted_out else store.opt_in
+        changed = verb(e164, scope, source=source, at=at)
+        return Recorded(ConsentChange(e164, scope, opted_out, source, at), changed=bool(changed))
+
+    def reachable(self, e164: str) -> None:
+        """The number wrote to us: it is reachable again, so its failures and suppression are lifted."""
+        self._stores.failures.lift_suppression(e164)
+
+    def record_delivery(
+        self,
+        sid: str,
+        status: str,
+        rank: int,
+        *,
+        error_code: int | None,
+        to: str | None,
+        to_hash: str | None,
+        failure_id: str,
+    ) -> Delivery:
+        """Store a message or call status (never moving back) and what it says about ``to``.
+
+        Each write is idempotent (a failure counts once per ``failure_id``, a status never moves
+        back, a 21610 opts out only a number not opted out already), so a retried event completes a
+        half-done one without doubling anything.
+        """
+        wh = self._settings
+        stores = self._stores
+        at = self._clock()
+        applied = stores.statuses.apply_status(
+            sid, status, rank, error_code=error_code, at=at, to_hash=to_hash, ttl_seconds=wh.status_ttl_seconds
+        )
+        failures: int | None = None
+        suppressed = False
+        if to is not None and error_code is not None and error_code in self._failure_codes:
+            failures = stores.failures.record_failure(to, failure_id, at=at, window_seconds=wh.failure_window_seconds)
+            if failures >= wh.failure_threshold:
+                stores.failures.suppress(
+                    to, ttl_seconds=wh.suppression_ttl_seconds, reason=f"delivery_failures:{error_code}", at=at
+                )
+                suppressed = True
+                log.warning("suppressed %s after %s hard delivery failures", phones.mask(to), failures)
+        consent = None
+        # Twilio says the number opted out (of this sender at least); honour it account-wide at once.
+        # The source is the same for every 21610, so "already opted out" is what makes a retry a no-op.
+        if to is not None and error_code == OPTED_OUT_CODE and self.opted_out_scope(to, (ACCOUNT_SCOPE,)) is None:
+            consent = self.record_consent(to, ACCOUNT_SCOPE, opted_out=True, source=TWILIO_OPT_OUT_SOURCE)
+        return Delivery(bool(applied), failures, suppressed, consent)

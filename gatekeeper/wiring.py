@@ -1,0 +1,126 @@
+"""Building what the gate runs on from :class:`~gatekeeper.settings.Settings`: the twilio client and the stores.
+
+The only module that turns settings into connections, and the only product module that reaches the
+sandbox (its HTTP transport, when ``GATEKEEPER_SANDBOX_URL`` is set, and an in-process emulator for
+the CLI's ``--sandbox``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TextIO
+
+from twilio.rest import Client
+
+from gatekeeper.errors import ConfigError
+from gatekeeper.settings import Settings
+from gatekeeper.stores.base import Stores
+
+if TYPE_CHECKING:
+    from gatekeeper.sandbox import SandboxServer
+
+_quiet_http_log = logging.getLogger("gatekeeper.twilio_http")
+# twilio's HttpClient logs every request URL at INFO, and a Lookup URL holds the full number.
+_quiet_http_log.setLevel(logging.WARNING)
+
+
+def build_twilio_client(settings: Settings) -> Client:
+    """A twilio Client for ``settings``: credentials, timeout, region/edge, or the sandbox."""
+    from requests.adapters import HTTPAdapter
+    from twilio.http.http_client import TwilioHttpClient
+
+    t = settings.twilio
+    creds = settings.credentials()
+    timeout = t.timeout_ms / 1000
+    http: TwilioHttpClient
+    if t.sandbox_url:
+        from gatekeeper.sandbox import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
+        from gatekeeper.sandbox.transport import SandboxHttpClient
+
+        http = SandboxHttpClient(t.sandbox_url, timeout=timeout, logger=_quiet_http_log)
+        creds = creds or (TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID)
+    else:
+        if creds is None:
+            raise ConfigError(
+                "no Twilio credentials: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and "
+                "TWILIO_API_KEY_SECRET), or GATEKEEPER_SANDBOX_URL to use a local sandbox",
+                key="twilio",
+            )
+        http = TwilioHttpClient(timeout=timeout, logger=_quiet_http_log)
+        if http.session is not None:
+            # twilio sizes its pool to the CPU count; batch enrichment runs more Lookups than that at once,
+            # and a connection beyond the pool is opened and dropped for every request.
+            http.session.mount("https://", HTTPAdapter(pool_maxsize=64))
+    username, password, account_sid = creds
+    client = Client(username, password, account_sid, region=t.region, edge=t.edge, http_client=http, environment={})
+    if settings.lookup.base_url.rstrip("/") != "https://lookups.twilio.com":
+        client.lookups.base_url = settings.lookup.base_url.rstrip("/")
+    return client
+
+
+def build_stores(settings: Settings) -> Stores:
+    """Redis for every store when a Redis URL is set, else the embedded memory store."""
+    from gatekeeper.stores.memory import MemoryStore
+
+    memory = MemoryStore(max_entries=settings.cache.max_entries, max_audit=settings.audit.max_entries)
+    redis_store = None
+    if settings.redis.url is not None:
+        from gatekeeper.stores.redis import RedisStore
+
+        redis_store = RedisStore.from_url(
+            settings.redis.url.get_secret_value(),
+            prefix=settings.redis.key_prefix,
+            timeout_seconds=settings.redis.timeout_ms / 1000,
+        )
+    stores = Stores.using(redis_store or memory)
+    if settings.cache_backend() == "memory":
+        stores.cache = memory
+    if redis_store is not None:
+        stores.closers.append(redis_store.close)
+    return stores
+
+
+@contextmanager
+def in_process_sandbox(settings: Settings) -> Iterator[SandboxServer]:
+    """A Twilio emulator on a free loopback port for as long as the block runs, with ``[sandbox]``'s numbers."""
+    from gatekeeper.sandbox import SandboxConfig, SandboxServer
+
+    with SandboxServer(SandboxConfig(numbers=settings.sandbox.numbers)) as server:
+        yield server
+
+
+def serve_sandbox(settings: Settings, *, host: str, port: int, out: TextIO) -> None:
+    """Run the emulator alone until interrupted (``gatekeeper sandbox``), with the configured account if
+    there is one, else the published test credentials, which it prints (real ones it never prints)."""
+    from gatekeeper.sandbox import (
+        TEST_ACCOUNT_SID,
+        TEST_API_KEY_SECRET,
+        TEST_API_KEY_SID,
+        TEST_AUTH_TOKEN,
+        Account,
+        CallbackConfig,
+        SandboxConfig,
+        SandboxServer,
+    )
+
+    t = settings.twilio
+    keys = {t.api_key.sid: t.api_key.secret.get_secret_value()} if t.api_key.sid and t.api_key.secret else {}
+    if t.account_sid is not None and (t.auth_token is not None or keys):
+        token = t.auth_token.get_secret_value() if t.auth_token else TEST_AUTH_TOKEN
+        account = Account(t.account_sid, token, keys)
+        pair = f"account {t.account_sid}, the auth token or API key from your environment"
+    else:
+        account = Account(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, {TEST_API_KEY_SID: TEST_API_KEY_SECRET})
+        pair = f"account {TEST_ACCOUNT_SID} / auth token {TEST_AUTH_TOKEN} (published test values)"
+    config = SandboxConfig(accounts=[account], numbers=settings.sandbox.numbers, callbacks=CallbackConfig(mode="auto"))
+    server = SandboxServer(config, host=host, port=port).start()
+    out.write(f"Twilio sandbox on {server.url}\ncredentials: {pair}\nuse it: GATEKEEPER_SANDBOX_URL={server.url}\n")
+    out.flush()
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
