@@ -44,7 +44,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from gatekeeper.errors import ConfigError
+from gatekeeper.errors import ConfigError, InvalidArgument
 from gatekeeper.models import LOOKUP_FIELDS
 from gatekeeper.policy import Policy, expand_line_types
 
@@ -56,7 +56,7 @@ class _Section(BaseModel):
 def _check_fields(fields: list[str]) -> list[str]:
     unknown = [f for f in fields if f not in LOOKUP_FIELDS]
     if unknown:
-        raise ValueError(f"unknown Lookup field(s) {unknown} (allowed: {', '.join(sorted(LOOKUP_FIELDS))})")
+        raise InvalidArgument(f"unknown Lookup field(s) {unknown} (allowed: {', '.join(sorted(LOOKUP_FIELDS))})")
     return list(dict.fromkeys(fields))
 
 
@@ -64,7 +64,7 @@ def _check_countries(codes: list[str]) -> list[str]:
     out = [c.strip().upper() for c in codes]
     bad = [c for c in out if len(c) != 2 or not c.isalpha()]
     if bad:
-        raise ValueError(f"country codes must be ISO 3166 alpha-2, like 'US': {bad}")
+        raise InvalidArgument(f"country codes must be ISO 3166 alpha-2, like 'US': {bad}")
     return out
 
 
@@ -89,7 +89,7 @@ class TwilioSettings(_Section):
     @classmethod
     def _sid_shape(cls, v: str | None) -> str | None:
         if v is not None and not (v.startswith("AC") and len(v) == 34):
-            raise ValueError("an account SID starts with 'AC' and has 34 characters")
+            raise InvalidArgument("an account SID starts with 'AC' and has 34 characters")
         return v
 
 
@@ -118,7 +118,7 @@ class LookupSettings(_Section):
     def _ttl_fields(cls, v: dict[str, int]) -> dict[str, int]:
         _check_fields(list(v))
         if any(t <= 0 for t in v.values()):
-            raise ValueError("TTLs must be positive")
+            raise InvalidArgument("TTLs must be positive")
         return v
 
 
@@ -305,9 +305,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         if self.cache.backend == "redis" and self.redis.url is None:
-            raise ValueError("cache.backend = 'redis' needs [redis] url or GATEKEEPER_REDIS_URL")
+            raise InvalidArgument("cache.backend = 'redis' needs [redis] url or GATEKEEPER_REDIS_URL")
         if self.twilio.auth_mode == "api_key" and self.twilio.api_key.sid and self.twilio.account_sid is None:
-            raise ValueError("twilio.account_sid is required with API-key auth")
+            raise InvalidArgument("twilio.account_sid is required with API-key auth")
         return self
 
     @classmethod
