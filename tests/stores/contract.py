@@ -1,4 +1,4 @@
-"""One contract every store backend passes (the cachelib pattern): subclass and provide ``store`` and ``pass_time``."""
+"""One contract every store backend passes (the cachelib pattern): subclass; give ``store``, ``pass_time``, ``now``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from support import run_threads
+from support import FakeTwilio, run_threads
+from twilio.rest import Client
 
+from gatekeeper import Action, GatedClient, Gatekeeper, GateRefused, Settings, Stores
 from gatekeeper.models import PhoneFacts
 from gatekeeper.stores.base import (
     ACCOUNT_SCOPE,
+    SCREENING_VERBS,
     AuditEntry,
     AuditLog,
     CachedLookup,
@@ -20,11 +23,16 @@ from gatekeeper.stores.base import (
     OptOutStore,
     RateLimiter,
     StatusStore,
+    SuppressionVersion,
     lookup_key,
+    version_reader,
 )
 
 E164 = "+14155552671"
 T0 = 1_800_000_000.0
+FROM = "+15005550006"
+#: Sends to one number before a store is written to: enough for the gate to keep a route and find it clear under it.
+REPEATS = 4
 
 
 def entry(line_type: str = "mobile", negative: bool = False) -> CachedLookup:
@@ -44,7 +52,7 @@ def entry(line_type: str = "mobile", negative: bool = False) -> CachedLookup:
 
 
 class StoreContract:
-    """Behaviour shared by MemoryStore and RedisStore."""
+    """Behaviour every backend shares: MemoryStore, RedisStore and custom stores alike."""
 
     store: Any
     pass_time: Callable[[float], None]
@@ -227,3 +235,121 @@ class StoreContract:
         assert recent[0]["timings_us"] == {"normalize": 1.0, "suppress": 2.0, "enrich": 3.0, "total": 6.0}
         assert recent[0]["reasons"] == ["r"]
         assert store.recent(0) == []
+
+    # -- suppression version ----------------------------------------------------------
+    def test_suppression_version_if_any(self, store: Any, now: Callable[[], float]) -> None:
+        """A version the gate trusts moves with each suppressing write of its role and holds still otherwise."""
+        readers = {role: version_reader(store, role) for role in SCREENING_VERBS}
+        has_version = isinstance(store, SuppressionVersion)
+        if not has_version:
+            assert readers == {"opt_outs": None, "failures": None}
+            return
+        writes: dict[str, list[Callable[[], object]]] = {
+            "opt_outs": [
+                lambda: store.opt_out(E164, source="sms:STOP", at=now()),
+                lambda: store.opt_out("+14155550000", FROM, source="sms:STOP", at=now()),
+            ],
+            "failures": [
+                lambda: store.record_failure(E164, "SM1:undelivered", at=now(), window_seconds=1000),
+                lambda: store.record_failure(E164, "SM2:undelivered", at=now(), window_seconds=1000),
+                lambda: store.suppress(E164, ttl_seconds=60, reason="manual", at=now()),
+            ],
+        }
+        for role, read in readers.items():
+            if read is None:
+                continue
+            seen = [read()]
+            for write in writes[role]:
+                write()
+                assert read() not in seen, role
+                seen.append(read())
+                # Reads write nothing that suppresses: the version stands.
+                store.opted_out_scope(E164, [ACCOUNT_SCOPE, FROM])
+                store.suppression(E164, now=now(), window_seconds=1000, threshold=3)
+                store.consent_history(E164)
+                assert read() == seen[-1], role
+
+    # -- the gate over this store --------------------------------------------------------
+    def test_gate_honours_the_stores_opt_outs(
+        self,
+        store: Any,
+        now: Callable[[], float],
+        pass_time: Callable[[float], None],
+        twilio_http: FakeTwilio,
+        twilio_client: Client,
+    ) -> None:
+        """An opt-out written straight to the store refuses the next send to a number the gate kept a route for."""
+        gate = gate_over(store, twilio_client, now, pass_time)
+        client = GatedClient(twilio_client, gate)
+        for _ in range(REPEATS):
+            assert gate.notify(E164, "hi", from_=FROM).action is Action.SMS
+            assert client.messages.create(to=E164, from_=FROM, body="hi").sid
+        assert (len(twilio_http.sent), twilio_http.lookups[E164]) == (2 * REPEATS, 1)
+
+        store.opt_out(E164, source="import", at=now())  # as a webhook in another process, or an import, would
+        refused = gate.notify(E164, "hi", from_=FROM)
+        assert (refused.action, refused.decision.twilio_code, refused.decision.reasons) == (
+            Action.REFUSE,
+            21610,
+            ("opted_out:account",),
+        )
+        with pytest.raises(GateRefused) as dropin:
+            client.messages.create(to=E164, from_=FROM, body="hi")
+        assert (dropin.value.code, dropin.value.decision.reasons) == (21610, ("opted_out:account",))
+        assert len(twilio_http.sent) == 2 * REPEATS
+
+        store.opt_in(E164, source="import", at=now())
+        assert gate.notify(E164, "hi", from_=FROM).action is Action.SMS
+        assert client.messages.create(to=E164, from_=FROM, body="hi").sid
+        assert len(twilio_http.sent) == 2 * REPEATS + 2
+
+    def test_gate_honours_the_stores_suppression(
+        self,
+        store: Any,
+        now: Callable[[], float],
+        pass_time: Callable[[float], None],
+        twilio_http: FakeTwilio,
+        twilio_client: Client,
+    ) -> None:
+        """Failures or a suppression written straight to the store refuse the next send to a number routed before."""
+        gate = gate_over(store, twilio_client, now, pass_time)
+        client = GatedClient(twilio_client, gate)
+        webhooks = gate.settings.webhooks
+        sent = 0
+
+        def sends_go_out() -> None:
+            nonlocal sent
+            for _ in range(REPEATS):
+                assert gate.notify(E164, "hi", from_=FROM).action is Action.SMS
+                assert client.messages.create(to=E164, from_=FROM, body="hi").sid
+            sent += 2 * REPEATS
+            assert len(twilio_http.sent) == sent
+
+        def sends_refused(reason: str) -> None:
+            refused = gate.notify(E164, "hi", from_=FROM)
+            assert (refused.action, refused.decision.reasons) == (Action.REFUSE, (reason,))
+            with pytest.raises(GateRefused) as dropin:
+                client.messages.create(to=E164, from_=FROM, body="hi")
+            assert (dropin.value.code, dropin.value.decision.reasons) == (refused.decision.twilio_code, (reason,))
+            assert len(twilio_http.sent) == sent
+
+        sends_go_out()
+        for i in range(webhooks.failure_threshold):
+            if i:  # below the threshold the number is still reached
+                sends_go_out()
+            store.record_failure(E164, f"SM{i}:undelivered", at=now(), window_seconds=webhooks.failure_window_seconds)
+        sends_refused(f"failures:{webhooks.failure_threshold}")
+        assert store.lift_suppression(E164) is True
+        sends_go_out()
+        store.suppress(E164, ttl_seconds=3600, reason="manual", at=now())
+        sends_refused("suppressed:manual")
+        store.lift_suppression(E164)
+        sends_go_out()
+        assert twilio_http.lookups[E164] == 1
+
+
+def gate_over(
+    store: Any, twilio_client: Client, now: Callable[[], float], sleep: Callable[[float], None]
+) -> Gatekeeper:
+    """A gate with default settings over ``store`` in every role, on the store's own clock."""
+    return Gatekeeper(twilio_client, settings=Settings(), clock=now, sleep=sleep, stores=Stores.using(store))

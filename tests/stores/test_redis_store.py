@@ -10,6 +10,7 @@ from stores.contract import E164, T0, StoreContract
 from support import PrivateRedis
 
 from gatekeeper.errors import StoreUnavailable
+from gatekeeper.stores.base import SuppressionVersion, version_reader
 from gatekeeper.stores.redis import RedisStore
 
 
@@ -49,3 +50,9 @@ def test_unreachable_redis_raises_store_unavailable(private_redis: PrivateRedis)
     with pytest.raises(StoreUnavailable):
         store.claim("k", "fp", ttl_seconds=5)
     assert time.monotonic() - started < 5
+
+
+def test_redis_store_has_no_suppression_version(redis_store: RedisStore) -> None:
+    """Redis offers no suppression version (other processes write it), so the gate reads it on every send."""
+    assert not isinstance(redis_store, SuppressionVersion)
+    assert (version_reader(redis_store, "opt_outs"), version_reader(redis_store, "failures")) == (None, None)
