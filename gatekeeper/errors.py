@@ -29,7 +29,7 @@ for bad arguments, ``except requests.RequestException`` for the network.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twilio.base.exceptions import TwilioRestException
 
@@ -118,14 +118,24 @@ class SendRejected(SendFailed, TwilioRestException):
     Nothing was sent. The original exception is chained as ``__cause__``.
     """
 
-    def __init__(self, status: int, uri: str, msg: str = "", code: int | None = None, method: str = "POST") -> None:
-        TwilioRestException.__init__(self, status, uri, msg=msg, code=code, method=method)
+    def __init__(
+        self,
+        status: int,
+        uri: str,
+        msg: str = "",
+        code: int | None = None,
+        *,
+        method: str = "POST",
+        details: object = None,
+    ) -> None:
+        TwilioRestException.__init__(self, status, uri, msg=msg, code=code, method=method, details=details)
 
     def __str__(self) -> str:  # twilio's __str__ prints colour codes for terminals; keep ours plain
         return f"HTTP {self.status} error {self.code}: {self.msg}"
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.status, self.uri, self.msg, self.code, self.method))
+        fields = {"msg": self.msg, "code": self.code, "method": self.method, "details": self.details}
+        return (_rebuild_rejected, (self.status, self.uri, fields))
 
 
 class WebhookError(GatekeeperError):
@@ -167,6 +177,10 @@ class GateRefused(GatekeeperError, TwilioRestException):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_refused, (self.decision, self.code, self.uri, self.method))
+
+
+def _rebuild_rejected(status: int, uri: str, fields: dict[str, Any]) -> SendRejected:
+    return SendRejected(status, uri, **fields)
 
 
 def _rebuild_refused(decision: Decision, code: int, uri: str, method: str) -> GateRefused:

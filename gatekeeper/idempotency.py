@@ -86,7 +86,8 @@ class Once:
         deadline = self._clock() + wait_seconds
         while True:
             claim = store.claim(key, mine, ttl_seconds=lease_seconds)
-            if claim.won or claim.state != "pending" or self._clock() >= deadline:
+            # Waiting helps only a repeat of the same request whose first run is still going.
+            if claim.won or claim.state != "pending" or claim.fingerprint != mine or self._clock() >= deadline:
                 break
             self._sleep(POLL_SECONDS)
         if not claim.won:

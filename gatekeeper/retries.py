@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import requests
 import tenacity
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException
 from urllib3.exceptions import NewConnectionError
 
 from gatekeeper.errors import TransientError
@@ -73,9 +73,13 @@ def never_connected(exc: BaseException) -> bool:
 
 
 def safe_to_resend(exc: BaseException) -> bool:
-    """A send may be retried: Twilio cannot have acted on it."""
-    if isinstance(exc, TwilioRestException):
-        return bool(exc.status == 429 or exc.code == 20429)
+    """A send may be retried: Twilio cannot have acted on it (429 "not processed", or it was never reached).
+
+    Twilio's answer may come as a ``TwilioRestException`` or, for an RFC 9457 problem body, as the
+    SDK's ``TwilioServiceException`` (a plain ``TwilioException`` with ``status`` and ``code``).
+    """
+    if isinstance(exc, TwilioException):
+        return getattr(exc, "status", None) == 429 or getattr(exc, "code", None) == 20429
     return never_connected(exc)
 
 

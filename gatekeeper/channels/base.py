@@ -64,12 +64,13 @@ def _rebuild_unavailable(message: str, may_have_sent: bool) -> SendUnavailable:
 def translated(exc: Exception) -> Exception:
     """Gatekeeper's error for one twilio or requests exception, to be raised ``from`` it; others as they are."""
     if isinstance(exc, TwilioRestException):
-        return SendRejected(exc.status, exc.uri, msg=exc.msg, code=exc.code, method=exc.method)
+        return SendRejected(exc.status, exc.uri, msg=exc.msg, code=exc.code, method=exc.method, details=exc.details)
     status: object = getattr(exc, "status", None)
     if isinstance(exc, TwilioException) and isinstance(status, int):  # an RFC 9457 answer from Twilio
         message = getattr(exc, "detail", None) or getattr(exc, "title", None) or str(exc)
         uri = str(getattr(exc, "uri", "") or "")
-        return SendRejected(status, uri, msg=str(message), code=getattr(exc, "code", None))
+        method = str(getattr(exc, "method", None) or "POST")
+        return SendRejected(status, uri, msg=str(message), code=getattr(exc, "code", None), method=method)
     if isinstance(exc, requests.RequestException):
         reached = not never_connected(exc)
         return SendUnavailable(f"Twilio unreachable: {type(exc).__name__}", may_have_sent=reached)
