@@ -51,6 +51,7 @@ class Delivery(NamedTuple):
     failures: int | None
     suppressed: bool
     consent: Recorded | None
+    at: float  # when it was stored
 
 
 class Suppression:
@@ -188,4 +189,4 @@ class Suppression:
         # The source is the same for every 21610, so "already opted out" is what makes a retry a no-op.
         if to is not None and error_code == OPTED_OUT_CODE and self.opted_out_scope(to, (ACCOUNT_SCOPE,)) is None:
             consent = self.record_consent(to, ACCOUNT_SCOPE, opted_out=True, source=TWILIO_OPT_OUT_SOURCE)
-        return Delivery(bool(applied), failures, suppressed, consent)
+        return Delivery(bool(applied), failures, suppressed, consent, at)

@@ -183,7 +183,8 @@ def test_once_per_source_tells_directions_apart(supp: Suppression, store: Memory
 def test_record_delivery_applies_a_status_that_never_moves_back(supp: Suppression, store: MemoryStore) -> None:
     """A status is stored once; an equal or lower rank is not applied and leaves the stored one."""
     applied = supp.record_delivery("SM1", "delivered", 6, error_code=None, to=MOBILE, to_hash="h", failure_id="f")
-    assert applied == Delivery(True, None, False, None)
+    assert applied == Delivery(True, None, False, None, at=applied.at)
+    assert applied.at == store.status_of("SM1").updated_at  # type: ignore[union-attr]
     stale = supp.record_delivery("SM1", "sent", 3, error_code=None, to=MOBILE, to_hash="h", failure_id="f")
     assert stale.applied is False
     record = store.status_of("SM1")

@@ -287,7 +287,7 @@ class EventProcessor:
                     error_code=error_code,
                     applied=done.applied,
                     to=to,
-                    at=self.gate.clock(),
+                    at=done.at,
                     failures=done.failures,
                     suppressed=done.suppressed,
                     params=incoming.params.to_dict(),
