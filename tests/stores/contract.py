@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from support import FakeTwilio, run_threads
+from support import FakeClock, FakeTwilio, run_threads
 from twilio.rest import Client
 
 from gatekeeper import Action, GatedClient, Gatekeeper, GateRefused, Settings, Stores
@@ -353,3 +353,15 @@ def gate_over(
 ) -> Gatekeeper:
     """A gate with default settings over ``store`` in every role, on the store's own clock."""
     return Gatekeeper(twilio_client, settings=Settings(), clock=now, sleep=sleep, stores=Stores.using(store))
+
+
+class OnFakeClock(StoreContract):
+    """The contract for a store living in this process: time passes on the suite's fake clock."""
+
+    @pytest.fixture
+    def pass_time(self, clock: FakeClock) -> Callable[[float], None]:
+        return clock.advance
+
+    @pytest.fixture
+    def now(self, clock: FakeClock) -> Callable[[], float]:
+        return clock

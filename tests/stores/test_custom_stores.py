@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from stores.contract import E164, T0, StoreContract
+from stores.contract import E164, T0, OnFakeClock
 from support import FakeClock
 
 from gatekeeper.errors import InvalidArgument
@@ -250,32 +250,16 @@ class ScratchStore:
         return [e.as_dict() for e in newest]
 
 
-class TestOwnOptOutSetContract(StoreContract):
+class TestOwnOptOutSetContract(OnFakeClock):
     @pytest.fixture
     def store(self, clock: FakeClock) -> OwnOptOutSet:
         return OwnOptOutSet(clock=clock)
 
-    @pytest.fixture
-    def pass_time(self, clock: FakeClock) -> Callable[[float], None]:
-        return clock.advance
 
-    @pytest.fixture
-    def now(self, clock: FakeClock) -> Callable[[], float]:
-        return clock
-
-
-class TestScratchStoreContract(StoreContract):
+class TestScratchStoreContract(OnFakeClock):
     @pytest.fixture
     def store(self, clock: FakeClock) -> ScratchStore:
         return ScratchStore(clock=clock)
-
-    @pytest.fixture
-    def pass_time(self, clock: FakeClock) -> Callable[[float], None]:
-        return clock.advance
-
-    @pytest.fixture
-    def now(self, clock: FakeClock) -> Callable[[], float]:
-        return clock
 
 
 def test_inherited_version_is_not_trusted_for_an_own_opt_out_set() -> None:

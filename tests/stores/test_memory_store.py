@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
-from stores.contract import E164, T0, StoreContract, entry
+from stores.contract import E164, T0, OnFakeClock, entry
 from support import FakeClock
 
 from gatekeeper.errors import StoreUnavailable
@@ -13,18 +11,10 @@ from gatekeeper.stores.base import lookup_key
 from gatekeeper.stores.memory import MemoryStore
 
 
-class TestMemoryContract(StoreContract):
+class TestMemoryContract(OnFakeClock):
     @pytest.fixture
     def store(self, clock: FakeClock) -> MemoryStore:
         return MemoryStore(clock=clock)
-
-    @pytest.fixture
-    def pass_time(self, clock: FakeClock) -> Callable[[float], None]:
-        return clock.advance
-
-    @pytest.fixture
-    def now(self, clock: FakeClock) -> Callable[[], float]:
-        return clock
 
 
 def test_lru_evicts_least_recently_used(clock: FakeClock) -> None:
