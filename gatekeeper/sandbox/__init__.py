@@ -24,12 +24,19 @@ from gatekeeper.sandbox.numbers import (
     TEST_API_KEY_SECRET,
     TEST_API_KEY_SID,
     TEST_AUTH_TOKEN,
+    TEST_SUBACCOUNT_AUTH_TOKEN,
+    TEST_SUBACCOUNT_SID,
     NumberBook,
     NumberProfile,
 )
 from gatekeeper.sandbox.server import BackgroundServer, SandboxServer
 from gatekeeper.sandbox.state import RecordedRequest, Sandbox
-from gatekeeper.sandbox.transport import SandboxHttpClient, sandbox_client
+from gatekeeper.sandbox.transport import (
+    AsyncSandboxHttpClient,
+    SandboxHttpClient,
+    async_sandbox_client,
+    sandbox_client,
+)
 
 __all__ = [
     "FIXTURES",
@@ -37,7 +44,10 @@ __all__ = [
     "TEST_API_KEY_SECRET",
     "TEST_API_KEY_SID",
     "TEST_AUTH_TOKEN",
+    "TEST_SUBACCOUNT_AUTH_TOKEN",
+    "TEST_SUBACCOUNT_SID",
     "Account",
+    "AsyncSandboxHttpClient",
     "BackgroundServer",
     "CallbackConfig",
     "CallbackDelivery",
@@ -51,6 +61,7 @@ __all__ = [
     "SandboxHttpClient",
     "SandboxServer",
     "TwilioApiError",
+    "async_sandbox_client",
     "create_app",
     "sandbox_client",
 ]

@@ -1,4 +1,4 @@
-"""The Twilio-compatible emulator: Lookup v2, Messages, Calls and Verify over HTTP.
+"""The Twilio-compatible emulator: Lookup v2, Messages, Calls, Verify and Studio over HTTP.
 
 ``create_app()`` returns a Flask app that speaks Twilio's paths at its root (form-encoded
 parameters, HTTP Basic auth, Twilio's JSON and error bodies), so the real twilio SDK can
@@ -12,15 +12,13 @@ faults, then authentication, then the handler.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
 import re
-import socket
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
@@ -29,6 +27,7 @@ from werkzeug.exceptions import HTTPException
 
 from gatekeeper.models import LOOKUP_FIELDS
 from gatekeeper.phone import mask
+from gatekeeper.sandbox.addresses import channel_address, channel_profile, endpoint_profile, parse_address
 from gatekeeper.sandbox.config import Account, SandboxConfig
 from gatekeeper.sandbox.control import control_blueprint
 from gatekeeper.sandbox.errors import (
@@ -38,8 +37,10 @@ from gatekeeper.sandbox.errors import (
     invalid_parameter,
     not_found,
     unauthorized,
+    verify_error,
 )
-from gatekeeper.sandbox.numbers import MAGIC_FROM_ERRORS
+from gatekeeper.sandbox.faults import DROP_KEY, DropMiddleware
+from gatekeeper.sandbox.numbers import MAGIC_FROM_ERRORS, NumberProfile
 from gatekeeper.sandbox.resources import (
     Verification,
     attempt_channel,
@@ -51,14 +52,10 @@ from gatekeeper.sandbox.resources import (
     verify_lookup,
 )
 from gatekeeper.sandbox.state import RecordedRequest, Sandbox
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+from gatekeeper.sandbox.studio import FLOW_SID, check_contacts, execution_json, parse_parameters
 
 _log = logging.getLogger("gatekeeper.sandbox")
 
-#: WSGI environ key a fault sets to have the middleware drop the connection.
-DROP_KEY = "gatekeeper.sandbox.drop"
 _ENDPOINT_ROUTES = {
     "lookup": "lookup",
     "messages_create": "messages.create",
@@ -67,6 +64,8 @@ _ENDPOINT_ROUTES = {
     "calls_fetch": "calls.fetch",
     "verifications_create": "verifications.create",
     "verification_checks_create": "verification_checks.create",
+    "executions_create": "executions.create",
+    "executions_fetch": "executions.fetch",
 }
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CODE = re.compile(r"^[0-9A-Za-z]{4,10}$")
@@ -114,8 +113,11 @@ def create_app(
         _check_verification,
         methods=["POST"],
     )
+    flow = "/v2/Flows/<flow_sid>/Executions"
+    app.add_url_rule(flow, "executions_create", _create_execution, methods=["POST"])
+    app.add_url_rule(f"{flow}/<sid>", "executions_fetch", _fetch_execution, methods=["GET"])
     app.register_blueprint(control_blueprint())
-    app.wsgi_app = _DropMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = DropMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -171,10 +173,10 @@ def _before() -> Response | None:
     account = sandbox.authenticate(auth.username if auth else None, auth.password if auth else None)
     if account is None:
         raise unauthorized()
-    path_account = (request.view_args or {}).get("account_sid")
-    if path_account is not None and path_account != account.sid:
+    owner = sandbox.owner(account, (request.view_args or {}).get("account_sid"))
+    if owner is None:  # another account's path (a parent may act on its subaccounts')
         raise not_found(request.path)
-    g.account = account
+    g.account = owner
     return None
 
 
@@ -184,7 +186,10 @@ def _request_number(sandbox: Sandbox, route: str) -> str | None:
         country = request.args.get("CountryCode") or None
         return sandbox.normalize(raw, country if country and _COUNTRY.match(country) else None)
     to = request.form.get("To") if request.method == "POST" else None
-    return sandbox.normalize(to) if to else None
+    if not to:
+        return None
+    address = parse_address(to)
+    return address.value if address.endpoint else sandbox.normalize(to)
 
 
 def _after(response: Response) -> Response:
@@ -221,31 +226,6 @@ def _crash(exc: Exception) -> Response:
         exc_info=_log.isEnabledFor(logging.DEBUG),
     )
     return json_response(error_body(500, 20500, "Internal Server Error"), 500)
-
-
-class _DropMiddleware:
-    """Closes the socket without an answer when a ``drop`` fault fired.
-
-    With Werkzeug's server the socket is in ``environ["werkzeug.socket"]``; shutting it down
-    and raising ``ConnectionAbortedError`` makes the server treat the request as a dropped
-    connection and write nothing, so the client sees the connection closed mid-request.
-    """
-
-    def __init__(self, app: WSGIApplication) -> None:
-        self.app = app
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        body = self.app(environ, start_response)
-        if not environ.get(DROP_KEY):
-            return body
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-        sock = environ.get("werkzeug.socket")
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):  # already closed by the peer: dropped either way
-                sock.shutdown(socket.SHUT_RDWR)
-        raise ConnectionAbortedError("sandbox fault: connection dropped")
 
 
 # -- Lookup v2 ------------------------------------------------------------------------------------
@@ -290,15 +270,11 @@ def _create_message(account_sid: str) -> Response:
     status_callback = _callback_url(form.get("StatusCallback"), 21609, "StatusCallback")
     if from_ in MAGIC_FROM_ERRORS:
         raise create_error(MAGIC_FROM_ERRORS[from_], to, from_)
-    profile = sandbox.profile(to)
-    if profile.create_error is not None:
-        raise create_error(profile.create_error, to, from_ or "")
-    if not profile.valid:
-        raise create_error(21211, to, from_ or "")
+    to, profile = _message_target(sandbox, to, from_)
     resource = message_json(
         sid=new_sid("MM" if media else "SM"),
         account_sid=account.sid,
-        to=_channel_address(to, profile.e164),
+        to=to,
         from_=from_,
         body=body,
         num_media=len(media),
@@ -308,6 +284,29 @@ def _create_message(account_sid: str) -> Response:
     sandbox.add_message(resource, profile=profile, account=account, status_callback=status_callback)
     _log.info("message %s accepted to %s", resource["sid"], mask(profile.e164))
     return json_response(resource, 201)
+
+
+def _message_target(sandbox: Sandbox, to: str, from_: str | None) -> tuple[str, NumberProfile]:
+    """The ``to`` a message answers and the profile its lifecycle follows, or the create error.
+
+    SIP and Client addresses are Voice-only (21211). Messenger needs a Messenger sender on both
+    ends (21910 otherwise) and has no number profile. WhatsApp/RCS ignore SMS-only rules.
+    """
+    target, sender = parse_address(to), parse_address(from_ or "")
+    if target.kind in ("sip", "client") or (target.kind == "messenger" and not target.valid):
+        raise create_error(21211, to, from_ or "")
+    if (target.kind == "messenger") != (sender.kind == "messenger"):
+        raise create_error(21910, to, from_ or "")
+    if target.kind == "messenger":
+        if not sender.valid:
+            raise create_error(21212, to, from_ or "")
+        return target.value, endpoint_profile(target.value)
+    profile = channel_profile(sandbox.profile(to), target.kind)
+    if profile.create_error is not None:
+        raise create_error(profile.create_error, to, from_ or "")
+    if not profile.valid:
+        raise create_error(21211, to, from_ or "")
+    return channel_address(to, profile.e164), profile
 
 
 def _fetch_message(account_sid: str, sid: str) -> Response:
@@ -338,15 +337,11 @@ def _create_call(account_sid: str) -> Response:
     status_callback = _callback_url(form.get("StatusCallback"), 21609, "StatusCallback")
     if from_ == "+15005550001":
         raise create_error(21212, to, from_)
-    profile = sandbox.profile(to)
-    if profile.call_create_error is not None:
-        raise create_error(profile.call_create_error, to, from_)
-    if not profile.valid:
-        raise create_error(21211, to, from_)
+    to, profile = _call_target(sandbox, to, from_)
     resource = call_json(
         sid=new_sid("CA"),
         account_sid=account.sid,
-        to=profile.e164,
+        to=to,
         from_=from_,
         to_profile=profile,
         now=sandbox.clock(),
@@ -361,8 +356,26 @@ def _create_call(account_sid: str) -> Response:
         status_callback=status_callback,
         events=events,
     )
-    _log.info("call %s queued to %s", resource["sid"], mask(profile.e164))
+    _log.info("call %s queued to %s", resource["sid"], mask(to))
     return json_response(resource, 201)
+
+
+def _call_target(sandbox: Sandbox, to: str, from_: str) -> tuple[str, NumberProfile]:
+    """The ``to`` a call answers (a SIP URI or Client identity as given, else E.164) and its profile."""
+    target = parse_address(to)
+    if target.kind == "messenger":  # a messaging channel, not a Voice destination
+        raise create_error(21211, to, from_)
+    if target.kind in ("sip", "client"):
+        if not target.valid:
+            what = "SIP URI (sip:user@host)" if target.kind == "sip" else "Client identifier (client:name)"
+            raise TwilioApiError(400, 21211, f"Invalid 'To' Phone Number: {to!r} is not a valid {what}.")
+        return target.value, endpoint_profile(target.value)
+    profile = sandbox.profile(to)
+    if profile.call_create_error is not None:
+        raise create_error(profile.call_create_error, to, from_)
+    if not profile.valid:
+        raise create_error(21211, to, from_)
+    return profile.e164, profile
 
 
 def _fetch_call(account_sid: str, sid: str) -> Response:
@@ -444,6 +457,8 @@ def _verification_target(sandbox: Sandbox, to: str, channel: str) -> tuple[str, 
     profile = sandbox.profile(to)
     if not profile.valid:
         raise invalid_parameter("To", to)
+    if profile.verify_error is not None:
+        raise verify_error(profile.verify_error)
     if channel == "sms" and profile.line_type == "landline":
         raise TwilioApiError(403, 60205, "SMS is not supported by landline phone number")
     return profile.e164, verify_lookup(profile)
@@ -478,6 +493,49 @@ def _check_verification(service_sid: str) -> Response:
     return json_response(body, 200)
 
 
+# -- Studio v2 --------------------------------------------------------------------------------------
+
+
+def _create_execution(flow_sid: str) -> Response:
+    if not FLOW_SID.match(flow_sid):
+        raise not_found(request.path)
+    form = request.form
+    sandbox, account = _sandbox(), _account()
+    to, from_ = form.get("To", "").strip(), form.get("From", "").strip()
+    check_contacts(to, from_)
+    parameters = parse_parameters(form.get("Parameters"))
+    target = parse_address(to)
+    if target.kind in ("sip", "client") or not target.valid:
+        raise create_error(21211, to, from_)
+    if not target.endpoint:  # a number or a phone-based channel: the number must be valid
+        profile = sandbox.profile(to)
+        if not profile.valid:
+            raise create_error(21211, to, from_)
+        to = channel_address(to, profile.e164)
+    record: RecordedRequest = g.record
+    resource = execution_json(
+        sid=new_sid("FN"),
+        account_sid=account.sid,
+        flow_sid=flow_sid,
+        contact_sid=new_sid("FX"),
+        to=to,
+        from_=from_,
+        parameters=parameters,
+        initiated_by="RQ" + f"{record.id:032x}",
+        now=sandbox.clock(),
+    )
+    sandbox.add_execution(resource)
+    _log.info("execution %s of flow %s started for %s", resource["sid"], flow_sid, mask(to))
+    return json_response(resource, 201)
+
+
+def _fetch_execution(flow_sid: str, sid: str) -> Response:
+    found = _sandbox().get_execution(_account().sid, flow_sid, sid)
+    if found is None:
+        raise not_found(request.path)
+    return json_response(found)
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 
@@ -493,8 +551,3 @@ def _callback_url(value: str | None, code: int, name: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise TwilioApiError(400, code, f"The {name} '{value}' is not a valid URL.")
     return value
-
-
-def _channel_address(given: str, e164: str) -> str:
-    prefix, sep, _ = given.partition(":")
-    return f"{prefix}:{e164}" if sep and prefix.lower() in ("whatsapp", "messenger", "rcs") else e164

@@ -11,6 +11,8 @@ from gatekeeper.sandbox.numbers import (
     TEST_API_KEY_SECRET,
     TEST_API_KEY_SID,
     TEST_AUTH_TOKEN,
+    TEST_SUBACCOUNT_AUTH_TOKEN,
+    TEST_SUBACCOUNT_SID,
 )
 
 CallbackMode = Literal["manual", "auto"]
@@ -18,19 +20,32 @@ CallbackMode = Literal["manual", "auto"]
 
 @dataclass(frozen=True)
 class Account:
-    """One account the sandbox accepts: SID, auth token, and API keys (``SK…`` SID → secret)."""
+    """One account the sandbox accepts: SID, auth token, and API keys (``SK…`` SID → secret).
+
+    ``parent_sid`` makes it a subaccount: as on Twilio, the parent's credentials then act on
+    the subaccount's paths (``/2010-04-01/Accounts/{sub}/…``), while the subaccount's own
+    credentials open its paths only. Resources created there belong to the subaccount, and
+    their status callbacks are signed with the subaccount's auth token.
+    """
 
     sid: str
     auth_token: str
     api_keys: Mapping[str, str] = field(default_factory=dict)
+    parent_sid: str | None = None
 
     def __repr__(self) -> str:  # never show secrets in reprs, logs or tracebacks
-        return f"Account(sid={self.sid!r}, auth_token='***', api_keys=[{', '.join(self.api_keys)}])"
+        parent = f", parent_sid={self.parent_sid!r}" if self.parent_sid else ""
+        return f"Account(sid={self.sid!r}, auth_token='***', api_keys=[{', '.join(self.api_keys)}]{parent})"
 
 
 def default_account() -> Account:
     """The documented test account with its one API key."""
     return Account(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, {TEST_API_KEY_SID: TEST_API_KEY_SECRET})
+
+
+def default_subaccount() -> Account:
+    """The documented test subaccount of :func:`default_account`."""
+    return Account(TEST_SUBACCOUNT_SID, TEST_SUBACCOUNT_AUTH_TOKEN, parent_sid=TEST_ACCOUNT_SID)
 
 
 @dataclass
@@ -91,13 +106,14 @@ def _number(
 class SandboxConfig:
     """Everything that shapes one sandbox instance.
 
-    ``accounts`` defaults to the documented test account (see ``TEST_ACCOUNT_SID``);
+    ``accounts`` defaults to the documented test account (see ``TEST_ACCOUNT_SID``) and its
+    subaccount (``TEST_SUBACCOUNT_SID``);
     ``numbers`` maps E.164 numbers to partial ``NumberProfile`` dicts that override or add
     fixtures; ``verify_code`` is the code every new verification expects unless the request
     carries ``CustomCode`` or a test sets one through the control API.
     """
 
-    accounts: list[Account] = field(default_factory=lambda: [default_account()])
+    accounts: list[Account] = field(default_factory=lambda: [default_account(), default_subaccount()])
     numbers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     callbacks: CallbackConfig = field(default_factory=CallbackConfig)
     verify_code: str = "123456"

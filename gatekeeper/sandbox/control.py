@@ -13,6 +13,7 @@ GET      /_sandbox/lookups/<number>                  Lookup requests for one num
 GET      /_sandbox/messages[/<sid>]                  stored messages
 GET      /_sandbox/calls[/<sid>]                     stored calls, with ``twiml``
 GET      /_sandbox/verifications                     verifications, with ``code``
+GET      /_sandbox/executions[/<sid>]                stored Studio executions
 GET      /_sandbox/verifications/code?to=            the code the latest verification expects
 PUT      /_sandbox/verifications/code                ``{"code", "to"?, "sid"?}``: set the code (204)
 GET      /_sandbox/faults                            active faults
@@ -58,6 +59,37 @@ def _body() -> dict[str, Any]:
     return data
 
 
+def _resource_routes(bp: Blueprint) -> None:
+    """``GET`` the stored messages, calls and Studio executions: all, or one by SID."""
+
+    @bp.get("/messages")
+    def messages() -> Response:
+        return _json({"messages": _sandbox().messages()})
+
+    @bp.get("/messages/<sid>")
+    def message(sid: str) -> Response:
+        found = _sandbox().message(sid)
+        return _json(found) if found else _json({"error": "no such message"}, 404)
+
+    @bp.get("/calls")
+    def calls() -> Response:
+        return _json({"calls": _sandbox().calls()})
+
+    @bp.get("/calls/<sid>")
+    def call(sid: str) -> Response:
+        found = _sandbox().call(sid)
+        return _json(found) if found else _json({"error": "no such call"}, 404)
+
+    @bp.get("/executions")
+    def executions() -> Response:
+        return _json({"executions": _sandbox().executions()})
+
+    @bp.get("/executions/<sid>")
+    def execution(sid: str) -> Response:
+        found = _sandbox().execution(sid)
+        return _json(found) if found else _json({"error": "no such execution"}, 404)
+
+
 def control_blueprint() -> Blueprint:
     """The ``/_sandbox`` routes."""
     bp = Blueprint("sandbox_control", __name__, url_prefix="/_sandbox")
@@ -89,23 +121,7 @@ def control_blueprint() -> Blueprint:
         sandbox = _sandbox()
         return _json({"number": sandbox.normalize(number), "count": sandbox.lookup_count(number)})
 
-    @bp.get("/messages")
-    def messages() -> Response:
-        return _json({"messages": _sandbox().messages()})
-
-    @bp.get("/messages/<sid>")
-    def message(sid: str) -> Response:
-        found = _sandbox().message(sid)
-        return _json(found) if found else _json({"error": "no such message"}, 404)
-
-    @bp.get("/calls")
-    def calls() -> Response:
-        return _json({"calls": _sandbox().calls()})
-
-    @bp.get("/calls/<sid>")
-    def call(sid: str) -> Response:
-        found = _sandbox().call(sid)
-        return _json(found) if found else _json({"error": "no such call"}, 404)
+    _resource_routes(bp)
 
     @bp.get("/verifications")
     def verifications() -> Response:
@@ -226,6 +242,11 @@ class SandboxControlClient:
     def calls(self) -> list[dict[str, Any]]:
         """Stored calls, with ``twiml``."""
         found: list[dict[str, Any]] = self._call("GET", "/calls")["calls"]
+        return found
+
+    def executions(self) -> list[dict[str, Any]]:
+        """Stored Studio executions."""
+        found: list[dict[str, Any]] = self._call("GET", "/executions")["executions"]
         return found
 
     def verification_code(self, to: str) -> str:

@@ -66,6 +66,9 @@ CREATE_ERROR_MESSAGES: dict[int, str] = {
     21611: "This 'From' number has exceeded the maximum number of queued messages",
     21612: "The 'To' phone number: {to}, is not currently reachable using the 'From' phone number: {from_} via SMS.",
     21614: "'To' number is not a valid mobile number",
+    21910: "Invalid From and To pair. From and To should be of the same channel.",
+    30450: "Message delivery blocked: SMS Pumping Protection has temporarily blocked messages to {to}.",
+    30453: "Message couldn't be delivered: SMS Pumping Protection flagged traffic to {to} as suspicious.",
 }
 
 #: Messages for asynchronous delivery failures (Message resource ``error_message``).
@@ -82,3 +85,18 @@ def create_error(code: int, to: str, from_: str) -> TwilioApiError:
     """The HTTP 400 a Messages/Calls create answers with ``code``."""
     template = CREATE_ERROR_MESSAGES.get(code, "The request could not be completed (error {code}).")
     return TwilioApiError(400, code, template.format(to=to, from_=from_, code=code))
+
+
+#: Verify create errors a number's ``verify_error`` can name: code → (HTTP status, message).
+VERIFY_ERRORS: dict[int, tuple[int, str]] = {
+    60205: (403, "SMS is not supported by landline phone number"),
+    60410: (403, "Verification delivery attempt blocked"),
+    60605: (403, "Verification delivery attempt blocked"),
+    60238: (403, "Verification creation attempt is blocked by Twilio"),
+}
+
+
+def verify_error(code: int) -> TwilioApiError:
+    """The answer a Verify create gives with ``code`` (HTTP 400 for codes not in :data:`VERIFY_ERRORS`)."""
+    status, message = VERIFY_ERRORS.get(code, (400, f"The verification could not be created (error {code})."))
+    return TwilioApiError(status, code, message)

@@ -7,12 +7,17 @@ requests, so "fail the next 2 Lookups with 500, then answer normally" is one cal
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 FaultKind = Literal["latency", "error", "too_many_requests", "drop"]
 FAULT_KINDS: frozenset[str] = frozenset({"latency", "error", "too_many_requests", "drop"})
@@ -25,7 +30,11 @@ ROUTES: tuple[str, ...] = (
     "calls.fetch",
     "verifications.create",
     "verification_checks.create",
+    "executions.create",
+    "executions.fetch",
 )
+#: WSGI environ key a fault sets to have :class:`DropMiddleware` drop the connection.
+DROP_KEY = "gatekeeper.sandbox.drop"
 
 
 @dataclass
@@ -224,3 +233,28 @@ def _build_fault(fault_id: int, kind: str, options: Mapping[str, Any]) -> Fault:
         latency_seconds=float(latency),
         retry_after_seconds=merged.get("retry_after_seconds", 1),
     )
+
+
+class DropMiddleware:
+    """Closes the socket without an answer when a ``drop`` fault fired.
+
+    With Werkzeug's server the socket is in ``environ["werkzeug.socket"]``; shutting it down
+    and raising ``ConnectionAbortedError`` makes the server treat the request as a dropped
+    connection and write nothing, so the client sees the connection closed mid-request.
+    """
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        body = self.app(environ, start_response)
+        if not environ.get(DROP_KEY):
+            return body
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+        sock = environ.get("werkzeug.socket")
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):  # already closed by the peer: dropped either way
+                sock.shutdown(socket.SHUT_RDWR)
+        raise ConnectionAbortedError("sandbox fault: connection dropped")

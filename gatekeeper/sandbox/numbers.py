@@ -34,6 +34,10 @@ TEST_AUTH_TOKEN = "sandbox-auth-token-0123456789abcd"  # noqa: S105  (a publishe
 #: An API key (SID + secret) that belongs to :data:`TEST_ACCOUNT_SID`.
 TEST_API_KEY_SID = "SK" + "5a4db0c0ffee5a4db0c0ffee5a4db0c0"
 TEST_API_KEY_SECRET = "sandbox-api-key-secret-0123456789"  # noqa: S105  (a published test credential)
+#: A subaccount of :data:`TEST_ACCOUNT_SID`: the parent's credentials also act on its paths.
+TEST_SUBACCOUNT_SID = "AC" + "5ab0c0ffee5ab0c0ffee5ab0c0ffee5a"
+#: Auth token of :data:`TEST_SUBACCOUNT_SID`; its resources' status callbacks are signed with it.
+TEST_SUBACCOUNT_AUTH_TOKEN = "sandbox-subaccount-token-0123456"  # noqa: S105  (a published test credential)
 
 Delivery = Literal["delivered", "undelivered", "failed"]
 CallOutcome = Literal["completed", "busy", "no-answer", "failed"]
@@ -53,7 +57,8 @@ class NumberProfile:
     """Everything the sandbox knows about one number.
 
     ``create_error`` is the Twilio code a Messages create to this number answers (HTTP 400);
-    ``call_create_error`` is the same for Calls (Twilio uses different codes for voice).
+    ``call_create_error`` is the same for Calls (Twilio uses different codes for voice);
+    ``verify_error`` the same for a Verify verification to it (status from ``VERIFY_ERRORS``).
     ``delivery``/``delivery_error_code`` say how an accepted message ends; ``call_outcome``
     how a call ends. ``validation_errors`` is non-empty only when ``valid`` is False.
     """
@@ -77,6 +82,7 @@ class NumberProfile:
     call_outcome: CallOutcome = "completed"
     call_duration_seconds: int = 17
     validation_errors: tuple[str, ...] = ()
+    verify_error: int | None = None
 
     @property
     def carrier_risk_category(self) -> str:
@@ -205,6 +211,13 @@ FIXTURES: dict[str, NumberProfile] = {
             sms_pumping_risk_score=92,
             **_VZW,
         ),
+        dataclasses.replace(
+            _US_MOBILE,
+            e164="+14155550108",
+            national_format="(415) 555-0108",
+            caller_name="FRAUD GUARD",
+            verify_error=60410,
+        ),
         # Twilio's test-credential "To" numbers: the create call itself fails.
         _us(
             "+15005550001",
@@ -226,6 +239,9 @@ FIXTURES: dict[str, NumberProfile] = {
             mcc="310",
             create_error=21614,
         ),
+        # Sandbox additions in the same range: SMS Pumping Protection blocks at create.
+        _us("+15005550010", "(500) 555-0010", **_TMO, create_error=30450),
+        _us("+15005550011", "(500) 555-0011", **_TMO, create_error=30453),
         # The magic valid sender; a fine recipient too.
         _us("+15005550006", "(500) 555-0006", **_TMO),
     )
@@ -507,7 +523,7 @@ def _check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"call_outcome must be one of {sorted(CALL_OUTCOMES)}")
     if "validation_errors" in out:
         out["validation_errors"] = tuple(out["validation_errors"])
-    for key in ("create_error", "call_create_error", "delivery_error_code"):
+    for key in ("create_error", "call_create_error", "delivery_error_code", "verify_error"):
         if out.get(key) is not None and not isinstance(out[key], int):
             raise ValueError(f"{key} must be an integer Twilio error code or null")
     if "sms_pumping_risk_score" in out:

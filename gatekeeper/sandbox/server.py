@@ -16,7 +16,7 @@ from gatekeeper.sandbox.app import create_app
 from gatekeeper.sandbox.config import SandboxConfig
 from gatekeeper.sandbox.numbers import mask_path
 from gatekeeper.sandbox.state import Sandbox
-from gatekeeper.sandbox.transport import sandbox_client
+from gatekeeper.sandbox.transport import async_sandbox_client, sandbox_client
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -114,3 +114,10 @@ class SandboxServer(BackgroundServer):
     def client(self, account_sid: str | None = None, auth_token: str | None = None, **kwargs: Any) -> Client:
         """A real ``twilio.rest.Client`` whose requests go to this server (test account by default)."""
         return sandbox_client(self.url, account_sid, auth_token, **kwargs)
+
+    def async_client(self, account_sid: str | None = None, auth_token: str | None = None, **kwargs: Any) -> Client:
+        """A real ``twilio.rest.Client`` for the SDK's ``*_async`` methods (aiohttp), wired to this server.
+
+        Close it in the event loop that used it: ``await client.http_client.close()``.
+        """
+        return async_sandbox_client(self.url, account_sid, auth_token, **kwargs)

@@ -108,6 +108,7 @@ class Sandbox:
         self._messages: dict[str, dict[str, Any]] = {}
         self._calls: dict[str, _CallState] = {}
         self._verifications: dict[str, Verification] = {}
+        self._executions: dict[str, dict[str, Any]] = {}
         self._verify_default = self.config.verify_code
         self._verify_codes: dict[str, str] = {}
 
@@ -120,6 +121,7 @@ class Sandbox:
             self._messages.clear()
             self._calls.clear()
             self._verifications.clear()
+            self._executions.clear()
             self._verify_codes.clear()
             self._verify_default = self.config.verify_code
         self.faults.clear()
@@ -196,6 +198,17 @@ class Sandbox:
         """Verification resources, oldest first, each with a sandbox extra ``code``."""
         with self._lock:
             return [{**v.to_json(), "code": v.code} for v in self._verifications.values()]
+
+    def executions(self) -> list[dict[str, Any]]:
+        """Stored Studio Execution resources (Twilio JSON), oldest first."""
+        with self._lock:
+            return [copy.deepcopy(e) for e in self._executions.values()]
+
+    def execution(self, sid: str) -> dict[str, Any] | None:
+        """One stored Studio Execution, or None."""
+        with self._lock:
+            found = self._executions.get(sid)
+            return copy.deepcopy(found) if found else None
 
     def verification_code(self, to: str, service_sid: str | None = None) -> str | None:
         """The code the latest verification to ``to`` expects, or None if there is none."""
@@ -284,6 +297,16 @@ class Sandbox:
                 secret = account.api_keys.get(username)
             if secret is not None and hmac.compare_digest(secret.encode(), password.encode()):
                 return account
+        return None
+
+    def owner(self, account: Account, path_sid: str | None) -> Account | None:
+        """The account a request acts for: ``account`` itself (no account in the path, or its own),
+        one of its subaccounts named by ``path_sid``, or None (another account: answered 404)."""
+        if path_sid is None or path_sid == account.sid:
+            return account
+        for candidate in self.config.accounts:
+            if candidate.sid == path_sid and candidate.parent_sid == account.sid:
+                return candidate
         return None
 
     def record(self, record: RecordedRequest) -> RecordedRequest:
@@ -440,6 +463,16 @@ class Sandbox:
             if found is None or found.resource["account_sid"] != account_sid:
                 return None
             return copy.deepcopy(found.resource)
+
+    def add_execution(self, resource: dict[str, Any]) -> None:
+        """Store a created Studio Execution."""
+        with self._lock:
+            self._executions[resource["sid"]] = copy.deepcopy(resource)
+
+    def get_execution(self, account_sid: str, flow_sid: str, sid: str) -> dict[str, Any] | None:
+        """A stored execution, if it belongs to ``account_sid`` and ``flow_sid``."""
+        found = self.execution(sid)
+        return found if found and (found["account_sid"], found["flow_sid"]) == (account_sid, flow_sid) else None
 
     def code_for(self, to: str, custom: str | None) -> str:
         """The code a new verification to ``to`` will expect."""

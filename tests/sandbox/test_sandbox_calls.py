@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from twilio.base.exceptions import TwilioRestException
@@ -100,3 +101,63 @@ def test_call_ends_per_profile(client: Client, sandbox: Sandbox, to: str, final:
     sandbox.flush_callbacks()
     fetched = client.calls(call.sid).fetch()
     assert (fetched.status, fetched.duration) == (final, duration)
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "sip:alice@example.com",
+        "sip:bob@example.com;transport=tls",
+        "sips:carol@10.0.0.5:5061",
+        "sip:dave@example.com?X-Custom=1",
+        "client:alice",
+        "client:agent_42",
+    ],
+)
+def test_sip_and_client_targets_are_called(client: Client, sandbox: Sandbox, to: str) -> None:
+    """A SIP URI or Client identity is a Voice destination: echoed as given, no profile, completes."""
+    call = client.calls.create(to=to, from_="+15005550006", twiml="<Response/>")
+    assert (call.status, call.to, call.to_formatted) == ("queued", to, to)
+    assert sandbox.requests("calls.create")[0].number == to
+    sandbox.flush_callbacks()
+    fetched = client.calls(call.sid).fetch()
+    assert (fetched.status, fetched.to, fetched.duration) == ("completed", to, "17")
+
+
+def test_sip_call_callbacks_carry_the_address(client: Client, sandbox: Sandbox, receiver: Any) -> None:
+    """Status callbacks of a SIP call report To/Called as the SIP URI given."""
+    to = "sip:bob@example.com;transport=tls"
+    client.calls.create(
+        to=to,
+        from_="+15005550006",
+        twiml="<Response/>",
+        status_callback=f"{receiver.url}/call",
+        status_callback_event=["initiated", "completed"],
+    )
+    sandbox.flush_callbacks()
+    forms = [r.form for r in receiver.received]
+    assert [(f["CallStatus"], f["To"], f["Called"]) for f in forms] == [
+        ("initiated", to, to),
+        ("completed", to, to),
+    ]
+
+
+@pytest.mark.parametrize(
+    "to",
+    ["sip:", "sip:example.com", "sip:@example.com", "sip:bob@", "sip:bob smith@example.com", "client:", "client:a b"],
+)
+def test_malformed_sip_or_client_is_21211(client: Client, sandbox: Sandbox, to: str) -> None:
+    """A SIP URI without user@host or an empty/blank Client identity answers 400 / 21211, nothing stored."""
+    with pytest.raises(TwilioRestException) as caught:
+        client.calls.create(to=to, from_="+15005550006", twiml="<Response/>")
+    assert (caught.value.status, caught.value.code) == (400, 21211)
+    assert to in caught.value.msg
+    assert sandbox.calls() == []
+
+
+def test_messenger_address_cannot_be_called(client: Client, sandbox: Sandbox) -> None:
+    """A messenger: address is not a Voice destination, even when its id is all digits: 400 / 21211."""
+    with pytest.raises(TwilioRestException) as caught:
+        client.calls.create(to="messenger:4155550100", from_="+15005550006", twiml="<Response/>")
+    assert (caught.value.status, caught.value.code) == (400, 21211)
+    assert sandbox.calls() == []

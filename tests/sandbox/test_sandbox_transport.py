@@ -25,6 +25,7 @@ from gatekeeper.sandbox.transport import DEFAULT_TIMEOUT_SECONDS
             "http://sb:1/v2/Services/VA1/Verifications",
         ),
         ("https://messaging.twilio.com/v1/Services", "http://sb:1/v1/Services"),
+        ("https://studio.twilio.com/v2/Flows/FW1/Executions", "http://sb:1/v2/Flows/FW1/Executions"),
         ("https://lookups.dublin.ie1.twilio.com/v2/PhoneNumbers/+1", "http://sb:1/v2/PhoneNumbers/+1"),
         ("https://conversations.twilio.com/v1/x", "https://conversations.twilio.com/v1/x"),
         ("https://api.twilio.com.evil.example/x", "https://api.twilio.com.evil.example/x"),
@@ -32,7 +33,7 @@ from gatekeeper.sandbox.transport import DEFAULT_TIMEOUT_SECONDS
     ],
 )
 def test_rewrite_only_emulated_twilio_hosts(url: str, expected: str) -> None:
-    """Lookup/API/Verify/Messaging URLs (any edge/region) go to the sandbox; anything else is untouched."""
+    """Lookup/API/Verify/Messaging/Studio URLs (any edge/region) go to the sandbox; anything else is untouched."""
     assert SandboxHttpClient("http://sb:1/").rewrite(url) == expected
 
 

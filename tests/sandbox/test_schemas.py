@@ -36,7 +36,7 @@ from jsonschema import Draft7Validator, FormatChecker
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
-from gatekeeper.sandbox import Sandbox, SandboxServer, sandbox_client
+from gatekeeper.sandbox import TEST_SUBACCOUNT_SID, Sandbox, SandboxServer, sandbox_client
 
 SPECS = Path(__file__).resolve().parents[1] / "data" / "twilio-oai"
 LOOKUPS, API, VERIFY = "twilio_lookups_v2.json", "twilio_api_v2010.json", "twilio_verify_v2.json"
@@ -137,7 +137,8 @@ def _iso8601(value: object) -> bool:
 
 @FORMATS.checks("phone-number")
 def _e164(value: object) -> bool:
-    return not isinstance(value, str) or bool(re.fullmatch(r"(whatsapp:)?\+[0-9]{6,15}", value))
+    # E.164, or a channel address (Twilio's description of the field): WhatsApp's number, Messenger's id.
+    return not isinstance(value, str) or bool(re.fullmatch(r"(whatsapp:)?\+[0-9]{6,15}|messenger:[A-Za-z0-9]+", value))
 
 
 @FORMATS.checks("uri")
@@ -226,10 +227,16 @@ def _fetch_message_after_flush(to: str) -> Callable[[Client, Sandbox], Any]:
     return action
 
 
-def _fetch_call_after_flush(c: Client, sandbox: Sandbox) -> Any:
-    sid = c.calls.create(to="+14155550100", from_="+15005550006", twiml="<Response/>").sid
-    sandbox.flush_callbacks()
-    return c.calls(sid).fetch()
+def _fetch_call_after_flush_to(to: str) -> Callable[[Client, Sandbox], Any]:
+    def action(c: Client, sandbox: Sandbox) -> Any:
+        sid = c.calls.create(to=to, from_="+15005550006", twiml="<Response/>").sid
+        sandbox.flush_callbacks()
+        return c.calls(sid).fetch()
+
+    return action
+
+
+_fetch_call_after_flush = _fetch_call_after_flush_to("+14155550100")
 
 
 def _check(code: str, *, start: bool = True, to: str = "+14155550100") -> Callable[[Client, Sandbox], Any]:
@@ -309,6 +316,30 @@ CASES: list[tuple[str, Operation, int, Action]] = [
         lambda c, s: _msg(c, body="", media_url=["https://example.com/a.png"]),
     ),
     ("message-create-21211", MESSAGE_CREATE, 400, lambda c, s: _msg(c, "+15005550001")),
+    ("message-create-30450", MESSAGE_CREATE, 400, lambda c, s: _msg(c, "+15005550010")),
+    ("message-create-30453", MESSAGE_CREATE, 400, lambda c, s: _msg(c, "+15005550011")),
+    ("message-create-sip-21211", MESSAGE_CREATE, 400, lambda c, s: _msg(c, "sip:alice@example.com")),
+    ("message-create-21910", MESSAGE_CREATE, 400, lambda c, s: _msg(c, "messenger:12345")),
+    (
+        "message-create-whatsapp-landline",
+        MESSAGE_CREATE,
+        201,
+        lambda c, s: _msg(c, "whatsapp:+14155550101", from_="whatsapp:+15005550006"),
+    ),
+    (
+        "message-create-messenger",
+        MESSAGE_CREATE,
+        201,
+        lambda c, s: _msg(c, "messenger:12345", from_="messenger:999"),
+    ),
+    (
+        "message-create-subaccount",
+        MESSAGE_CREATE,
+        201,
+        lambda c, s: c.api.v2010.accounts(TEST_SUBACCOUNT_SID).messages.create(
+            to="+14155550100", from_="+15005550006", body="hi"
+        ),
+    ),
     ("message-create-21610", MESSAGE_CREATE, 400, lambda c, s: _msg(c, "+15005550004")),
     ("message-create-21604", MESSAGE_CREATE, 400, lambda c, s: _msg(c, "")),
     (
@@ -320,6 +351,7 @@ CASES: list[tuple[str, Operation, int, Action]] = [
     ("message-fetch-delivered", MESSAGE_FETCH, 200, _fetch_message_after_flush("+14155550100")),
     ("message-fetch-undelivered", MESSAGE_FETCH, 200, _fetch_message_after_flush("+14155550104")),
     ("message-fetch-404", MESSAGE_FETCH, 404, lambda c, s: c.messages("SM" + "0" * 32).fetch()),
+    ("message-fetch-whatsapp-landline", MESSAGE_FETCH, 200, _fetch_message_after_flush("whatsapp:+14155550101")),
     (
         "call-create",
         CALL_CREATE,
@@ -331,6 +363,32 @@ CASES: list[tuple[str, Operation, int, Action]] = [
         CALL_CREATE,
         201,
         lambda c, s: c.calls.create(to="+447911123456", from_="+15005550006", url="https://example.com/t"),
+    ),
+    (
+        "call-create-sip",
+        CALL_CREATE,
+        201,
+        lambda c, s: c.calls.create(to="sip:bob@example.com;transport=tls", from_="+15005550006", twiml="<Response/>"),
+    ),
+    (
+        "call-create-client",
+        CALL_CREATE,
+        201,
+        lambda c, s: c.calls.create(to="client:alice", from_="+15005550006", twiml="<Response/>"),
+    ),
+    (
+        "call-create-sip-21211",
+        CALL_CREATE,
+        400,
+        lambda c, s: c.calls.create(to="sip:", from_="+15005550006", twiml="<Response/>"),
+    ),
+    (
+        "call-create-subaccount",
+        CALL_CREATE,
+        201,
+        lambda c, s: c.api.v2010.accounts(TEST_SUBACCOUNT_SID).calls.create(
+            to="+14155550100", from_="+15005550006", twiml="<Response/>"
+        ),
     ),
     (
         "call-create-21205",
@@ -345,6 +403,7 @@ CASES: list[tuple[str, Operation, int, Action]] = [
         lambda c, s: c.calls.create(to="+14155550100", from_="+15005550006", twiml="<Response>"),
     ),
     ("call-fetch-completed", CALL_FETCH, 200, _fetch_call_after_flush),
+    ("call-fetch-client-completed", CALL_FETCH, 200, _fetch_call_after_flush_to("client:alice")),
     ("call-fetch-404", CALL_FETCH, 404, lambda c, s: c.calls("CA" + "0" * 32).fetch()),
     (
         "verification-sms",
@@ -363,6 +422,12 @@ CASES: list[tuple[str, Operation, int, Action]] = [
         VERIFICATION_CREATE,
         403,
         lambda c, s: c.verify.v2.services(SERVICE).verifications.create(to="+14155550101", channel="sms"),
+    ),
+    (
+        "verification-60410",
+        VERIFICATION_CREATE,
+        403,
+        lambda c, s: c.verify.v2.services(SERVICE).verifications.create(to="+14155550108", channel="sms"),
     ),
     (
         "verification-60200",
