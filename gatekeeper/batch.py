@@ -51,7 +51,7 @@ from typing import Any, Literal
 import requests
 from twilio.base.exceptions import TwilioException
 
-from gatekeeper.errors import GatekeeperError, StoreUnavailable
+from gatekeeper.errors import ConfigError, GatekeeperError, StoreUnavailable
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.models import LOOKUP_FIELDS, PURPOSES, Decision, Phone, Purpose
 from gatekeeper.phone import mask, normalize
@@ -272,8 +272,8 @@ class _Enricher:
     def _decide(self, row: _Row, phone: Phone, country: str | None) -> _Result:
         try:
             decision = self.gate.decide(row.input, self.purpose, country)
-        except BatchError:
-            raise  # the rate limiter is gone: stop the run, do not record the row
+        except (BatchError, ConfigError):
+            raise  # the rate limiter is gone, or Lookup refuses the credentials: every row would fail; stop
         except (GatekeeperError, TwilioException, requests.RequestException) as exc:
             log.warning("row %d (%s) could not be decided: %s", row.n, mask(phone.e164), type(exc).__name__)
             return _Result(row, phone, None, f"{type(exc).__name__}: {exc}")

@@ -20,25 +20,16 @@ from rich.console import Console
 
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.models import Decision
-from gatekeeper.phone import mask, mask_text
+from gatekeeper.phone import MaskNumbers, mask, mask_text
 from gatekeeper.settings import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 3  # argparse itself exits 2 on a usage error
 log = logging.getLogger("gatekeeper.cli")
 
 
-class _MaskNumbers(logging.Filter):
-    """A safety net under every log line: no full phone number reaches a log, whoever logged it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = mask_text(record.getMessage())
-        record.args = None
-        return True
-
-
 def _setup_logging(verbose: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_MaskNumbers())
+    handler.addFilter(MaskNumbers())  # a safety net under every log line, whoever logged it
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -27,11 +27,11 @@ from twilio.rest import Client
 from gatekeeper.errors import GateRefused, InvalidArgument
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.models import Action, Purpose, SendRequest
+from gatekeeper.phone import mask_logs
+from gatekeeper.router import VERIFY_CHANNELS
 from gatekeeper.settings import Settings
 
 _UNSET = values.unset
-#: Verify's channel names the gate knows, and the action each asks for.
-_VERIFY_ACTIONS = {"sms": Action.VERIFY_SMS, "call": Action.VERIFY_CALL, "email": Action.EMAIL}
 
 
 def _request(asked: Action, kwargs: dict[str, Any], named: tuple[str, ...]) -> SendRequest:
@@ -100,10 +100,11 @@ class GatedVerifications(_Gated):
 
         A channel the gate does not know is refused rather than sent ungated (fail closed).
         """
-        asked = _VERIFY_ACTIONS.get(channel) if isinstance(channel, str) else None
-        if asked is None:
-            known = ", ".join(_VERIFY_ACTIONS)
-            raise InvalidArgument(f"channel must be one of {known} to pass the gate, not {channel!r}")
+        known = VERIFY_CHANNELS.get(channel) if isinstance(channel, str) else None
+        if known is None:
+            names = ", ".join(VERIFY_CHANNELS)
+            raise InvalidArgument(f"channel must be one of {names} to pass the gate, not {channel!r}")
+        asked = known[1]
         params = {k: v for k, v in kwargs.items() if v is not _UNSET}
         email = to if asked is Action.EMAIL else None
         request = SendRequest(asked, verify_service_sid=self._service_sid, email=email, params=params)
@@ -148,6 +149,7 @@ class GatedClient:
 
     def __init__(self, twilio_client: Client, gate: Gatekeeper | None = None) -> None:
         self._client = twilio_client
+        mask_logs(getattr(getattr(twilio_client, "http_client", None), "logger", None))
         self.gate = gate or Gatekeeper(twilio_client)
         account = twilio_client.api.account
         self.messages = GatedMessages(account.messages, self.gate, twilio_client, account.messages._uri)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydantic import TypeAdapter
 from twilio.rest import Client
@@ -23,9 +23,9 @@ from gatekeeper import channels, pipeline, router
 from gatekeeper import phone as phones
 from gatekeeper import policy as policies
 from gatekeeper.audit import Auditor
-from gatekeeper.errors import GateRefused, InvalidArgument, LookupUnavailable
+from gatekeeper.errors import GateRefused, InvalidArgument, LookupUnavailable, SendRejected
 from gatekeeper.idempotency import Once, check_key, fingerprint_of
-from gatekeeper.lookup import LookupConfig, LookupService, Memo, local_facts
+from gatekeeper.lookup import LookupConfig, LookupService, Route, Routes, local_facts
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest, StatusRecord
 from gatekeeper.pipeline import Ask, NeedScreen
 from gatekeeper.policy import Policy
@@ -37,19 +37,6 @@ from gatekeeper.suppress import Suppression
 log = logging.getLogger("gatekeeper")
 
 _OUTCOME = TypeAdapter(Outcome)
-
-
-class _Route(NamedTuple):
-    """A decision routed from facts this process holds, as it stands while the number is clear to reach."""
-
-    decision: Decision
-    phone: Phone
-    policy: Policy
-    scopes: tuple[str, ...]
-    facts: PhoneFacts  # the very facts it was routed from, held by the Lookup service under lookup_key
-    lookup_key: str
-    fresh_until: float
-    clear_at: Hashable | None = None  # the stores' mark when the number was last found clear
 
 
 class Gatekeeper:
@@ -72,6 +59,7 @@ class Gatekeeper:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = twilio_client
+        phones.mask_logs(getattr(getattr(twilio_client, "http_client", None), "logger", None))
         self.settings = s = settings or Settings()
         self.policies: dict[str, Policy] = {**s.policies(), **policies.overrides(policy)}
         self.stores = stores or Stores.memory(max_entries=s.cache.max_entries)
@@ -85,8 +73,15 @@ class Gatekeeper:
         self.audit = Auditor(self.stores, s.audit, clock=clock)
         self.once = Once(self.stores, clock=clock, sleep=sleep)
         send_policy = channels.SendPolicy(max_retries=s.twilio.max_send_retries, sleep=sleep)
-        self.channels = channels.registry(send_policy, voice=s.routing.voice, language=s.routing.language)
-        self._routes: Memo[tuple[object, ...], _Route] = Memo(s.cache.route_memo_entries)
+        r = s.routing
+        self.channels = channels.registry(
+            send_policy,
+            voice=r.voice,
+            language=r.language,
+            status_callback=r.status_callback,
+            call_status_callback=r.call_status_callback,
+        )
+        self.routes = Routes(self.lookup, s.cache.route_memo_entries)
         # A pending claim is a short lease, so a process that dies mid-send frees its key soon.
         attempts = s.twilio.max_send_retries + 1
         self._lease_seconds = max(60.0, 2 * attempts * (s.twilio.timeout_ms / 1000 + 5))
@@ -151,25 +146,18 @@ class Gatekeeper:
 
     def _decide(self, number: str, purpose: Purpose, ask: Ask) -> Decision:
         pol = self._policy(purpose)
-        key: tuple[object, ...] | None = (number, purpose, ask)
-        try:
-            route = self._routes.get(key)  # type: ignore[arg-type]  # None only after this fails
-        except TypeError:  # an argument that cannot key a route (a list for a sender…): decided in full
-            route, key = None, None
-        if (
-            route is not None
-            and route.policy is pol
-            and route.fresh_until > self.clock()
-            and self.lookup.holds(route.lookup_key, route.facts)
-        ):
-            return self._again(key, route, ask)  # type: ignore[arg-type]  # a route was found under it
+        key = (number, purpose, ask)
+        route = self.routes.find(key, pol)
+        if route is not None:
+            return self._again(key, route, ask)
         steps = pipeline.decide(number, purpose, pol, ask, default_country=self.default_country)
         suppression = self.suppression
         try:
             need = next(steps)
             while True:
                 if type(need) is NeedScreen:
-                    answer: object = suppression.screen(need.phone, pol, suppression.scopes(need.sender, need.country))
+                    scopes = suppression.scopes(need.sender, need.country, need.channel)
+                    answer: object = suppression.screen(need.phone, pol, scopes)
                 else:
                     answer = self._enrich(need.phone, pol)
                 need = steps.send(answer)
@@ -177,32 +165,23 @@ class Gatekeeper:
             decided: pipeline.Decided = end.value
         decision = decided.decision
         self.audit.record(decision, decided.number, ask.channel, (*decided.marks, time.perf_counter()))
-        if decision.cache_hit and key is not None:
-            self._remember(key, decided, pol, ask)
+        if decision.cache_hit and decided.phone is not None:
+            scopes = self.suppression.scopes(ask.sender, ask.country, pipeline.consent_channel(decided.phone, ask))
+            self.routes.keep(key, decision, decided.phone, pol, scopes)
         return decision
 
-    def _again(self, key: tuple[object, ...], route: _Route, ask: Ask) -> Decision:
+    def _again(self, key: tuple[object, ...], route: Route, ask: Ask) -> Decision:
         """A number routed before from facts still held: only its consent is screened again."""
         t0 = time.perf_counter()
         verdict, mark = self.suppression.screen_since(route.clear_at, route.phone, route.policy, route.scopes)
         decision = route.decision
         if verdict is not None:
             decision = router.refusal(decision.to, decision.purpose, verdict, None, route.policy)
-        if mark is not route.clear_at:
-            self._routes[key] = route._replace(clear_at=mark)
+        else:
+            self.routes.cleared(key, route, mark)
         t1 = time.perf_counter()
-        self.audit.record(decision, decision.to, ask.channel, (t0, t0, t1, t1, time.perf_counter()))
+        self.audit.record(decision, route.phone.key or decision.to, ask.channel, (t0, t0, t1, t1, time.perf_counter()))
         return decision
-
-    def _remember(self, key: tuple[object, ...], decided: pipeline.Decided, pol: Policy, ask: Ask) -> None:
-        """Keep a route made from held facts (never a refusal by consent: those have no facts) while they last."""
-        assert decided.phone is not None
-        held = self.lookup.held(decided.phone, pol.fields, max_age_seconds=pol.max_age_seconds)
-        if held is None or held[1] is not decided.decision.facts:
-            return  # routed from facts this process does not hold (overtaken by a fill meanwhile)
-        scopes = self.suppression.scopes(ask.sender, ask.country)
-        lookup_key, facts, fresh_until = held
-        self._routes.remember(key, _Route(decided.decision, decided.phone, pol, scopes, facts, lookup_key, fresh_until))
 
     def _policy(self, purpose: str) -> Policy:
         try:
@@ -226,7 +205,26 @@ class Gatekeeper:
         action = decision.action if decision.enforced else request.asked
         if action is Action.REFUSE:
             raise GateRefused(decision, code=decision.twilio_code or 21211)
-        return self.channels[action].send(client or self.client, action, decision, request)
+        try:
+            return self.channels[action].send(client or self.client, action, decision, request)
+        except SendRejected as exc:
+            self._heard(decision, action, exc)
+            raise
+
+    def _heard(self, decision: Decision, action: Action, exc: SendRejected) -> None:
+        """Twilio refused a send: keep what it said, so the next send need not pay to hear it again. 21610 is
+        the person's opt-out (raised as GateRefused); 21614 corrects the cached line type; ``failure_codes``
+        (fraud blocks 30450, 30453, 60410 …) count as hard failures."""
+        phone = phones.normalize(decision.to, self.default_country)
+        if not phone.ok or phone.key is None:
+            return
+        verdict = self.suppression.heard(phone.key, exc.code)
+        if exc.code == 21614 and action is Action.SMS and decision.facts is not None:
+            self.lookup.correct(phone, decision.facts, line_type="landline")
+        if verdict is not None:
+            pol = self._policy(decision.purpose)
+            refused = router.refusal(decision.to, decision.purpose, verdict, decision.facts, pol)
+            raise GateRefused(refused, code=exc.code or 21610, uri=exc.uri) from exc
 
     # -- the routing API -----------------------------------------------------------
     def notify(
@@ -237,11 +235,14 @@ class Gatekeeper:
         from_: str | None = None,
         messaging_service_sid: str | None = None,
         status_callback: str | None = None,
+        call_status_callback: str | None = None,
         country: str | None = None,
         idempotency_key: str | None = None,
         **params: Any,
     ) -> Outcome:
-        """Reach ``to`` with ``body``: SMS, or a voice call for a landline. A refusal is an Outcome, not an error."""
+        """Reach ``to`` with ``body``: SMS (or the channel of a ``whatsapp:``… address), or a voice call for a
+        landline, ``sip:`` or ``client:``. ``status_callback`` serves a message, ``call_status_callback`` a call;
+        unset, ``[routing]``'s are used. A refusal is an Outcome, not an error."""
         if not isinstance(body, str) or not body:
             raise InvalidArgument("body must be a non-empty string")
         if not from_ and not messaging_service_sid:
@@ -251,16 +252,15 @@ class Gatekeeper:
             body=body,
             from_=from_,
             messaging_service_sid=messaging_service_sid,
-            status_callback=status_callback or self.settings.routing.status_callback,
+            status_callback=status_callback,
             params=params,
+            call_status_callback=call_status_callback,
         )
-        fields = {"to": to, "body": body, "from_": from_, "messaging_service_sid": messaging_service_sid}
-        fields.update(status_callback=status_callback, country=country, **params)
 
         def run() -> Outcome:
             return self._outcome(self._decide(to, "notify", Ask(country, sender=request.sender)), request)
 
-        return self._once(idempotency_key, "notify", fields, run)
+        return self._once(idempotency_key, "notify", (to, country, request), run)
 
     def start_verification(
         self,
@@ -276,26 +276,28 @@ class Gatekeeper:
         """Start an MFA challenge: Verify SMS, a Verify call for landlines, TOTP or email for VoIP."""
         wanted = router.VERIFY_CHANNELS.get(channel) if isinstance(channel, str) else None
         if wanted is None:
-            raise InvalidArgument(f"channel must be 'sms', 'call' or 'email', not {channel!r}")
+            raise InvalidArgument(f"channel must be one of {', '.join(router.VERIFY_CHANNELS)}, not {channel!r}")
         if email is not None and not phones.is_email(email):
             raise InvalidArgument("email must be an address like name@example.com")
         request = SendRequest(wanted[1], verify_service_sid=verify_service_sid, email=email, params=params)
-        fields = {"to": to, "service": verify_service_sid, "channel": channel, "email": email, "country": country}
-        fields.update(params)
 
         def run() -> Outcome:
             decision = self._decide(to, "mfa", Ask(country, wanted[0], have_email=email is not None))
             return self._outcome(decision, request)
 
-        return self._once(idempotency_key, "verify", fields, run)
+        return self._once(idempotency_key, "verify", (to, country, request), run)
 
     def _outcome(self, decision: Decision, request: SendRequest) -> Outcome:
         if decision.enforced and decision.action is Action.REFUSE:
             return Outcome(action=Action.REFUSE, decision=decision)
-        return self.act(decision, request)
+        try:
+            return self.act(decision, request)
+        except GateRefused as refused:  # Twilio said the person opted out: a refusal, as if the gate knew
+            return Outcome(action=Action.REFUSE, decision=refused.decision)
 
-    def _once(self, key: str | None, kind: str, fields: Mapping[str, Any], run: Callable[[], Outcome]) -> Outcome:
-        """Run ``run`` once per idempotency key; a repeat returns the first Outcome and sends nothing."""
+    def _once(self, key: str | None, kind: str, asked: tuple[object, ...], run: Callable[[], Outcome]) -> Outcome:
+        """Run ``run`` once per idempotency key; a repeat of what was ``asked`` returns the first Outcome and
+        sends nothing, another request under the key is a conflict."""
         if key is None:
             return run()
         kept: list[Outcome] = []
@@ -308,7 +310,7 @@ class Gatekeeper:
         ran = self.once.run(
             f"{kind}:{check_key(key)}",
             work,
-            fingerprint=fingerprint_of(kind, fields),
+            fingerprint=fingerprint_of(kind, *asked),
             lease_seconds=self._lease_seconds,
             keep_seconds=cfg.window_seconds,
             wait_seconds=cfg.wait_ms / 1000,
@@ -333,13 +335,11 @@ class Gatekeeper:
         return self._consent(number, sender, country, source, opted_out=False)
 
     def _consent(self, number: str, sender: str | None, country: str | None, source: str, *, opted_out: bool) -> bool:
-        e164 = phones.to_e164(number, country or self.default_country)
-        scope = self.suppression.scope_of(sender, country)
-        return self.suppression.record_consent(e164, scope, opted_out=opted_out, source=source).changed
+        return self.suppression.set_consent(number, opted_out=opted_out, sender=sender, country=country, source=source)
 
     def is_opted_out(self, number: str, *, sender: str | None = None, country: str | None = None) -> bool:
-        e164 = phones.to_e164(number, country or self.default_country)
-        return self.suppression.opted_out_scope(e164, self.suppression.scopes(sender, country)) is not None
+        """Whether ``number`` (``whatsapp:+1…`` for that channel's own opt-outs) opted out of ``sender``'s sends."""
+        return self.suppression.is_opted_out(number, sender=sender, country=country)
 
     def status_of(self, sid: str) -> StatusRecord | None:
         """The stored delivery status for a message or call SID (None if never seen)."""

@@ -21,20 +21,21 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from contextlib import suppress
 from copy import copy
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import requests
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
 from gatekeeper import metrics
-from gatekeeper.errors import LookupUnavailable, StoreUnavailable
-from gatekeeper.models import LOOKUP_PACKAGES, Phone, PhoneFacts
+from gatekeeper.errors import ConfigError, LookupUnavailable, StoreUnavailable
+from gatekeeper.models import LOOKUP_PACKAGES, Decision, Phone, PhoneFacts
 from gatekeeper.phone import mask
+from gatekeeper.policy import Policy
 from gatekeeper.retries import Backoff, TransientError, call_with_retries, parse_retry_after
 from gatekeeper.settings import Settings
 from gatekeeper.stores.base import CachedLookup, LookupCache, lookup_key
@@ -367,27 +368,128 @@ class LookupService:
         except requests.exceptions.RequestException as exc:
             metrics.lookup_request("error")
             raise TransientError(f"network:{type(exc).__name__}") from exc
-        status = response.status_code
-        metrics.lookup_request("invalid" if status == 404 else "answered" if 200 <= status < 300 else "error")
-        if 200 <= status < 300:
-            try:
-                data = json.loads(response.text)
-            except ValueError as exc:
-                raise TransientError("bad_json", status=status) from exc
-            if not isinstance(data, dict):
-                raise TransientError("bad_json", status=status)
-            return data
-        error: TwilioException = version.exception("GET", uri, response, "Unable to fetch record")
-        if status == 404:  # Lookup v1 style "no such number": cache it as invalid
-            return {"phone_number": e164, "valid": False, "validation_errors": ["NOT_FOUND"]}
-        if status == 429 or status >= 500:
-            headers = response.headers or {}
-            retry_after = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"))
-            raise TransientError(f"http_{status}", status=status, retry_after_seconds=retry_after) from error
-        code = getattr(error, "code", None)
-        raise LookupUnavailable(
-            f"Lookup refused the request: HTTP {status}, code {code}", reason=f"http_{status}", status=status
-        ) from error
+        return answer(e164, response, lambda: version.exception("GET", uri, response, "Unable to fetch record"))
+
+    def correct(self, phone: Phone, facts: PhoneFacts, *, line_type: str) -> None:
+        """Twilio itself said what the number is (21614 on a send: not SMS-capable); the cached answer, and
+        what this process holds, now say ``line_type``, so the next decision routes by it without a Lookup."""
+        assert phone.e164 is not None
+        key = self._key(phone.e164, phone.region, facts.fields)
+        try:
+            entry = self.cache.get_lookup(key) or self._memo.get(key)
+        except StoreUnavailable:
+            entry = self._memo.get(key)
+        if entry is None or entry.negative:
+            return
+        payload = {**entry.payload, "line_type_intelligence": {**(entry.payload.get("line_type_intelligence") or {})}}
+        payload["line_type_intelligence"]["type"] = line_type
+        fixed = replace(entry, facts=replace(entry.facts, line_type=line_type), payload=payload)
+        with suppress(StoreUnavailable):
+            self.cache.put_lookup(key, fixed, ttl_seconds=max((self._ttl(f) for f in facts.fields), default=1.0))
+        log.info("Lookup facts of %s corrected by Twilio's answer: %s", mask(phone.e164), line_type)
+        self._last_fill = next(self._stamps)
+        self._memo.remember(key, fixed)
+
+
+def answer(e164: str, response: Any, error: Callable[[], TwilioException]) -> dict[str, Any]:
+    """Lookup's JSON answer for ``e164`` from one HTTP response, or the error it amounts to.
+
+    Raises TransientError (network-like: 429, 5xx, unreadable JSON; retried), ConfigError (401/403:
+    the credentials cannot use Lookup; retrying cannot help) or LookupUnavailable (any other refusal,
+    or an answer about another number, which is never trusted). ``error`` builds twilio's own
+    exception for the chain. Shared by the blocking and the async Lookup.
+    """
+    status = response.status_code
+    metrics.lookup_request("invalid" if status == 404 else "answered" if 200 <= status < 300 else "error")
+    if 200 <= status < 300:
+        try:
+            data = json.loads(response.text)
+        except ValueError as exc:
+            raise TransientError("bad_json", status=status) from exc
+        if not isinstance(data, dict):
+            raise TransientError("bad_json", status=status)
+        answered = data.get("phone_number")
+        if answered is not None and answered != e164:
+            raise LookupUnavailable(
+                f"Lookup answered for {mask(str(answered))} when asked about {mask(e164)}; the answer is not used",
+                reason="answer_for_another_number",
+                status=status,
+            )
+        return data
+    refused = error()
+    if status == 404:  # Lookup v1 style "no such number": cache it as invalid
+        return {"phone_number": e164, "valid": False, "validation_errors": ["NOT_FOUND"]}
+    if status == 429 or status >= 500:
+        headers = response.headers or {}
+        retry_after = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"))
+        raise TransientError(f"http_{status}", status=status, retry_after_seconds=retry_after) from refused
+    code = getattr(refused, "code", None)
+    if status in (401, 403):
+        raise ConfigError(
+            f"Lookup refused the credentials (HTTP {status}, code {code}): check the account SID and auth token "
+            "or API key, and that the account may use Lookup",
+            key="twilio",
+        ) from refused
+    raise LookupUnavailable(
+        f"Lookup refused the request: HTTP {status}, code {code}", reason=f"http_{status}", status=status
+    ) from refused
+
+
+class Route(NamedTuple):
+    """A decision routed from facts this process holds, as it stands while the number is clear to reach."""
+
+    decision: Decision
+    phone: Phone
+    policy: Policy
+    scopes: tuple[str, ...]
+    facts: PhoneFacts  # the very facts it was routed from, held by the Lookup service under lookup_key
+    lookup_key: str
+    fresh_until: float
+    clear_at: Hashable | None = None  # the stores' mark when the number was last found clear
+
+
+class Routes:
+    """Decisions kept per way of asking, for as long as the very facts they were routed from are held.
+
+    What it holds: one :class:`Route` per (number, purpose, how it was asked), at most ``max_entries``
+    (oldest out first). What ends one: the facts it came from replaced (a fetch) or no longer held,
+    their freshness for the purpose, or the purpose's policy object replaced. It keeps no consent:
+    the gate screens every send. What it buys: normalize, Lookup's memo, evaluate and route on a
+    repeated number.
+    """
+
+    def __init__(self, lookup: LookupService, max_entries: int) -> None:
+        self._lookup = lookup
+        self._kept: Memo[Hashable, Route] = Memo(max_entries)
+
+    def find(self, key: Hashable, policy: Policy) -> Route | None:
+        """The route kept under ``key`` if it still stands for ``policy``."""
+        try:
+            route = self._kept.get(key)
+        except TypeError:  # an argument that cannot key a route (a list for a sender…): decided in full
+            return None
+        if (
+            route is None
+            or route.policy is not policy
+            or route.fresh_until <= self._lookup.clock()
+            or not self._lookup.holds(route.lookup_key, route.facts)
+        ):
+            return None
+        return route
+
+    def keep(self, key: Hashable, decision: Decision, phone: Phone, policy: Policy, scopes: tuple[str, ...]) -> None:
+        """Keep a decision made from facts this process holds (a refusal by consent has none: never kept)."""
+        held = self._lookup.held(phone, policy.fields, max_age_seconds=policy.max_age_seconds)
+        if held is None or held[1] is not decision.facts:
+            return  # routed from facts this process does not hold (overtaken by a fill meanwhile)
+        lookup_key, facts, fresh_until = held
+        with suppress(TypeError):
+            self._kept.remember(key, Route(decision, phone, policy, scopes, facts, lookup_key, fresh_until))
+
+    def cleared(self, key: Hashable, route: Route, mark: Hashable | None) -> None:
+        """The number was found clear again (``mark``: the stores' state then, None if they cannot tell)."""
+        if mark is not route.clear_at:
+            self._kept[key] = route._replace(clear_at=mark)
 
 
 # A partial refresh merges only the packages it asked for (the others come back null).

@@ -54,16 +54,35 @@ LOOKUP_PACKAGES: tuple[str, ...] = (
 LOOKUP_FIELDS: frozenset[str] = frozenset({"validation", *LOOKUP_PACKAGES})
 
 FactsSource = Literal["local", "cache", "lookup"]
-PhoneKind = Literal["e164", "short_code", "alphanumeric", "invalid"]
+PhoneKind = Literal["e164", "short_code", "alphanumeric", "address", "invalid"]
+
+#: Messaging channels whose ``To`` is ``<channel>:<number>``: the number behind is normalized and looked up.
+NUMBER_CHANNELS: frozenset[str] = frozenset({"whatsapp", "rcs"})
+#: Messaging channels whose ``To`` is ``<channel>:<id>``: an identity of that channel, not a number.
+ID_CHANNELS: frozenset[str] = frozenset({"messenger"})
+#: Voice destinations that are no number: ``sip:user@host`` and ``client:<identity>``.
+CALL_ADDRESS_CHANNELS: frozenset[str] = frozenset({"sip", "client"})
+#: Opt-out scopes of a whole messaging channel start with this: a WhatsApp STOP is ``channel:whatsapp``.
+CHANNEL_SCOPE_PREFIX = "channel:"
+#: Every channel name a policy can allow or deny: plain SMS and voice, Verify's, and the addresses above.
+CHANNELS: frozenset[str] = frozenset(
+    {"sms", "voice", "email", "sna", "auto"} | NUMBER_CHANNELS | ID_CHANNELS | CALL_ADDRESS_CHANNELS
+)
 
 
 class Action(str, enum.Enum):
     """What the gate does with one attempt."""
 
     SMS = "sms"
-    VOICE = "voice"
+    WHATSAPP = "whatsapp"  # a message to whatsapp:+…
+    MESSAGE = "message"  # a message to another channel address (messenger:…, rcs:…)
+    VOICE = "voice"  # a call: to a number, or to sip:/client:
     VERIFY_SMS = "verify_sms"
     VERIFY_CALL = "verify_call"
+    VERIFY_WHATSAPP = "verify_whatsapp"
+    VERIFY_SNA = "verify_sna"  # Silent Network Authentication: mobile numbers only
+    VERIFY_AUTO = "verify_auto"  # Verify picks the channel; gated as SMS
+    STUDIO = "studio"  # a Studio Flow execution
     TOTP = "totp"
     EMAIL = "email"
     REFUSE = "refuse"
@@ -74,10 +93,13 @@ class Action(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Phone:
-    """The local verdict on one input string (step 1, no network).
+    """The local verdict on one destination (step 1, no network).
 
     ``e164`` is set for every parseable number, valid or not, so a refusal can
     still be masked and audited; ``problem`` names why it cannot be reached.
+    A channel address keeps its channel: ``whatsapp:+1…`` has ``channel="whatsapp"`` and the
+    number behind it in ``e164``; ``sip:…``, ``client:…`` and ``messenger:…`` are of kind
+    ``address`` and have no number at all.
     """
 
     raw: str
@@ -86,11 +108,24 @@ class Phone:
     region: str | None = None  # ISO 3166 alpha-2 from the parse, e.g. "US", "GG"
     calling_code: int | None = None
     local_line_type: str | None = None  # what phonenumbers alone can tell, in Lookup's words
-    problem: str | None = None  # "not_a_number", "impossible", "invalid", "short_code", "alphanumeric"
+    problem: str | None = None  # "not_a_number", "impossible", "invalid", "short_code", "alphanumeric", "address"
+    channel: str | None = None  # "whatsapp", "rcs", "messenger", "sip", "client"; None for a plain number
+    address: str | None = None  # what goes on ``To`` when it is not the bare E.164 number
 
     @property
     def ok(self) -> bool:
-        return self.problem is None and self.e164 is not None
+        return self.problem is None and (self.e164 is not None or self.address is not None)
+
+    @property
+    def to(self) -> str | None:
+        """What goes on ``To``: the address as Twilio wants it, or the E.164 number."""
+        return self.address or self.e164
+
+    @property
+    def key(self) -> str | None:
+        """Whose consent and failures the stores keep: the number (whatever channel it is reached on),
+        else the address itself."""
+        return self.e164 or self.address
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +171,16 @@ _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 API_OF: Mapping[Action, str] = MappingProxyType(
     {
         Action.SMS: "messages",
+        Action.WHATSAPP: "messages",
+        Action.MESSAGE: "messages",
         Action.VOICE: "calls",
         Action.VERIFY_SMS: "verify",
         Action.VERIFY_CALL: "verify",
+        Action.VERIFY_WHATSAPP: "verify",
+        Action.VERIFY_SNA: "verify",
+        Action.VERIFY_AUTO: "verify",
         Action.EMAIL: "verify",
+        Action.STUDIO: "studio",
         Action.TOTP: "totp",
         Action.REFUSE: "none",
     }
@@ -164,6 +205,9 @@ class SendRequest(NamedTuple):
     verify_service_sid: str | None = None
     email: str | None = None
     params: Mapping[str, Any] = _NO_PARAMS
+    account_sid: str | None = None  # a subaccount whose resource the caller used; None: the client's own
+    flow_sid: str | None = None  # the Studio Flow, for Action.STUDIO
+    call_status_callback: str | None = None  # for a call the routing API falls back to (status_callback: a message)
 
     @property
     def sender(self) -> str | None:

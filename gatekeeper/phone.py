@@ -9,7 +9,9 @@ ways a number (or an email address) may appear in logs and audit records.
 from __future__ import annotations
 
 import hmac
+import logging
 import re
+from dataclasses import replace
 from functools import lru_cache
 
 import phonenumbers
@@ -44,7 +46,11 @@ def normalize(raw: str, country: str | None = None) -> Phone:
 
     Never raises: a string that is not a reachable number comes back with
     ``problem`` set (``not_a_number``, ``impossible``, ``invalid``,
-    ``short_code``, ``alphanumeric``). Results are cached (bounded LRU).
+    ``short_code``, ``alphanumeric``, ``address``). Results are cached (bounded LRU).
+
+    Channel addresses keep their channel: ``whatsapp:`` and ``rcs:`` have the number behind them
+    parsed like any number; ``messenger:<id>``, ``sip:user@host`` and ``client:<identity>`` are
+    checked for shape only (``problem="address"`` when the shape is wrong).
     """
     if country is not None and not isinstance(country, str):
         kind = type(country).__name__
@@ -57,6 +63,9 @@ def normalize(raw: str, country: str | None = None) -> Phone:
 @lru_cache(maxsize=65_536)
 def _normalize(raw: str, country: str | None) -> Phone:
     text = raw.strip()
+    scheme, colon, rest = text.partition(":")
+    if colon and scheme.lower() in _ADDRESS_SHAPES:
+        return _address(text, scheme.lower(), rest.strip(), country)
     if not text or len(text) > _MAX_INPUT:
         return Phone(raw=text[:_MAX_INPUT], kind="invalid", problem="not_a_number")
     if _SHORT_CODE.fullmatch(text):
@@ -84,6 +93,28 @@ def _normalize(raw: str, country: str | None) -> Phone:
     )
 
 
+# sip: a user part and a host, then URI parameters; client: Twilio's identity characters; messenger: a page-scoped id.
+_ADDRESS_SHAPES: dict[str, re.Pattern[str] | None] = {
+    "whatsapp": None,  # a number: parsed as one
+    "rcs": None,
+    "messenger": re.compile(r"[A-Za-z0-9_.\-]{1,128}"),
+    "sip": re.compile(r"[^\s@:;]+@[A-Za-z0-9.\-\[\]:]+(;[^\s]*)?"),
+    "client": re.compile(r"[A-Za-z0-9_.\-]{1,121}"),
+}
+
+
+def _address(text: str, channel: str, rest: str, country: str | None) -> Phone:
+    shape = _ADDRESS_SHAPES[channel]
+    if shape is None:  # a number behind the channel's prefix
+        inner = _normalize(rest, country)
+        if not inner.ok or inner.e164 is None:
+            return replace(inner, raw=text[:_MAX_INPUT], channel=channel)
+        return replace(inner, raw=text, channel=channel, address=f"{channel}:{inner.e164}")
+    if len(rest) > 2 * _MAX_INPUT or not shape.fullmatch(rest):
+        return Phone(raw=text[: 2 * _MAX_INPUT], kind="invalid", channel=channel, problem="address")
+    return Phone(raw=text, kind="address", channel=channel, address=f"{channel}:{rest}")
+
+
 def to_e164(raw: str, country: str | None = None) -> str:
     """The E.164 form of a reachable number, or :class:`InvalidNumber` saying why not."""
     phone = normalize(raw, country)
@@ -99,8 +130,8 @@ def sender_scope(value: str, country: str | None = None) -> str:
     if _SERVICE_SID.fullmatch(text):
         return text
     phone = normalize(text, country)
-    if phone.kind == "e164" and phone.e164:
-        return phone.e164
+    if phone.ok and phone.to is not None and phone.kind in ("e164", "address"):
+        return phone.to  # a WhatsApp sender is its own scope: whatsapp:+1…, apart from SMS from +1…
     if phone.kind in ("short_code", "alphanumeric"):
         return phone.raw
     raise InvalidNumber(
@@ -136,6 +167,32 @@ _NUMBER_IN_TEXT = re.compile(r"(\+|%2B)(\d{3,11})(\d{4})(?!\d)")
 def mask_text(text: str) -> str:
     """Every E.164 number in ``text`` (also URL-encoded, ``%2B…``) masked: a safety net for log lines."""
     return _NUMBER_IN_TEXT.sub(lambda m: f"{m[1]}{m[2]}****", text)
+
+
+class MaskNumbers(logging.Filter):
+    """A log filter that masks every phone number in a record's message, whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+#: Loggers that print request URLs and parameters (a Lookup URL holds the number in its path).
+HTTP_LOGGERS = ("twilio.http_client", "twilio.async_http_client", "urllib3.connectionpool")
+_MASK = MaskNumbers()
+
+
+def mask_logs(*extra: object) -> None:
+    """Mask numbers in the records of twilio's and urllib3's HTTP loggers, and of any ``extra`` logger given
+    (a twilio client's own ``http_client.logger``). Idempotent: each logger gets the filter once."""
+    loggers = [logging.getLogger(name) for name in HTTP_LOGGERS]
+    loggers += [x for x in extra if isinstance(x, logging.Logger)]
+    for logger in loggers:
+        if _MASK not in logger.filters:
+            logger.addFilter(_MASK)
 
 
 @lru_cache(maxsize=8_192)

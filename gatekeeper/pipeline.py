@@ -22,7 +22,7 @@ from typing import NamedTuple
 from gatekeeper import phone as phones
 from gatekeeper import router
 from gatekeeper.errors import InvalidArgument
-from gatekeeper.models import Action, Decision, Phone, PhoneFacts, Purpose, SendRequest
+from gatekeeper.models import CALL_ADDRESS_CHANNELS, Action, Decision, Phone, PhoneFacts, Purpose, SendRequest
 from gatekeeper.policy import Policy, Verdict, evaluate, refuse, screen_number
 from gatekeeper.router import Channel
 
@@ -61,6 +61,7 @@ class NeedScreen(NamedTuple):
     policy: Policy
     sender: str | None
     country: str | None
+    channel: str | None  # a messaging channel with opt-outs of its own (``whatsapp``…), None for SMS and calls
 
 
 class NeedFacts(NamedTuple):
@@ -99,31 +100,45 @@ def decide(
     facts: PhoneFacts | None = None
     verdict = screen_number(phone, policy)
     if verdict is None:
-        screened = yield NeedScreen(phone, policy, ask.sender, ask.country)
+        screened = yield NeedScreen(phone, policy, ask.sender, ask.country, consent_channel(phone, ask))
         assert screened is None or isinstance(screened, Verdict)
         verdict = screened
         t_supp = t_enrich = clock()
-    if verdict is None:
+    if verdict is None and phone.e164 is not None:  # an address with no number behind it has nothing to look up
         enriched = yield NeedFacts(phone, policy)
         assert isinstance(enriched, tuple)
         facts, lookup_error = enriched
         t_enrich = clock()
-        verdict = evaluate(facts, policy, lookup_error=lookup_error)
-    target = phone.e164 or phone.raw
-    if facts is None:
-        decision = router.refusal(target, purpose, verdict, None, policy)
+        line_types = phone.channel is None and ask.channel != "whatsapp"
+        verdict = evaluate(facts, policy, lookup_error=lookup_error, line_types=line_types)
+    to = phone.to or phone.raw
+    if verdict is not None and (facts is None or not verdict.allowed):
+        decision = router.refusal(to, purpose, verdict, facts, policy)
     else:
         decision = router.route(
-            verdict,
+            verdict or _CLEAR,
             facts,
             purpose,
             policy,
+            to=to,
+            address=phone.channel,
             channel=ask.channel,
             strict=ask.strict,
             reroute_landline=ask.reroute_landline,
             have_email=ask.have_email,
         )
-    return Decided(decision, target, (t0, t_norm, t_supp, t_enrich), phone)
+    # The audit pseudonymises the number whatever channel reaches it, so its records join up.
+    return Decided(decision, phone.key or phone.raw, (t0, t_norm, t_supp, t_enrich), phone)
+
+
+_CLEAR = Verdict(allowed=True)
+
+
+def consent_channel(phone: Phone, ask: Ask) -> str | None:
+    """The messaging channel whose own opt-outs an attempt respects: the address's, or Verify's WhatsApp."""
+    if phone.channel is not None and phone.channel not in CALL_ADDRESS_CHANNELS:
+        return phone.channel
+    return "whatsapp" if ask.channel == "whatsapp" else None
 
 
 def _email(address: str, purpose: Purpose, policy: Policy) -> Decision:

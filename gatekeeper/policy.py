@@ -12,10 +12,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gatekeeper.errors import ConfigError, InvalidArgument
-from gatekeeper.models import LINE_TYPES, PURPOSES, VOIP_LINE_TYPES, Phone, PhoneFacts
+from gatekeeper.models import CHANNEL_SCOPE_PREFIX, LINE_TYPES, PURPOSES, VOIP_LINE_TYPES, Phone, PhoneFacts
 
 RefusalKind = Literal[
-    "invalid", "country", "opted_out", "suppressed", "line_type", "lookup_unavailable", "risk", "store_unavailable"
+    "invalid",
+    "country",
+    "opted_out",
+    "suppressed",
+    "line_type",
+    "lookup_unavailable",
+    "risk",
+    "store_unavailable",
+    "channel",
 ]
 LandlineRule = Literal["voice", "refuse"]
 VoipRule = Literal["totp", "email", "refuse", "allow"]
@@ -57,6 +65,7 @@ class Policy:
     mode: Mode = "enforce"
     opt_outs_block: bool = True
     fields: tuple[str, ...] = ("line_type_intelligence",)
+    deny_channels: frozenset[str] = frozenset()  # e.g. {"sip", "client", "whatsapp"}; see models.CHANNELS
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +92,16 @@ def refuse(kind: RefusalKind, *reasons: str) -> Verdict:
 
 
 def screen_number(phone: Phone, policy: Policy) -> Verdict | None:
-    """Refusals the local parse alone can make: not a number, short code, country."""
+    """Refusals the local parse alone can make: not a number, short code, a denied channel, country.
+
+    An address with no number behind it (``sip:``, ``client:``, ``messenger:``) has no country.
+    """
     if not phone.ok:
         return refuse("invalid", f"number:{phone.problem}")
+    if phone.channel is not None and phone.channel in policy.deny_channels:
+        return refuse("channel", f"channel:denied:{phone.channel}")
+    if phone.e164 is None:
+        return None
     return screen_country(phone.region, policy)
 
 
@@ -101,15 +117,20 @@ def screen_country(region: str | None, policy: Policy) -> Verdict | None:
 def screen_suppression(opted_out_scope: str | None, suppression: str | None, policy: Policy) -> Verdict | None:
     """Opt-outs (when this purpose honours them) and delivery-failure suppression."""
     if opted_out_scope is not None and policy.opt_outs_block:
-        scope = "account" if opted_out_scope == "*" else "sender"
-        return refuse("opted_out", f"opted_out:{scope}")
+        if opted_out_scope == "*":
+            return refuse("opted_out", "opted_out:account")
+        channel = opted_out_scope.startswith(CHANNEL_SCOPE_PREFIX)
+        return refuse("opted_out", "opted_out:channel" if channel else "opted_out:sender")
     if suppression is not None:
         return refuse("suppressed", suppression)
     return None
 
 
-def evaluate(facts: PhoneFacts, policy: Policy, *, lookup_error: str | None = None) -> Verdict:
-    """The verdict on enriched (or local-only) facts."""
+def evaluate(
+    facts: PhoneFacts, policy: Policy, *, lookup_error: str | None = None, line_types: bool = True
+) -> Verdict:
+    """The verdict on enriched (or local-only) facts; ``line_types=False`` where line types mean nothing
+    (WhatsApp reaches a landline as well as a mobile)."""
     reasons: list[str] = []
     if lookup_error is not None:
         reasons.append(f"lookup:unavailable:{lookup_error}")
@@ -126,7 +147,7 @@ def evaluate(facts: PhoneFacts, policy: Policy, *, lookup_error: str | None = No
         reasons.append(f"carrier:error:{facts.carrier_error_code}")
         if policy.carrier_error == "refuse":
             return refuse("lookup_unavailable", *reasons)
-    line_type = facts.line_type
+    line_type = facts.line_type if line_types else None
     if line_type is not None and line_type in policy.deny_line_types:
         return refuse("line_type", *reasons, f"line_type:denied:{line_type}")
     risk = facts.sms_pumping_risk_score

@@ -5,17 +5,23 @@ Two callers, two contracts. The routing API (``gate.notify``,
 channel: voice for a landline, TOTP or email for VoIP on MFA. The drop-in
 client asks with ``strict=True`` for the channel its caller chose and gets
 either that channel or a refusal, never a different channel.
+
+A channel address decides its own channel: ``whatsapp:``/``rcs:``/``messenger:`` are messages on
+that channel (line types mean nothing there: WhatsApp reaches a landline too), ``sip:`` and
+``client:`` are calls and nothing else. Verify's ``whatsapp`` ignores line types, ``sna`` needs a
+mobile number, ``auto`` is gated as SMS. A Studio execution is gated like a send, whatever the
+Flow then does.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from gatekeeper.models import VOIP_LINE_TYPES, Action, Decision, PhoneFacts, Purpose
-from gatekeeper.policy import Policy, RefusalKind, Verdict
+from gatekeeper.models import CALL_ADDRESS_CHANNELS, VOIP_LINE_TYPES, Action, Decision, PhoneFacts, Purpose
+from gatekeeper.policy import Policy, RefusalKind, Verdict, refuse
 
 #: The channel a caller asks for; ``None`` and ``"sms"`` both mean "a text, or what the policy routes it to".
-Channel = Literal["sms", "voice", "email"]
+Channel = Literal["sms", "voice", "email", "whatsapp", "sna", "auto", "studio"]
 
 #: Verify's channel names (as ``start_verification`` takes them): the channel in the router's words, and the
 #: action that sends it.
@@ -24,6 +30,9 @@ VERIFY_CHANNELS: dict[str, tuple[Channel, Action]] = {
     "call": ("voice", Action.VERIFY_CALL),
     "voice": ("voice", Action.VERIFY_CALL),
     "email": ("email", Action.EMAIL),
+    "whatsapp": ("whatsapp", Action.VERIFY_WHATSAPP),
+    "sna": ("sna", Action.VERIFY_SNA),
+    "auto": ("auto", Action.VERIFY_AUTO),
 }
 #: The channel each action is when a caller asks for it: what the drop-in's strict decision keeps to.
 ASKED_CHANNEL: dict[Action, Channel] = {
@@ -32,7 +41,27 @@ ASKED_CHANNEL: dict[Action, Channel] = {
     Action.VERIFY_SMS: "sms",
     Action.VERIFY_CALL: "voice",
     Action.EMAIL: "email",
+    Action.VERIFY_WHATSAPP: "whatsapp",
+    Action.VERIFY_SNA: "sna",
+    Action.VERIFY_AUTO: "auto",
+    Action.STUDIO: "studio",
 }
+#: The channel each action reaches a person on, as ``[policy] deny_channels`` names it (voice and messages
+#: to an address are named by the address: ``sip``, ``client``, ``messenger``, ``rcs``).
+ACTION_CHANNEL: dict[Action, str] = {
+    Action.SMS: "sms",
+    Action.WHATSAPP: "whatsapp",
+    Action.VOICE: "voice",
+    Action.VERIFY_SMS: "sms",
+    Action.VERIFY_CALL: "voice",
+    Action.VERIFY_WHATSAPP: "whatsapp",
+    Action.VERIFY_SNA: "sna",
+    Action.VERIFY_AUTO: "auto",
+    Action.EMAIL: "email",
+    Action.STUDIO: "studio",
+}
+_VERIFY_ACTIONS = frozenset({Action.VERIFY_SMS, Action.VERIFY_CALL, Action.VERIFY_WHATSAPP, Action.VERIFY_SNA,
+                             Action.VERIFY_AUTO})
 
 # The code Twilio itself would answer for each kind of refusal, per purpose.
 _NOTIFY_CODES: dict[RefusalKind, int] = {
@@ -44,12 +73,14 @@ _NOTIFY_CODES: dict[RefusalKind, int] = {
     "lookup_unavailable": 20503,
     "risk": 60410,
     "store_unavailable": 20503,
+    "channel": 21612,
 }
 _MFA_CODES: dict[RefusalKind, int] = {
     **_NOTIFY_CODES,
     "invalid": 60200,
     "country": 60605,
     "line_type": 60205,
+    "channel": 60200,
 }
 
 
@@ -81,32 +112,48 @@ def refusal(to: str, purpose: Purpose, verdict: Verdict, facts: PhoneFacts | Non
 
 def route(
     verdict: Verdict,
-    facts: PhoneFacts,
+    facts: PhoneFacts | None,
     purpose: Purpose,
     policy: Policy,
     *,
+    to: str | None = None,
+    address: str | None = None,
     channel: Channel | None = None,
     strict: bool = False,
     reroute_landline: bool = False,
     have_email: bool = False,
 ) -> Decision:
-    """Choose the action for an evaluated number."""
+    """Choose the action for an evaluated destination.
+
+    ``to`` is what goes on ``To`` (default: the facts' number); ``address`` the destination's own
+    channel (``whatsapp``, ``sip``…), None for a plain number; ``facts`` is None for an address
+    with no number behind it.
+    """
+    target = to or (facts.e164 if facts is not None else "")
     if not verdict.allowed:
-        return refusal(facts.e164, purpose, verdict, facts, policy)
-    if purpose == "mfa":
-        action, extra, code = _route_mfa(facts.line_type, policy, channel, strict, have_email)
+        return refusal(target, purpose, verdict, facts, policy)
+    line_type = facts.line_type if facts is not None else None
+    if address is not None and channel != "studio":
+        action, extra, code = _route_address(address, purpose, channel, strict)
+    elif purpose == "mfa":
+        action, extra, code = _route_mfa(line_type, policy, channel, strict, have_email)
     else:
-        action, extra, code = _route_notify(facts.line_type, policy, channel, strict, reroute_landline)
+        action, extra, code = _route_notify(line_type, policy, channel, strict, reroute_landline)
+    if action in _VERIFY_ACTIONS and facts is not None:
+        target = facts.e164  # Verify takes the bare number, the channel apart
+    named = ACTION_CHANNEL.get(action) if address is None or action is Action.STUDIO else address
+    if named is not None and named in policy.deny_channels and action is not Action.REFUSE:
+        return refusal(target, purpose, refuse("channel", *verdict.reasons, f"channel:denied:{named}"), facts, policy)
     enforced, reasons = _mode(policy, verdict.reasons + extra)
     return Decision(
         action=action,
-        to=facts.e164,
+        to=target,
         purpose=purpose,
         reasons=reasons,
         facts=facts,
         twilio_code=code,
         enforced=enforced,
-        cache_hit=facts.source == "cache",
+        cache_hit=facts is not None and facts.source == "cache",
     )
 
 
@@ -119,11 +166,28 @@ def email(address: str, purpose: Purpose, policy: Policy) -> Decision:
 _Routed = tuple[Action, tuple[str, ...], "int | None"]
 
 
+def _route_address(address: str, purpose: Purpose, channel: Channel | None, strict: bool) -> _Routed:
+    """A destination that names its channel: only that channel reaches it."""
+    why = (f"address:{address}",)
+    unreachable = 60200 if purpose == "mfa" else 21211
+    if address in CALL_ADDRESS_CHANNELS:  # sip:, client: can only be called
+        if channel == "voice":
+            return Action.VOICE, (), None
+        if channel in (None, "sms") and not strict:  # the routing API says the message on a call
+            return Action.VOICE, (*why, "fallback:voice"), None
+        return Action.REFUSE, (*why, "channel:calls_only"), unreachable
+    if channel in (None, "sms"):  # a message on the address's own channel
+        return (Action.WHATSAPP if address == "whatsapp" else Action.MESSAGE), (), None
+    return Action.REFUSE, (*why, "channel:messages_only"), unreachable
+
+
 def _route_notify(
     line_type: str | None, policy: Policy, channel: Channel | None, strict: bool, reroute: bool
 ) -> _Routed:
     if channel == "voice":
         return Action.VOICE, (), None
+    if channel == "studio":  # the Flow decides how to reach them; the gate tells it the facts
+        return Action.STUDIO, (), None
     if line_type != "landline":
         return Action.SMS, (), None
     why = ("line_type:landline",)
@@ -141,6 +205,14 @@ def _route_mfa(
         return Action.EMAIL, (), None
     if channel == "voice":
         return Action.VERIFY_CALL, (), None
+    if channel == "studio":
+        return Action.STUDIO, (), None
+    if channel == "whatsapp":  # WhatsApp reaches whatever number has it: line types mean nothing
+        return Action.VERIFY_WHATSAPP, (), None
+    if channel == "sna":  # Silent Network Auth asks the mobile carrier: nothing else can answer it
+        if line_type == "mobile":
+            return Action.VERIFY_SNA, (), None
+        return Action.REFUSE, (f"line_type:{line_type or 'unknown'}", "channel:sna_needs_mobile"), 60205
     if line_type == "landline":
         why: tuple[str, ...] = ("line_type:landline",)
         if not strict and policy.landline == "voice":
@@ -155,4 +227,4 @@ def _route_mfa(
                 return Action.EMAIL, (*why, "fallback:email"), None
             return Action.REFUSE, (*why, "email:missing"), 60205
         return Action.TOTP, (*why, "fallback:totp"), None
-    return Action.VERIFY_SMS, (), None
+    return (Action.VERIFY_AUTO if channel == "auto" else Action.VERIFY_SMS), (), None

@@ -45,7 +45,7 @@ from pydantic_settings import (
 )
 
 from gatekeeper.errors import ConfigError, InvalidArgument
-from gatekeeper.models import LOOKUP_FIELDS
+from gatekeeper.models import CHANNELS, LOOKUP_FIELDS
 from gatekeeper.policy import Policy, expand_line_types
 
 
@@ -58,6 +58,13 @@ def _check_fields(fields: list[str]) -> list[str]:
     if unknown:
         raise InvalidArgument(f"unknown Lookup field(s) {unknown} (allowed: {', '.join(sorted(LOOKUP_FIELDS))})")
     return list(dict.fromkeys(fields))
+
+
+def _check_channels(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in CHANNELS]
+    if unknown:
+        raise InvalidArgument(f"unknown channel(s) {unknown} (allowed: {', '.join(sorted(CHANNELS))})")
+    return list(dict.fromkeys(names))
 
 
 def _check_countries(codes: list[str]) -> list[str]:
@@ -153,6 +160,12 @@ class PurposeSettings(_Section):
     max_age_seconds: int | None = Field(None, gt=0)
     mode: Literal["enforce", "observe"] | None = None
     fields: list[str] | None = None
+    deny_channels: list[str] | None = None
+
+    @field_validator("deny_channels")
+    @classmethod
+    def _channels(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_channels(v)
 
     @field_validator("allow_countries", "deny_countries")
     @classmethod
@@ -182,10 +195,12 @@ class PolicySettings(_Section):
     carrier_error: Literal["allow", "refuse"] = "allow"
     max_sms_pumping_risk: int | None = None
     opt_out_blocks_mfa: bool = False
+    deny_channels: list[str] = []
     notify: PurposeSettings = PurposeSettings()
     mfa: PurposeSettings = PurposeSettings()
 
     _countries = field_validator("allow_countries", "deny_countries")(_check_countries)
+    _channels = field_validator("deny_channels")(_check_channels)
 
     @field_validator("deny_line_types", "flag_line_types")
     @classmethod
@@ -218,6 +233,7 @@ class PolicySettings(_Section):
             mode=pick("mode", self.mode),
             opt_outs_block=True if purpose == "notify" else self.opt_out_blocks_mfa,
             fields=tuple(pick("fields", default_fields)),
+            deny_channels=frozenset(pick("deny_channels", self.deny_channels)),
         )
 
 
@@ -225,7 +241,8 @@ class RoutingSettings(_Section):
     dropin_reroute: bool = False
     voice: str = "Polly.Joanna"
     language: str = "en-US"
-    status_callback: str | None = None
+    status_callback: str | None = None  # messages: added to every send whose caller gave none
+    call_status_callback: str | None = None  # calls, the voice fallback included: likewise
 
 
 class IdempotencySettings(_Section):
@@ -261,13 +278,17 @@ class WebhookSettings(_Section):
     replies: Replies = Replies()
     keywords: Keywords = Keywords()
     consent_phrases: bool = True
-    failure_codes: list[int] = [30003, 30005, 30006, 30007, 21610, 21614, 21211, 21612]
+    # Hard failures: unreachable, unknown, landline, filtered, opted out, not SMS-capable, invalid, unroutable,
+    # and fraud blocks (Messaging's SMS pumping protection 30450/30453, Verify's Fraud Guard 60410).
+    failure_codes: list[int] = [30003, 30005, 30006, 30007, 21610, 21614, 21211, 21612, 30450, 30453, 60410]
     failure_threshold: int = Field(3, ge=1)
     failure_window_seconds: int = Field(7 * 86_400, gt=0)
     suppression_ttl_seconds: int = Field(30 * 86_400, gt=0)
     status_ttl_seconds: int = Field(30 * 86_400, gt=0)
     event_ttl_seconds: int = Field(7 * 86_400, gt=0)
     opt_out_scope: Literal["account", "sender"] = "account"
+    # A STOP on WhatsApp (or another channel with opt-outs of its own) silences that channel only, or all.
+    channel_opt_outs: Literal["channel", "account"] = "channel"
 
 
 class SandboxSettings(_Section):

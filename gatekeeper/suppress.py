@@ -13,14 +13,15 @@ the threshold and honours Twilio's own 21610 ("this number opted out").
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Hashable
 from typing import NamedTuple
 
 from gatekeeper import phone as phones
 from gatekeeper import policy as policies
-from gatekeeper.errors import StoreUnavailable
-from gatekeeper.models import Phone
+from gatekeeper.errors import InvalidNumber, StoreUnavailable
+from gatekeeper.models import CALL_ADDRESS_CHANNELS, CHANNEL_SCOPE_PREFIX, Phone
 from gatekeeper.policy import Policy, Verdict
 from gatekeeper.settings import WebhookSettings
 from gatekeeper.stores.base import ACCOUNT_SCOPE, ConsentChange, Stores, version_reader
@@ -30,6 +31,11 @@ log = logging.getLogger("gatekeeper.suppress")
 #: Twilio's code for "the recipient has opted out"; from a status callback it opts the number out account-wide.
 OPTED_OUT_CODE = 21610
 TWILIO_OPT_OUT_SOURCE = "twilio:21610"
+
+
+def channel_scope(channel: str) -> str:
+    """The opt-out scope of a whole messaging channel: a WhatsApp STOP is ``channel:whatsapp``."""
+    return CHANNEL_SCOPE_PREFIX + channel
 
 
 class Recorded(NamedTuple):
@@ -73,33 +79,45 @@ class Suppression:
         self._clock = clock
 
     # -- scopes --------------------------------------------------------------------
-    def scopes(self, sender: str | None, country: str | None = None) -> tuple[str, ...]:
-        """The opt-out scopes a send from ``sender`` must respect: the account's, and the sender's own
-        with ``opt_out_scope = "sender"``. Raises InvalidNumber for a sender that is no sender."""
-        if not self._by_sender or not sender:
-            return (ACCOUNT_SCOPE,)
-        return (ACCOUNT_SCOPE, phones.sender_scope(sender, country or self._default_country))
+    def scopes(
+        self, sender: str | None, country: str | None = None, channel: str | None = None
+    ) -> tuple[str, ...]:
+        """The opt-out scopes a send from ``sender`` must respect: the account's; on a messaging channel
+        with opt-outs of its own (WhatsApp…) that channel's; and the sender's own with ``opt_out_scope =
+        "sender"``. Raises InvalidNumber for a sender that is no sender."""
+        scopes: tuple[str, ...] = (ACCOUNT_SCOPE,)
+        if channel is not None:
+            scopes += (channel_scope(channel),)
+        if self._by_sender and sender:
+            scopes += (phones.sender_scope(sender, country or self._default_country),)
+        return scopes
 
-    def scope_of(self, sender: str | None, country: str | None = None) -> str:
-        """The scope an opt-out from or for ``sender`` is recorded under."""
-        return self.scopes(sender, country)[-1]
+    def scope_of(self, sender: str | None, country: str | None = None, channel: str | None = None) -> str:
+        """The scope an opt-out from or for ``sender`` (on ``channel``) is recorded under: the sender's own
+        with ``opt_out_scope = "sender"``, else the channel's (when its opt-outs are its own), else the account."""
+        if self._by_sender and sender:
+            return phones.sender_scope(sender, country or self._default_country)
+        if channel is not None and self._settings.channel_opt_outs == "channel":
+            return channel_scope(channel)
+        return ACCOUNT_SCOPE
 
     # -- screening -----------------------------------------------------------------
     def screen(self, phone: Phone, policy: Policy, scopes: tuple[str, ...]) -> Verdict | None:
         """A refusal when the number opted out (and ``policy`` honours that) or is suppressed; else None."""
-        assert phone.e164 is not None
+        key = phone.key
+        assert key is not None
         wh = self._settings
         try:
-            scope = self._stores.opt_outs.opted_out_scope(phone.e164, scopes) if policy.opt_outs_block else None
+            scope = self._stores.opt_outs.opted_out_scope(key, scopes) if policy.opt_outs_block else None
             suppression = self._stores.failures.suppression(
-                phone.e164,
+                key,
                 now=self._clock(),
                 window_seconds=wh.failure_window_seconds,
                 threshold=wh.failure_threshold,
             )
         except StoreUnavailable as exc:
             # Fail safe: an unreadable opt-out list must never let a message reach someone who said STOP.
-            log.error("suppression stores unavailable, refusing %s: %s", phones.mask(phone.e164), exc)
+            log.error("suppression stores unavailable, refusing %s: %s", phones.mask(key), exc)
             return policies.refuse("store_unavailable", "store:unavailable")
         return policies.screen_suppression(scope, suppression, policy)
 
@@ -122,6 +140,35 @@ class Suppression:
             return None, mark
         verdict = self.screen(phone, policy, scopes)
         return verdict, (now if verdict is None else None)
+
+    def _destination(self, number: str, country: str | None) -> tuple[str, str | None]:
+        """The key ``number``'s consent is kept under and the channel with opt-outs of its own, or InvalidNumber."""
+        phone = phones.normalize(number, country or self._default_country)
+        if not phone.ok or phone.key is None:
+            shown = phones.mask(phone.key) if phone.key else "the input"
+            problem = phone.problem or ""
+            raise InvalidNumber(f"{shown} is not a reachable number or address ({problem})", reason=problem)
+        channel = phone.channel if phone.channel not in CALL_ADDRESS_CHANNELS else None
+        return phone.key, channel
+
+    def set_consent(
+        self,
+        number: str,
+        *,
+        opted_out: bool,
+        sender: str | None = None,
+        country: str | None = None,
+        source: str = "api",
+    ) -> bool:
+        """Record an opt-out or opt-in of ``number`` (``whatsapp:+1…``: of that channel, where its opt-outs are its
+        own); True if it changed anything."""
+        key, channel = self._destination(number, country)
+        scope = self.scope_of(sender, country, channel)
+        return self.record_consent(key, scope, opted_out=opted_out, source=source).changed
+
+    def is_opted_out(self, number: str, *, sender: str | None = None, country: str | None = None) -> bool:
+        key, channel = self._destination(number, country)
+        return self.opted_out_scope(key, self.scopes(sender, country, channel)) is not None
 
     def opted_out_scope(self, e164: str, scopes: tuple[str, ...]) -> str | None:
         """The first of ``scopes`` the number opted out of, or None (raises StoreUnavailable)."""
@@ -146,6 +193,32 @@ class Suppression:
         verb = store.opt_out if opted_out else store.opt_in
         changed = verb(e164, scope, source=source, at=at)
         return Recorded(ConsentChange(e164, scope, opted_out, source, at), changed=bool(changed))
+
+    def heard(self, key: str, code: int | None) -> Verdict | None:
+        """Twilio refused a send to ``key`` with ``code``: record what that says; a refusal verdict for 21610.
+
+        21610 opts the number out account-wide (source ``twilio:21610``), as the same code in a status
+        callback does; a code in ``failure_codes`` counts as a hard failure (and may suppress the number).
+        """
+        if code in self._failure_codes:
+            self._failure(key, f"send:{code}:{secrets.token_hex(6)}", code, self._clock())
+        if code != OPTED_OUT_CODE:
+            return None
+        if self.opted_out_scope(key, (ACCOUNT_SCOPE,)) is None:
+            self.record_consent(key, ACCOUNT_SCOPE, opted_out=True, source=TWILIO_OPT_OUT_SOURCE)
+        return policies.refuse("opted_out", "opted_out:account", "twilio:21610")
+
+    def _failure(self, key: str, event_id: str, code: int, at: float) -> tuple[int, bool]:
+        """Count one hard failure; suppress the number when it reaches the threshold."""
+        wh = self._settings
+        failures = self._stores.failures.record_failure(key, event_id, at=at, window_seconds=wh.failure_window_seconds)
+        if failures < wh.failure_threshold:
+            return failures, False
+        self._stores.failures.suppress(
+            key, ttl_seconds=wh.suppression_ttl_seconds, reason=f"delivery_failures:{code}", at=at
+        )
+        log.warning("suppressed %s after %s hard delivery failures", phones.mask(key), failures)
+        return failures, True
 
     def reachable(self, e164: str) -> None:
         """The number wrote to us: it is reachable again, so its failures and suppression are lifted."""
@@ -177,13 +250,7 @@ class Suppression:
         failures: int | None = None
         suppressed = False
         if to is not None and error_code is not None and error_code in self._failure_codes:
-            failures = stores.failures.record_failure(to, failure_id, at=at, window_seconds=wh.failure_window_seconds)
-            if failures >= wh.failure_threshold:
-                stores.failures.suppress(
-                    to, ttl_seconds=wh.suppression_ttl_seconds, reason=f"delivery_failures:{error_code}", at=at
-                )
-                suppressed = True
-                log.warning("suppressed %s after %s hard delivery failures", phones.mask(to), failures)
+            failures, suppressed = self._failure(to, failure_id, error_code, at)
         consent = None
         # Twilio says the number opted out (of this sender at least); honour it account-wide at once.
         # The source is the same for every 21610, so "already opted out" is what makes a retry a no-op.

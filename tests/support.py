@@ -72,6 +72,8 @@ class FakeTwilio:
     calls: list[dict[str, str]] = field(default_factory=list)
     verifications: list[dict[str, str]] = field(default_factory=list)
     send_faults: list[Any] = field(default_factory=list)
+    # Numbers whose Lookup answer names another number, as a broken proxy or a mix-up would.
+    answer_as: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def lookup_answer(self, number: str, fields: str) -> dict[str, Any]:
@@ -84,7 +86,7 @@ class FakeTwilio:
                 "line_type_intelligence": None,
             }
         body: dict[str, Any] = {
-            "phone_number": number,
+            "phone_number": self.answer_as.get(number, number),
             "country_code": "GB" if number.startswith("+44") else "US",
             "calling_country_code": "44" if number.startswith("+44") else "1",
             "national_format": number,

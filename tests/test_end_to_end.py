@@ -63,7 +63,13 @@ def test_duplicated_reordered_callbacks_apply_once_and_suppress(
 def test_call_status_callbacks(wired: tuple[Gatekeeper, str, list[StatusEvent]], sandbox: Sandbox) -> None:
     """A landline's voice fallback reports its call status through the calls route."""
     gate, hooks, events = wired
-    out = gate.notify(LANDLINE, "Your table is ready", from_=FROM, status_callback=hooks + "/calls/status")
+    out = gate.notify(
+        LANDLINE,
+        "Your table is ready",
+        from_=FROM,
+        status_callback=hooks + "/messages/status",  # for a text; a call has its own
+        call_status_callback=hooks + "/calls/status",
+    )
     assert out.action is Action.VOICE
     sandbox.flush_callbacks()
     record = gate.status_of(out.sid or "")

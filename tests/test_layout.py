@@ -54,14 +54,14 @@ def private_uses(source: str, names: set[str]) -> list[str]:
 def test_the_gate_has_private_parts_to_guard() -> None:
     """The guard below reads real names: the gate's own decision path is private."""
     names = gate_private_names()
-    assert {"_decide", "_routes", "_once"} <= names, names
+    assert {"_decide", "_again", "_once"} <= names, names
 
 
 def test_the_private_check_catches_a_reach_into_the_gate() -> None:
-    """A module calling gate._decide, reading self._gate._routes or getattr(gate, "_once") is caught."""
+    """A module calling gate._decide, reading self._gate._again or getattr(gate, "_once") is caught."""
     names = gate_private_names()
-    source = "gate._decide(1)\nx = self._gate._routes\ny = getattr(g, '_once')\nself._decide()\n"
-    assert private_uses(source, names) == ["line 1: ._decide", "line 2: ._routes", "line 3: getattr(..., '_once')"]
+    source = "gate._decide(1)\nx = self._gate._again\ny = getattr(g, '_once')\nself._decide()\n"
+    assert private_uses(source, names) == ["line 1: ._decide", "line 2: ._again", "line 3: getattr(..., '_once')"]
 
 
 def test_no_module_outside_the_gate_touches_its_private_names() -> None:

@@ -14,7 +14,7 @@ import requests
 from support import ACCOUNT_SID, AUTH_TOKEN, FakeClock, FakeTwilio, run_threads
 from twilio.rest import Client
 
-from gatekeeper import Action, Gatekeeper, Settings, Stores
+from gatekeeper import Action, ConfigError, Gatekeeper, Settings, Stores
 from gatekeeper.stores.memory import MemoryStore
 from gatekeeper.stores.redis import RedisStore
 
@@ -142,11 +142,11 @@ def test_429_honours_retry_after(twilio_http: FakeTwilio, twilio_client: Client,
     assert clock.sleeps == [2.0]
 
 
-@pytest.mark.parametrize("status", [400, 401, 403])
+@pytest.mark.parametrize("status", [400, 404 + 5])
 def test_other_4xx_is_never_retried(
     twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock, status: int
 ) -> None:
-    """A 4xx other than 429 is final: one request; notify routes on local facts, MFA refuses 20503."""
+    """A 4xx other than 401, 403 and 429 is final: one request; notify routes on local facts, MFA refuses 20503."""
     twilio_http.faults["*"] = [(status, {}, {"code": 60606, "message": "no", "status": status})] * 2
     g = gate(twilio_client, clock)
     notify = g.decide(MOBILE)
@@ -157,6 +157,37 @@ def test_other_4xx_is_never_retried(
     assert (mfa.action, mfa.twilio_code) == (Action.REFUSE, 20503)
     assert sum(twilio_http.lookups.values()) == 2
     assert clock.sleeps == []
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, 20003), (403, 20003)])
+def test_refused_credentials_are_a_config_error_at_once(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock, status: int, code: int
+) -> None:
+    """401/403 from Lookup is no outage: every purpose raises ConfigError at once, one request, nothing cached."""
+    twilio_http.faults["*"] = [(status, {}, {"code": code, "message": "Authenticate", "status": status})] * 2
+    g = gate(twilio_client, clock)
+    for purpose in ("notify", "mfa"):
+        with pytest.raises(ConfigError, match="credentials") as refused:
+            g.decide(MOBILE, purpose=purpose)
+        assert refused.value.key == "twilio"
+    assert twilio_http.lookups[MOBILE] == 2 and clock.sleeps == []
+    assert g.notify(MOBILE, "hi", from_="+15005550006").action is Action.SMS  # faults spent: Lookup answers again
+
+
+def test_an_answer_about_another_number_is_never_used(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
+) -> None:
+    """Lookup naming another number than asked is an error: not cached, nothing sent to the number it named."""
+    other = "+14155559999"
+    twilio_http.answer_as[MOBILE] = other
+    g = gate(twilio_client, clock)
+    out = g.notify(MOBILE, "hi", from_="+15005550006")
+    assert out.decision.reasons[0] == "lookup:unavailable:answer_for_another_number"
+    assert [m["To"] for m in twilio_http.sent] == [MOBILE]  # the number asked, on local facts (notify's default)
+    mfa = g.decide(MOBILE, purpose="mfa")
+    assert (mfa.action, mfa.twilio_code) == (Action.REFUSE, 20503)
+    del twilio_http.answer_as[MOBILE]
+    assert g.decide(MOBILE).facts.source == "lookup"  # type: ignore[union-attr]  # nothing was cached
 
 
 def test_retries_stop_at_max_retries(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:

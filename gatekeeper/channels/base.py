@@ -25,7 +25,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from gatekeeper.errors import GatekeeperError, SendFailed, SendRejected
-from gatekeeper.models import Action, Decision, Outcome, SendRequest
+from gatekeeper.models import API_OF, Action, Decision, Outcome, SendRequest
 from gatekeeper.retries import Backoff, call_with_retries, never_connected, safe_to_resend
 
 T = TypeVar("T")
@@ -119,3 +119,19 @@ def sdk_params(request: SendRequest, action: Action) -> dict[str, Any]:
     """The caller's SDK keywords that go with ``action`` (see ``SendRequest.params_for``), None values left out."""
     params = request.params_for(action)
     return {k: v for k, v in params.items() if v is not None} if params else {}
+
+
+def callback_for(request: SendRequest, action: Action, default: str | None) -> str | None:
+    """The status callback of a send: the caller's when it was written for this API (a text's callback does
+    not follow it onto the call it fell back to), else the configured ``default``."""
+    if API_OF[action] == API_OF[request.asked]:
+        given = request.status_callback
+    else:
+        given = request.call_status_callback if API_OF[action] == "calls" else None
+    return given or default
+
+
+def account_of(client: Client, request: SendRequest) -> Any:
+    """The API account a send is made on: the subaccount the caller used, else the client's own."""
+    api = client.api.v2010
+    return api.accounts(request.account_sid) if request.account_sid else api.account

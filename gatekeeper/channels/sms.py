@@ -1,18 +1,23 @@
-"""SMS through Programmable Messaging."""
+"""Programmable Messaging: SMS, and the channels Twilio reaches through it (WhatsApp, Messenger, RCS).
+
+One ``messages.create`` serves them all: the channel is in the ``To`` address the gate decided
+(``whatsapp:+1…`` keeps its prefix), so SMS, WhatsApp and other messages share this class.
+"""
 
 from __future__ import annotations
 
 from twilio.rest import Client
 
-from gatekeeper.channels.base import SendPolicy, sdk_params
+from gatekeeper.channels.base import SendPolicy, account_of, callback_for, sdk_params
 from gatekeeper.models import Action, Decision, Outcome, SendRequest
 
 
-class SmsChannel:
-    """``messages.create`` to the decided number, with the caller's sender, body and SDK keywords."""
+class MessagingChannel:
+    """``messages.create`` to the decided address, with the caller's sender, body and SDK keywords."""
 
-    def __init__(self, policy: SendPolicy) -> None:
+    def __init__(self, policy: SendPolicy, *, status_callback: str | None = None) -> None:
         self.policy = policy
+        self.status_callback = status_callback  # for sends whose caller gave none
 
     def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
         kwargs = sdk_params(request, action)
@@ -23,7 +28,9 @@ class SmsChannel:
             kwargs["from_"] = request.from_
         if request.messaging_service_sid is not None:
             kwargs["messaging_service_sid"] = request.messaging_service_sid
-        if request.status_callback is not None:
-            kwargs["status_callback"] = request.status_callback
-        message = self.policy.send(client.messages.create, to=decision.to, **kwargs)
+        callback = callback_for(request, action, self.status_callback)
+        if callback is not None:
+            kwargs["status_callback"] = callback
+        create = (account_of(client, request) if request.account_sid else client).messages.create
+        message = self.policy.send(create, to=decision.to, **kwargs)
         return Outcome(action, decision, message.sid, message.status, resource=message)

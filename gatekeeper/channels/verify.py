@@ -10,12 +10,19 @@ from gatekeeper.models import Action, Decision, Outcome, SendRequest
 from gatekeeper.phone import is_email
 
 #: Verify's own channel name for each action.
-VERIFY_CHANNEL: dict[Action, str] = {Action.VERIFY_SMS: "sms", Action.VERIFY_CALL: "call", Action.EMAIL: "email"}
+VERIFY_CHANNEL: dict[Action, str] = {
+    Action.VERIFY_SMS: "sms",
+    Action.VERIFY_CALL: "call",
+    Action.VERIFY_WHATSAPP: "whatsapp",
+    Action.VERIFY_SNA: "sna",
+    Action.VERIFY_AUTO: "auto",
+    Action.EMAIL: "email",
+}
 
 
 class VerifyChannel:
-    """``verify.v2.services(sid).verifications.create``: a code by SMS or call to the decided number, or by
-    email to the request's address."""
+    """``verify.v2.services(sid).verifications.create``: a code by SMS, call, WhatsApp, SNA or Verify's own
+    choice (``auto``) to the decided number, or by email to the request's address."""
 
     def __init__(self, policy: SendPolicy) -> None:
         self.policy = policy

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from gatekeeper.channels.base import SendPolicy, sdk_params
+from gatekeeper.channels.base import SendPolicy, account_of, callback_for, sdk_params
 from gatekeeper.errors import InvalidArgument
 from gatekeeper.models import Action, Decision, Outcome, SendRequest
 
@@ -28,19 +28,29 @@ def twiml(text: str, *, voice: str | None = None, language: str | None = None) -
 class VoiceChannel:
     """``calls.create``: a text said aloud in ``voice`` and ``language``, or the caller's own ``url``/``twiml``."""
 
-    def __init__(self, policy: SendPolicy, *, voice: str | None = None, language: str | None = None) -> None:
+    def __init__(
+        self,
+        policy: SendPolicy,
+        *,
+        voice: str | None = None,
+        language: str | None = None,
+        status_callback: str | None = None,
+    ) -> None:
         self.policy = policy
         self.voice = voice
         self.language = language
+        self.status_callback = status_callback  # for calls whose caller gave none, the landline fallback included
 
     def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
         if not request.from_:
             raise InvalidArgument("a voice call needs from_ (a Messaging Service cannot place calls)")
         kwargs = sdk_params(request, action)
         kwargs["from_"] = request.from_
-        if request.status_callback is not None:
-            kwargs["status_callback"] = request.status_callback
+        callback = callback_for(request, action, self.status_callback)
+        if callback is not None:
+            kwargs["status_callback"] = callback
         if request.body is not None:  # a text to say: the landline fallback, or a text rerouted by the drop-in
             kwargs["twiml"] = twiml(request.body, voice=self.voice, language=self.language)
-        call = self.policy.send(client.calls.create, to=decision.to, **kwargs)
+        create = (account_of(client, request) if request.account_sid else client).calls.create
+        call = self.policy.send(create, to=decision.to, **kwargs)
         return Outcome(action, decision, call.sid, call.status, resource=call)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from gatekeeper import phone as phones
 from gatekeeper.errors import InvalidNumber, MalformedEvent
 from gatekeeper.idempotency import Ran
+from gatekeeper.models import Phone
 from gatekeeper.stores.base import ACCOUNT_SCOPE
 from gatekeeper.suppress import Recorded
 from gatekeeper.webhooks import status as statuses
@@ -45,7 +46,8 @@ log = logging.getLogger("gatekeeper.webhooks")
 #: How long a claimed event stays "pending" if its process dies mid-way; a retry after that reprocesses it.
 LEASE_SECONDS = 30.0
 
-_CHANNEL_PREFIX = re.compile(r"^(?:whatsapp|rcs|sms|mms|messenger):", re.IGNORECASE)
+# Prefixes Event Streams put on plain numbers; channel addresses (whatsapp:, messenger:, rcs:) keep theirs.
+_CHANNEL_PREFIX = re.compile(r"^(?:sms|mms):", re.IGNORECASE)
 _REPLIES = ("", "stop", "start", "help")
 
 
@@ -54,7 +56,7 @@ class InboundEvent:
     """One unique inbound message, after its consent change (if any) is stored."""
 
     message_sid: str
-    from_number: str  # E.164
+    from_number: str  # E.164 (whatever channel it wrote on), or the address of a channel without numbers
     to: str | None
     messaging_service_sid: str | None
     body: str
@@ -153,31 +155,33 @@ class EventProcessor:
             key, work, lease_seconds=self.lease_seconds, keep_seconds=self.settings.event_ttl_seconds
         )
 
-    def _number(self, raw: str | None, field_name: str) -> str:
+    def _sender(self, raw: str | None, field_name: str) -> Phone:
+        """Who wrote: a number (on SMS or behind ``whatsapp:``…) or a channel address (``messenger:…``)."""
         if not raw:
             raise MalformedEvent(f"{field_name} is required")
         phone = phones.normalize(_strip_channel(raw), self.gate.default_country)
-        if not phone.ok or phone.e164 is None:
-            raise MalformedEvent(f"{field_name} is not a phone number ({phone.problem})")
-        return phone.e164
+        if not phone.ok or phone.key is None:
+            raise MalformedEvent(f"{field_name} is not a phone number or channel address ({phone.problem})")
+        return phone
 
     def _maybe_number(self, raw: str | None) -> str | None:
+        """The recipient of a status callback as the stores key it (the number, whatever channel reached it)."""
         if not raw:
             return None
         phone = phones.normalize(_strip_channel(raw), self.gate.default_country)
-        return phone.e164 if phone.ok else None
+        return phone.key if phone.ok else None
 
     # -- consent -------------------------------------------------------------------
     def _consent_event(self, recorded: Recorded, event_sid: str) -> ConsentEvent:
         c = recorded.change
         return ConsentEvent(c.e164, c.scope, c.opted_out, c.source, c.at, changed=recorded.changed, event_sid=event_sid)
 
-    def _scope(self, cls: Classification, sender: str | None) -> str:
-        if cls.account_wide or not sender:
+    def _scope(self, cls: Classification, sender: str | None, channel: str | None) -> str:
+        if cls.account_wide:
             return ACCOUNT_SCOPE
         try:
-            # The gate's own rule (account, or the sender with opt_out_scope = "sender").
-            return self.gate.suppression.scope_of(sender)
+            # The gate's own rule: the account, the channel's own (a WhatsApp STOP), or the sender's.
+            return self.gate.suppression.scope_of(sender, channel=channel)
         except InvalidNumber:
             raise MalformedEvent("To is not a phone number, short code or Messaging Service SID") from None
 
@@ -195,7 +199,9 @@ class EventProcessor:
         sid = incoming.get("MessageSid", "SmsMessageSid", "SmsSid")
         if not sid or not statuses.valid_sid(sid):
             raise MalformedEvent("MessageSid is required and must look like a Twilio SID")
-        e164 = self._number(incoming.get("From"), "From")
+        writer = self._sender(incoming.get("From"), "From")
+        e164 = writer.key
+        assert e164 is not None
         body = incoming.params.get("Body", "")
         service = incoming.get("MessagingServiceSid")
         to = incoming.get("To")
@@ -203,7 +209,7 @@ class EventProcessor:
         consent: tuple[bool, str] | None = None
         if cls.intent in (Intent.OPT_OUT, Intent.OPT_IN):
             sender = service or (_strip_channel(to) if to else None)
-            consent = (cls.intent is Intent.OPT_OUT, self._scope(cls, sender))
+            consent = (cls.intent is Intent.OPT_OUT, self._scope(cls, sender, writer.channel))
         reply = self.reply_for(cls)
         changes: list[ConsentEvent] = []
 

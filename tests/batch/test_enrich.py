@@ -9,7 +9,7 @@ from unittest.mock import ANY
 import pytest
 
 from gatekeeper.batch import BatchError, EnrichSummary, ProgressEvent, enrich_file
-from gatekeeper.errors import GatekeeperError
+from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.policy import Policy
 from gatekeeper.settings import Settings
 
@@ -222,13 +222,23 @@ def test_an_interrupted_run_keeps_every_record_it_wrote(make_gate, files):
 
 def test_logs_never_show_a_full_number(sandbox_server, make_gate, files, caplog):
     """Warnings about rows mask the number; the output file is the only place full numbers go."""
-    sandbox_server.sandbox.add_fault("error", route="lookup", status=401, code=20003)
+    sandbox_server.sandbox.add_fault("error", route="lookup", status=500, code=20500)
     src = files.csv("phone\n+14155550100\n")
     with caplog.at_level("DEBUG", logger="gatekeeper"):
         enrich_file(make_gate(), src, files.out, rate_per_second=1000)
     assert "+14155550100" not in caplog.text
     assert "+1415555" in caplog.text  # the masked form
     assert files.records()[0]["e164"] == "+14155550100"
+
+
+def test_lookup_refusing_the_credentials_stops_the_run(sandbox_server, make_gate, files):
+    """A 401 from Lookup is a configuration error: the run stops with ConfigError instead of failing every row."""
+    sandbox_server.sandbox.add_fault("error", route="lookup", status=401, code=20003)
+    src = files.csv("phone\n+14155550100\n+14155550102\n")
+    with pytest.raises(ConfigError, match="credentials"):
+        enrich_file(make_gate(), src, files.out, rate_per_second=1000, concurrency=1)
+    counts = sandbox_server.sandbox.lookup_counts()
+    assert set(counts.values()) == {1}  # never retried; at most the rows already under way were asked
 
 
 def test_output_lines_are_one_json_object_each(make_gate, files):

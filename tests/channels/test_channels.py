@@ -14,7 +14,7 @@ from twilio.rest import Client
 
 from gatekeeper.channels import Channel, registry
 from gatekeeper.channels.base import SendPolicy, SendUnavailable, nothing_sent, sdk_params, translated
-from gatekeeper.channels.sms import SmsChannel
+from gatekeeper.channels.sms import MessagingChannel
 from gatekeeper.channels.totp import TotpChannel
 from gatekeeper.channels.verify import VerifyChannel
 from gatekeeper.channels.voice import VoiceChannel
@@ -68,7 +68,7 @@ def test_sms_sends_the_params_written_for_messages(
     twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
 ) -> None:
     """An SMS send carries the body, sender, status callback and the caller's Messages keywords."""
-    outcome = SmsChannel(policy(clock)).send(
+    outcome = MessagingChannel(policy(clock)).send(
         twilio_client, Action.SMS, decision(Action.SMS), sms_request(status_callback=CALLBACK)
     )
     assert len(twilio_http.sent) == 1
@@ -85,7 +85,7 @@ def test_sms_through_a_messaging_service(twilio_http: FakeTwilio, twilio_client:
     """A request with only a Messaging Service SID sends with MessagingServiceSid and no From."""
     sid = "MG" + "0" * 32
     request = SendRequest(Action.SMS, body="hi", messaging_service_sid=sid)
-    SmsChannel(policy(clock)).send(twilio_client, Action.SMS, decision(Action.SMS), request)
+    MessagingChannel(policy(clock)).send(twilio_client, Action.SMS, decision(Action.SMS), request)
     assert twilio_http.sent[0]["MessagingServiceSid"] == sid
     assert "From" not in twilio_http.sent[0]
 
@@ -93,15 +93,17 @@ def test_sms_through_a_messaging_service(twilio_http: FakeTwilio, twilio_client:
 def test_a_voice_send_of_an_sms_request_says_the_body_and_carries_no_sms_params(
     twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock
 ) -> None:
-    """The landline fallback calls with the body as escaped TwiML <Say>, and none of the Messages keywords."""
+    """The landline fallback calls with the body as escaped TwiML <Say>, none of the Messages keywords, and the
+    calls' status callback, not the one the caller wrote for the message."""
     body = "Code <Play>http://evil</Play> & more"
     request = sms_request(body=body, status_callback=CALLBACK)
-    channel = registry(policy(clock))[Action.VOICE]
+    calls_route = "https://example.com/twilio/calls/status"
+    channel = registry(policy(clock), call_status_callback=calls_route)[Action.VOICE]
     outcome = channel.send(twilio_client, Action.VOICE, decision(Action.VOICE, LANDLINE), request)
     assert twilio_http.sent == []
     assert len(twilio_http.calls) == 1
     call = twilio_http.calls[0]
-    assert call["To"] == LANDLINE and call["From"] == FROM and call["StatusCallback"] == CALLBACK
+    assert call["To"] == LANDLINE and call["From"] == FROM and call["StatusCallback"] == calls_route
     assert not {"MediaUrl", "ValidityPeriod", "Body"} & set(call)
     root = ET.fromstring(call["Twiml"])
     assert root.tag == "Response"
@@ -198,7 +200,7 @@ def test_totp_sends_nothing(twilio_http: FakeTwilio, twilio_client: Client) -> N
 
 # -- retries -------------------------------------------------------------------------------
 def send_sms(client: Client, clock: FakeClock, max_retries: int = 2) -> object:
-    return SmsChannel(policy(clock, max_retries)).send(
+    return MessagingChannel(policy(clock, max_retries)).send(
         client, Action.SMS, decision(Action.SMS), SendRequest(Action.SMS, body="hi", from_=FROM)
     )
 

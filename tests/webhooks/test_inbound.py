@@ -165,12 +165,30 @@ def test_start_lifts_only_the_matching_sender(clock: FakeClock) -> None:
     assert gate.is_opted_out(ALICE, sender=OTHER_NUMBER)
 
 
-def test_whatsapp_addresses_are_numbers() -> None:
-    """A whatsapp: address is the number behind it."""
+def test_a_whatsapp_stop_opts_the_number_out_of_whatsapp_only() -> None:
+    """A STOP on WhatsApp is kept for the number behind the address, on that channel: SMS still reaches it."""
     gate = make_gate()
     client = make_app(gate).test_client()
     post(client, PATH, inbound("STOP", frm=f"whatsapp:{ALICE}", to=f"whatsapp:{OUR_NUMBER}"))
-    assert gate.is_opted_out(ALICE)
+    assert gate.is_opted_out(f"whatsapp:{ALICE}")
+    assert not gate.is_opted_out(ALICE)
+    assert [c.scope for c in gate.stores.opt_outs.consent_history(ALICE)] == ["channel:whatsapp"]
+
+
+def test_a_whatsapp_stop_can_silence_every_channel() -> None:
+    """With channel_opt_outs = "account", a WhatsApp STOP opts the number out everywhere."""
+    gate = make_gate(channel_opt_outs="account")
+    client = make_app(gate).test_client()
+    post(client, PATH, inbound("STOP", frm=f"whatsapp:{ALICE}", to=f"whatsapp:{OUR_NUMBER}"))
+    assert gate.is_opted_out(ALICE) and gate.is_opted_out(f"whatsapp:{ALICE}")
+
+
+def test_a_messenger_stop_is_kept_under_the_address() -> None:
+    """A channel without numbers keeps consent under the address itself."""
+    gate = make_gate()
+    client = make_app(gate).test_client()
+    assert post(client, PATH, inbound("STOP", frm="messenger:4242", to="messenger:1010")).status_code == 200
+    assert gate.is_opted_out("messenger:4242")
 
 
 # -- hooks, duplicates, suppression ----------------------------------------------------------
