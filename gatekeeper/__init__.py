@@ -25,6 +25,7 @@ from gatekeeper.errors import (
     SendFailed,
     SendRejected,
     StoreUnavailable,
+    UngatedCall,
 )
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.models import Action, Decision, Outcome, PhoneFacts, SendRequest, StatusRecord
@@ -57,5 +58,6 @@ __all__ = [
     "StatusRecord",
     "StoreUnavailable",
     "Stores",
+    "UngatedCall",
     "__version__",
 ]

@@ -20,6 +20,7 @@
     │   ├── MalformedEvent          its fields cannot be used (400)                         (also ValueError)
     │   └── BodyTooLarge            its body is over the limit (413)
     ├── BatchError                  an enrich input or output that cannot be used (gatekeeper.batch)
+    ├── UngatedCall                 a creating SDK call the gate does not know (the drop-in fails closed)
     └── GateRefused                 a call the gate refused                   (also TwilioRestException)
 
 The dual inheritance is only there so ``except`` clauses written before Gatekeeper keep working:
@@ -156,6 +157,17 @@ class MalformedEvent(WebhookError, ValueError):
 
 class BodyTooLarge(WebhookError):
     """A webhook request body over ``[webhooks] max_body_bytes`` (HTTP 413)."""
+
+
+class UngatedCall(GatekeeperError):
+    """A call through the drop-in that could send or create around the gate, refused. ``call`` names it."""
+
+    def __init__(self, call: str) -> None:
+        super().__init__(
+            f"GatedClient refused {call}: it could send around the gate. If it sends nothing, list "
+            f"{call!r} in [routing] passthrough"
+        )
+        self.call = call
 
 
 class GateRefused(GatekeeperError, TwilioRestException):

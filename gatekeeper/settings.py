@@ -243,6 +243,7 @@ class RoutingSettings(_Section):
     language: str = "en-US"
     status_callback: str | None = None  # messages: added to every send whose caller gave none
     call_status_callback: str | None = None  # calls, the voice fallback included: likewise
+    passthrough: list[str] = []  # creating SDK calls the drop-in may pass ungated, e.g. "verify.v2.service.create"
 
 
 class IdempotencySettings(_Section):

@@ -122,15 +122,20 @@ def test_lookup_down_on_mfa_is_20503(twilio_http: FakeTwilio, twilio_client: Cli
     assert refused(lambda: client.verify.v2.services(VA).verifications.create(to=MOBILE, channel="sms")).code == 20503
 
 
-def test_everything_else_passes_through(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
-    """lookups, api, messages(sid), messages.list and services.list are the client's own objects."""
+def test_reads_pass_through(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    """Reads answer as the client's own: attributes, list, fetch and Lookups, with nothing gated."""
     client = gated(twilio_client, clock)
-    assert client.lookups is twilio_client.lookups
-    assert client.api is twilio_client.api
     assert client.account_sid == twilio_client.account_sid
+    assert client.api.v2010.account.messages._uri == twilio_client.messages._uri
     twilio_http.mock.add("GET", f"{API}/Messages.json", json={"messages": [], "next_page_uri": None})
     assert client.messages.list(limit=5) == []
-    assert type(client.messages("SM" + "1" * 32)).__name__ == "MessageContext"
+    sid = "SM" + "1" * 32
+    twilio_http.mock.add("GET", f"{API}/Messages/{sid}.json", json={"sid": sid, "status": "delivered"})
+    fetched = client.messages(sid).fetch()
+    assert (type(fetched._inner).__name__, fetched.status) == ("MessageInstance", "delivered")
+    facts = client.lookups.v2.phone_numbers(MOBILE).fetch(fields="line_type_intelligence")
+    assert facts.line_type_intelligence["type"] == "mobile"
+    assert client.gate.stores.audit.recent(10) == []  # reads are not decisions
 
 
 def test_observe_mode_passes_refusals_through(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:

@@ -32,6 +32,7 @@ def test_exported_members() -> None:
             "StatusRecord",
             "Stores",
             "StoreUnavailable",
+            "UngatedCall",
             "__version__",
         ]
     )

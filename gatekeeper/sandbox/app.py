@@ -43,6 +43,7 @@ from gatekeeper.sandbox.faults import DROP_KEY, DropMiddleware
 from gatekeeper.sandbox.numbers import MAGIC_FROM_ERRORS, NumberProfile
 from gatekeeper.sandbox.resources import (
     Verification,
+    account_json,
     attempt_channel,
     call_json,
     iso8601,
@@ -58,6 +59,7 @@ _log = logging.getLogger("gatekeeper.sandbox")
 
 _ENDPOINT_ROUTES = {
     "lookup": "lookup",
+    "accounts_fetch": "accounts.fetch",
     "messages_create": "messages.create",
     "messages_fetch": "messages.fetch",
     "calls_create": "calls.create",
@@ -97,6 +99,7 @@ def create_app(
     app.register_error_handler(Exception, _crash)
     app.add_url_rule("/v2/PhoneNumbers/<number>", "lookup", _lookup, methods=["GET"])
     account = "/2010-04-01/Accounts/<account_sid>"
+    app.add_url_rule(f"{account}.json", "accounts_fetch", _fetch_account, methods=["GET"])
     app.add_url_rule(f"{account}/Messages.json", "messages_create", _create_message, methods=["POST"])
     app.add_url_rule(f"{account}/Messages/<sid>.json", "messages_fetch", _fetch_message, methods=["GET"])
     app.add_url_rule(f"{account}/Calls.json", "calls_create", _create_call, methods=["POST"])
@@ -542,6 +545,11 @@ def _fetch_execution(flow_sid: str, sid: str) -> Response:
 def _account() -> Account:
     account: Account = g.account
     return account
+
+
+def _fetch_account(account_sid: str) -> Response:
+    """The account on the path (the caller's own or one of its subaccounts), its auth token never shown."""
+    return json_response(account_json(_account(), now=_sandbox().clock()))
 
 
 def _callback_url(value: str | None, code: int, name: str) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from gatekeeper.models import LOOKUP_PACKAGES
+from gatekeeper.sandbox.config import Account
 from gatekeeper.sandbox.numbers import NO_CARRIER_TYPES, NumberProfile
 
 API_VERSION = "2010-04-01"
@@ -405,3 +406,20 @@ def verify_lookup(profile: NumberProfile | None) -> dict[str, Any]:
 def attempt_channel(channel: str) -> str:
     """How ``send_code_attempts`` spells a channel (``SMS``, ``CALL``, ``EMAIL``, ``whatsapp``)."""
     return channel.upper() if channel in ("sms", "call", "email") else channel
+
+
+def account_json(account: Account, *, now: float) -> dict[str, Any]:
+    """An Account resource as a fetch answers it; the sandbox shows no token (Twilio would show the real one)."""
+    base = f"/{API_VERSION}/Accounts/{account.sid}"
+    return {
+        "auth_token": "*" * 32,
+        "date_created": rfc2822(now),
+        "date_updated": rfc2822(now),
+        "friendly_name": "Sandbox subaccount" if account.parent_sid else "Sandbox account",
+        "owner_account_sid": account.parent_sid or account.sid,
+        "sid": account.sid,
+        "status": "active",
+        "subresource_uris": {"messages": f"{base}/Messages.json", "calls": f"{base}/Calls.json"},
+        "type": "Full",
+        "uri": f"{base}.json",
+    }

@@ -48,6 +48,7 @@ MESSAGE_CREATE = (API, "/2010-04-01/Accounts/{AccountSid}/Messages.json", "post"
 MESSAGE_FETCH = (API, "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json", "get")
 CALL_CREATE = (API, "/2010-04-01/Accounts/{AccountSid}/Calls.json", "post")
 CALL_FETCH = (API, "/2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json", "get")
+ACCOUNT_FETCH = (API, "/2010-04-01/Accounts/{Sid}.json", "get")
 VERIFICATION_CREATE = (VERIFY, "/v2/Services/{ServiceSid}/Verifications", "post")
 VERIFICATION_CHECK = (VERIFY, "/v2/Services/{ServiceSid}/VerificationCheck", "post")
 OPERATIONS = (
@@ -58,6 +59,7 @@ OPERATIONS = (
     CALL_FETCH,
     VERIFICATION_CREATE,
     VERIFICATION_CHECK,
+    ACCOUNT_FETCH,
 )
 SERVICE = "VA" + "7" * 32
 Operation = tuple[str, str, str]
@@ -440,6 +442,9 @@ CASES: list[tuple[str, Operation, int, Action]] = [
     ("check-approved", VERIFICATION_CHECK, 200, _check("123456")),
     ("check-wrong-code", VERIFICATION_CHECK, 200, _check("000000")),
     ("check-nothing-pending", VERIFICATION_CHECK, 404, _check("123456", start=False)),
+    ("account-own", ACCOUNT_FETCH, 200, lambda c, sandbox: c.api.accounts(c.account_sid).fetch()),
+    ("account-sub", ACCOUNT_FETCH, 200, lambda c, sandbox: c.api.accounts(TEST_SUBACCOUNT_SID).fetch()),
+    ("account-other", ACCOUNT_FETCH, 404, lambda c, sandbox: c.api.accounts("AC" + "9" * 32).fetch()),
 ]
 
 
