@@ -12,6 +12,10 @@ does the work, then completes the claim with the work's result, kept for ``keep_
   that is safe to redo (a webhook's writes are each idempotent) frees the key on every failure.
 
 A pending claim is only a lease: a process that dies mid-way frees the key when the lease ends.
+
+The routine is written once, as steps (:func:`once` yields what it needs: a claim, a sleep, the
+work, a settlement), and carried out by :class:`Once` with blocking calls or by the async gate
+with awaits.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from contextlib import suppress
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from gatekeeper.errors import IdempotencyConflict, InvalidArgument, StoreUnavailable
-from gatekeeper.stores.base import Stores
+from gatekeeper.stores.base import Claim, IdempotencyStore, Stores
 
 #: How often a repeat polls a pending claim while it waits for the first caller.
 POLL_SECONDS = 0.05
@@ -48,6 +52,95 @@ def check_key(key: object) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS:
         raise InvalidArgument(f"idempotency_key must be a non-empty string of at most {MAX_KEY_CHARS} characters")
     return key
+
+
+class ClaimStep(NamedTuple):
+    """Claim ``key`` in the idempotency store (answer: the :class:`~gatekeeper.stores.base.Claim`)."""
+
+    key: str
+    fingerprint: str
+    ttl_seconds: float
+
+
+class SleepStep(NamedTuple):
+    """Wait before claiming again (answer: nothing)."""
+
+    seconds: float
+
+
+class WorkStep(NamedTuple):
+    """Run the work (answer: its result; a failure is thrown back in)."""
+
+
+class SettleStep(NamedTuple):
+    """``complete``, ``abandon`` or ``mark_unknown`` the claim (answer: nothing; StoreUnavailable thrown back in)."""
+
+    verb: Literal["complete", "abandon", "mark_unknown"]
+    key: str
+    token: str
+    result: bytes | None
+    ttl_seconds: float
+
+
+Step = ClaimStep | SleepStep | WorkStep | SettleStep
+
+
+def once(
+    key: str,
+    fingerprint: str,
+    *,
+    lease_seconds: float,
+    keep_seconds: float,
+    wait_seconds: float,
+    nothing_happened: Callable[[BaseException], bool] | None,
+    clock: Callable[[], float],
+) -> Generator[Step, Any, Ran]:
+    """The run-once routine as steps, for a blocking or an async driver to carry out (see the module docstring)."""
+    deadline = clock() + wait_seconds
+    while True:
+        claim: Claim = yield ClaimStep(key, fingerprint, lease_seconds)
+        # Waiting helps only a repeat of the same request whose first run is still going.
+        if claim.won or claim.state != "pending" or claim.fingerprint != fingerprint or clock() >= deadline:
+            break
+        yield SleepStep(POLL_SECONDS)
+    if not claim.won:
+        if claim.fingerprint != fingerprint:
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} was first used for a different request; use a new key",
+                key=key,
+                reason="payload_mismatch",
+            )
+        if claim.state == "done":
+            return Ran(False, claim.result)
+        if claim.state == "unknown":
+            raise IdempotencyConflict(
+                f"the first call with key {key!r} failed after it may have sent; "
+                "check its status before retrying with a new key",
+                key=key,
+                reason="outcome_unknown",
+            )
+        raise IdempotencyConflict(
+            f"a call with key {key!r} is still in progress; retry later", key=key, reason="in_progress"
+        )
+    token = claim.token
+    assert token is not None
+    try:
+        result: bytes = yield WorkStep()
+    except BaseException as failed:
+        freed = nothing_happened is None or nothing_happened(failed)
+        with suppress(StoreUnavailable):  # the store is down too: the lease frees the key
+            yield SettleStep("abandon" if freed else "mark_unknown", key, token, None, keep_seconds)
+        raise
+    try:
+        yield SettleStep("complete", key, token, result, keep_seconds)
+    except StoreUnavailable:
+        # The work is done but its result could not be kept: work safe to redo frees the key; a send that
+        # went out is marked unknown if the store lets us, else the lease runs out on it.
+        with suppress(StoreUnavailable):
+            verb: Literal["abandon", "mark_unknown"] = "abandon" if nothing_happened is None else "mark_unknown"
+            yield SettleStep(verb, key, token, None, keep_seconds)
+        raise
+    return Ran(True, result)
 
 
 class Once:
@@ -81,55 +174,45 @@ class Once:
         ``nothing_happened(exc)`` says whether a failure of ``work`` left nothing done; None means
         the work is safe to redo, so any failure frees the key.
         """
+        steps = once(
+            key,
+            key if fingerprint is None else fingerprint,
+            lease_seconds=lease_seconds,
+            keep_seconds=keep_seconds,
+            wait_seconds=wait_seconds,
+            nothing_happened=nothing_happened,
+            clock=self._clock,
+        )
         store = self._stores.idempotency
-        mine = key if fingerprint is None else fingerprint
-        deadline = self._clock() + wait_seconds
+        answer: Any = None
+        failure: BaseException | None = None
         while True:
-            claim = store.claim(key, mine, ttl_seconds=lease_seconds)
-            # Waiting helps only a repeat of the same request whose first run is still going.
-            if claim.won or claim.state != "pending" or claim.fingerprint != mine or self._clock() >= deadline:
-                break
-            self._sleep(POLL_SECONDS)
-        if not claim.won:
-            if claim.fingerprint != mine:
-                raise IdempotencyConflict(
-                    f"idempotency key {key!r} was first used for a different request; use a new key",
-                    key=key,
-                    reason="payload_mismatch",
-                )
-            if claim.state == "done":
-                return Ran(False, claim.result)
-            if claim.state == "unknown":
-                raise IdempotencyConflict(
-                    f"the first call with key {key!r} failed after it may have sent; "
-                    "check its status before retrying with a new key",
-                    key=key,
-                    reason="outcome_unknown",
-                )
-            raise IdempotencyConflict(
-                f"a call with key {key!r} is still in progress; retry later", key=key, reason="in_progress"
-            )
-        assert claim.token is not None
-        try:
-            result = work()
-        except BaseException as exc:
-            freed = nothing_happened is None or nothing_happened(exc)
-            with suppress(StoreUnavailable):  # the store is down too: the lease frees the key
-                if freed:
-                    store.abandon(key, claim.token)
+            try:
+                step = steps.send(answer) if failure is None else steps.throw(failure)
+            except StopIteration as end:
+                ran: Ran = end.value
+                return ran
+            answer, failure = None, None
+            try:
+                if type(step) is ClaimStep:
+                    answer = store.claim(step.key, step.fingerprint, ttl_seconds=step.ttl_seconds)
+                elif type(step) is SleepStep:
+                    self._sleep(step.seconds)
+                elif type(step) is WorkStep:
+                    answer = work()
                 else:
-                    store.mark_unknown(key, claim.token, ttl_seconds=keep_seconds)
-            raise
-        try:
-            store.complete(key, claim.token, result, ttl_seconds=keep_seconds)
-        except StoreUnavailable:
-            # The work is done but its result could not be kept: work safe to redo frees the key; a send
-            # that went out is marked unknown if the store lets us, else the lease runs out on it.
-            with suppress(StoreUnavailable):
-                if nothing_happened is None:
-                    store.abandon(key, claim.token)
-                else:
-                    store.mark_unknown(key, claim.token, ttl_seconds=keep_seconds)
-            raise
-        return Ran(True, result)
+                    assert type(step) is SettleStep
+                    settle(store, step)
+            except BaseException as exc:
+                failure = exc
 
+
+def settle(store: IdempotencyStore, step: SettleStep) -> None:
+    """Carry out a settle step on a blocking store."""
+    if step.verb == "complete":
+        assert step.result is not None
+        store.complete(step.key, step.token, step.result, ttl_seconds=step.ttl_seconds)
+    elif step.verb == "abandon":
+        store.abandon(step.key, step.token)
+    else:
+        store.mark_unknown(step.key, step.token, ttl_seconds=step.ttl_seconds)

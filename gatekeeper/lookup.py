@@ -217,11 +217,10 @@ class LookupService:
         assert phone.e164 is not None
         if not self.config.cache_enabled:
             return self._fill(phone, fields, None, fields)
-        key = self._key(phone.e164, phone.region, fields)
-        held = self._memo.get(key)
-        if held is not None and not self._stale(held, fields, self.clock(), max_age_seconds):
-            metrics.cache_read(True)
-            return held.facts
+        key = self.key_for(phone, fields)
+        held = self.memo_hit(key, fields, max_age_seconds)
+        if held is not None:
+            return held
         hit = self._cached(key, fields, max_age_seconds)
         metrics.cache_read(isinstance(hit, PhoneFacts))
         if isinstance(hit, PhoneFacts):
@@ -264,24 +263,93 @@ class LookupService:
         entry = self._memo.get(key)
         return entry is not None and entry.facts is facts
 
-    def _key(self, e164: str, region: str | None, fields: tuple[str, ...]) -> str:
-        fh = self._hashes.get(fields) or self._hashes.setdefault(fields, fields_hash(fields))
-        return lookup_key(e164, fh, region or "ZZ")
+    # -- the pure part, shared with the async Lookup (gatekeeper.aio) ---------------------
+    def key_for(self, phone: Phone, fields: tuple[str, ...]) -> str:
+        """The cache key of ``phone``'s answer for ``fields``."""
+        assert phone.e164 is not None
+        return self._key(phone.e164, phone.region, fields)
 
-    def _cached(self, key: str, fields: tuple[str, ...], max_age: float | None) -> PhoneFacts | _Partial | None:
-        stamp = self._last_fill
-        try:
-            entry = self.cache.get_lookup(key)
-        except StoreUnavailable as exc:
-            log.warning("lookup cache unavailable (%s)", exc)
-            return None
+    def memo_hit(self, key: str, fields: tuple[str, ...], max_age: float | None) -> PhoneFacts | None:
+        """The facts this process holds for ``key`` when they are fresh for ``max_age``, counted as a cache hit."""
+        held = self._memo.get(key)
+        if held is not None and not self._stale(held, fields, self.clock(), max_age):
+            metrics.cache_read(True)
+            return held.facts
+        return None
+
+    @property
+    def stamp(self) -> int:
+        """Changes with every fill by this process: take it before a store read, give it to :meth:`seen`."""
+        return self._last_fill
+
+    def seen(
+        self, key: str, entry: CachedLookup | None, stamp: int, fields: tuple[str, ...], max_age: float | None
+    ) -> PhoneFacts | Partial | None:
+        """What a store read of ``key`` (begun at ``stamp``) gives: fresh facts, a partial answer to refresh, or
+        nothing; a read answer is held in memory unless a fill overtook it."""
         if entry is None:
             return None
         self._remember(key, entry, stamp)
         stale = self._stale(entry, fields, self.clock(), max_age)
         if not stale:
             return entry.facts
-        return None if entry.negative else _Partial(entry, stale)
+        return None if entry.negative else Partial(entry, stale)
+
+    def request_params(self, fields: tuple[str, ...], region: str | None) -> dict[str, object]:
+        """Lookup's query parameters for ``fields`` of a number parsed in ``region``."""
+        params: dict[str, object] = {}
+        if fields:
+            params["Fields"] = ",".join(fields)
+        if region:
+            params["CountryCode"] = region
+        return params
+
+    def merged(
+        self, phone: Phone, fields: tuple[str, ...], partial: Partial | None, wanted: tuple[str, ...], payload: Any
+    ) -> tuple[PhoneFacts, CachedLookup, float]:
+        """The facts a Lookup answer gives, the cache entry to keep (merged into ``partial``'s when only some
+        fields were refreshed) and its TTL."""
+        assert phone.e164 is not None
+        now = self.clock()
+        negative = payload.get("valid") is False
+        if partial is not None and not negative:
+            merged = dict(partial.entry.payload)
+            merged.update({k: v for k, v in payload.items() if k not in _PACKAGES or k in wanted})
+            times = {**partial.entry.field_times, **{f: now for f in wanted}}
+        else:
+            merged, times = dict(payload), {f: now for f in fields}
+        facts = facts_from_payload(phone.e164, phone.region, merged, min(times.values(), default=now), fields)
+        # Stored as the cache will serve it, so a hit costs no copy on the hot path.
+        entry = CachedLookup(
+            facts=replace(facts, source="cache"), payload=merged, field_times=times, fetched_at=now, negative=negative
+        )
+        ttl = (
+            self.config.negative_ttl_seconds
+            if negative
+            else max(self._ttl(f) for f in fields)
+            if fields
+            else self.config.positive_ttl_seconds
+        )
+        return facts, entry, ttl
+
+    def filled(self, key: str, entry: CachedLookup) -> None:
+        """This process fetched ``entry``: what it held for the number is older now, the next decision uses this."""
+        stamp = self._last_fill = next(self._stamps)
+        self._remember(key, entry, stamp)
+
+    # -- blocking I/O --------------------------------------------------------------
+    def _key(self, e164: str, region: str | None, fields: tuple[str, ...]) -> str:
+        fh = self._hashes.get(fields) or self._hashes.setdefault(fields, fields_hash(fields))
+        return lookup_key(e164, fh, region or "ZZ")
+
+    def _cached(self, key: str, fields: tuple[str, ...], max_age: float | None) -> PhoneFacts | Partial | None:
+        stamp = self._last_fill
+        try:
+            entry = self.cache.get_lookup(key)
+        except StoreUnavailable as exc:
+            log.warning("lookup cache unavailable (%s)", exc)
+            return None
+        return self.seen(key, entry, stamp, fields, max_age)
 
     def _remember(self, key: str, entry: CachedLookup, stamp: int) -> None:
         """Hold ``entry`` in the memo, unless a fill landed since ``stamp`` (then what was read may be
@@ -294,53 +362,24 @@ class LookupService:
         self,
         phone: Phone,
         fields: tuple[str, ...],
-        partial: _Partial | None,
+        partial: Partial | None,
         wanted: tuple[str, ...],
         *,
         key: str | None = None,
     ) -> PhoneFacts:
         assert phone.e164 is not None
         payload = self._fetch(phone.e164, wanted, phone.region)
-        now = self.clock()
-        negative = payload.get("valid") is False
-        if partial is not None and not negative:
-            merged = dict(partial.entry.payload)
-            merged.update({k: v for k, v in payload.items() if k not in _PACKAGES or k in wanted})
-            times = {**partial.entry.field_times, **{f: now for f in wanted}}
-        else:
-            merged, times = dict(payload), {f: now for f in fields}
-        facts = facts_from_payload(phone.e164, phone.region, merged, min(times.values(), default=now), fields)
+        facts, entry, ttl = self.merged(phone, fields, partial, wanted, payload)
         if key is not None:
-            # Stored as the cache will serve it, so a hit costs no copy on the hot path.
-            entry = CachedLookup(
-                facts=replace(facts, source="cache"),
-                payload=merged,
-                field_times=times,
-                fetched_at=now,
-                negative=negative,
-            )
-            ttl = (
-                self.config.negative_ttl_seconds
-                if negative
-                else max(self._ttl(f) for f in fields)
-                if fields
-                else self.config.positive_ttl_seconds
-            )
             try:
                 self.cache.put_lookup(key, entry, ttl_seconds=ttl)
             except StoreUnavailable as exc:
                 log.warning("lookup cache write failed (%s); the answer is kept in this process only", exc)
-            # What this process held for the number is older now: the next decision uses what was fetched.
-            stamp = self._last_fill = next(self._stamps)
-            self._remember(key, entry, stamp)
+            self.filled(key, entry)
         return facts
 
     def _fetch(self, e164: str, fields: tuple[str, ...], region: str | None) -> dict[str, Any]:
-        params: dict[str, object] = {}
-        if fields:
-            params["Fields"] = ",".join(fields)
-        if region:
-            params["CountryCode"] = region
+        params = self.request_params(fields, region)
         try:
             return call_with_retries(
                 lambda: self._fetch_once(e164, params),
@@ -497,7 +536,7 @@ _PACKAGES = frozenset(LOOKUP_PACKAGES)
 
 
 @dataclass(frozen=True)
-class _Partial:
+class Partial:
     """A cached entry with some fields past their age: only those are fetched again."""
 
     entry: CachedLookup

@@ -9,8 +9,10 @@ processed"). The clock, the sleep and the randomness are injected.
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import requests
@@ -20,7 +22,16 @@ from urllib3.exceptions import NewConnectionError
 
 from gatekeeper.errors import TransientError
 
-__all__ = ["Backoff", "TransientError", "call_with_retries", "never_connected", "parse_retry_after", "safe_to_resend"]
+__all__ = [
+    "Backoff",
+    "TransientError",
+    "call_with_retries",
+    "call_with_retries_async",
+    "network_error",
+    "never_connected",
+    "parse_retry_after",
+    "safe_to_resend",
+]
 
 T = TypeVar("T")
 
@@ -69,7 +80,14 @@ def never_connected(exc: BaseException) -> bool:
         reason = exc.args[0] if exc.args else None
         inner = getattr(reason, "reason", reason)
         return isinstance(inner, (NewConnectionError, ConnectionRefusedError))
-    return False
+    aiohttp = sys.modules.get("aiohttp")  # the SDK's async client; imported only by those who use it
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientConnectorError)
+
+
+def network_error(exc: BaseException) -> bool:
+    """A failure of the network under the SDK's async client (aiohttp's, or a timeout), not an answer."""
+    aiohttp = sys.modules.get("aiohttp")
+    return isinstance(exc, asyncio.TimeoutError) or (aiohttp is not None and isinstance(exc, aiohttp.ClientError))
 
 
 def safe_to_resend(exc: BaseException) -> bool:
@@ -118,3 +136,34 @@ def call_with_retries(
         reraise=True,
     )
     return retrying(attempt)
+
+
+async def call_with_retries_async(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    retry_if: Callable[[BaseException], bool],
+    max_retries: int,
+    wait: Backoff,
+    sleep: Callable[[float], Awaitable[None]],
+) -> T:
+    """:func:`call_with_retries` for a coroutine: the waits are awaited, never slept on the event loop."""
+    try:
+        return await fn()
+    except Exception as exc:
+        if max_retries <= 0 or not retry_if(exc):
+            raise
+        replay: list[Exception] = [exc]
+
+    async def attempt() -> T:
+        if replay:
+            raise replay.pop()
+        return await fn()
+
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(max_retries + 1),
+        wait=wait,
+        retry=tenacity.retry_if_exception(retry_if),
+        sleep=sleep,
+        reraise=True,
+    )
+    return await retrying(attempt)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Hashable
-from typing import NamedTuple
+from collections.abc import Callable, Generator, Hashable
+from typing import Any, NamedTuple, TypeVar
 
 from gatekeeper import phone as phones
 from gatekeeper import policy as policies
@@ -28,6 +28,8 @@ from gatekeeper.stores.base import ACCOUNT_SCOPE, ConsentChange, Stores, version
 
 log = logging.getLogger("gatekeeper.suppress")
 
+T = TypeVar("T")
+
 #: Twilio's code for "the recipient has opted out"; from a status callback it opts the number out account-wide.
 OPTED_OUT_CODE = 21610
 TWILIO_OPT_OUT_SOURCE = "twilio:21610"
@@ -36,6 +38,37 @@ TWILIO_OPT_OUT_SOURCE = "twilio:21610"
 def channel_scope(channel: str) -> str:
     """The opt-out scope of a whole messaging channel: a WhatsApp STOP is ``channel:whatsapp``."""
     return CHANNEL_SCOPE_PREFIX + channel
+
+
+class Call(NamedTuple):
+    """One store verb a step needs: ``getattr(stores.<role>, verb)(*args, **kwargs)``."""
+
+    role: str
+    verb: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}  # noqa: RUF012 - never mutated: a NamedTuple default shared read-only
+
+
+#: An operation written as the store calls it needs (sans-I/O): :func:`run` carries it out blocking,
+#: the async gate with awaits; the logic between the calls is written once.
+Steps = Generator[Call, Any, T]
+
+
+def run(stores: Stores, steps: Steps[T]) -> T:
+    """Carry out ``steps`` with blocking store calls (a store's error is thrown back into the steps)."""
+    answer: Any = None
+    failure: BaseException | None = None
+    while True:
+        try:
+            call = steps.send(answer) if failure is None else steps.throw(failure)
+        except StopIteration as end:
+            result: T = end.value
+            return result
+        answer, failure = None, None
+        try:
+            answer = getattr(getattr(stores, call.role), call.verb)(*call.args, **call.kwargs)
+        except StoreUnavailable as exc:
+            failure = exc
 
 
 class Recorded(NamedTuple):
@@ -104,17 +137,16 @@ class Suppression:
     # -- screening -----------------------------------------------------------------
     def screen(self, phone: Phone, policy: Policy, scopes: tuple[str, ...]) -> Verdict | None:
         """A refusal when the number opted out (and ``policy`` honours that) or is suppressed; else None."""
+        return run(self._stores, self.screen_steps(phone, policy, scopes))
+
+    def screen_steps(self, phone: Phone, policy: Policy, scopes: tuple[str, ...]) -> Steps[Verdict | None]:
         key = phone.key
         assert key is not None
         wh = self._settings
         try:
-            scope = self._stores.opt_outs.opted_out_scope(key, scopes) if policy.opt_outs_block else None
-            suppression = self._stores.failures.suppression(
-                key,
-                now=self._clock(),
-                window_seconds=wh.failure_window_seconds,
-                threshold=wh.failure_threshold,
-            )
+            scope = (yield Call("opt_outs", "opted_out_scope", (key, scopes))) if policy.opt_outs_block else None
+            window = {"now": self._clock(), "window_seconds": wh.failure_window_seconds}
+            suppression = yield Call("failures", "suppression", (key,), {**window, "threshold": wh.failure_threshold})
         except StoreUnavailable as exc:
             # Fail safe: an unreadable opt-out list must never let a message reach someone who said STOP.
             log.error("suppression stores unavailable, refusing %s: %s", phones.mask(key), exc)
@@ -162,17 +194,23 @@ class Suppression:
     ) -> bool:
         """Record an opt-out or opt-in of ``number`` (``whatsapp:+1…``: of that channel, where its opt-outs are its
         own); True if it changed anything."""
+        return run(self._stores, self.set_consent_steps(number, opted_out, sender, country, source))
+
+    def set_consent_steps(
+        self, number: str, opted_out: bool, sender: str | None, country: str | None, source: str
+    ) -> Steps[bool]:
         key, channel = self._destination(number, country)
         scope = self.scope_of(sender, country, channel)
-        return self.record_consent(key, scope, opted_out=opted_out, source=source).changed
+        recorded = yield from self.record_consent_steps(key, scope, opted_out, source, once_per_source=False)
+        return recorded.changed
 
     def is_opted_out(self, number: str, *, sender: str | None = None, country: str | None = None) -> bool:
-        key, channel = self._destination(number, country)
-        return self.opted_out_scope(key, self.scopes(sender, country, channel)) is not None
+        return run(self._stores, self.is_opted_out_steps(number, sender, country))
 
-    def opted_out_scope(self, e164: str, scopes: tuple[str, ...]) -> str | None:
-        """The first of ``scopes`` the number opted out of, or None (raises StoreUnavailable)."""
-        return self._stores.opt_outs.opted_out_scope(e164, scopes)
+    def is_opted_out_steps(self, number: str, sender: str | None, country: str | None) -> Steps[bool]:
+        key, channel = self._destination(number, country)
+        scope = yield Call("opt_outs", "opted_out_scope", (key, self.scopes(sender, country, channel)))
+        return scope is not None
 
     # -- writing -------------------------------------------------------------------
     def record_consent(
@@ -184,14 +222,19 @@ class Suppression:
         a change with the same source, scope and direction already recorded is not written again:
         an event whose first attempt wrote before the store failed is then retried without doubling.
         """
-        store = self._stores.opt_outs
+        return run(self._stores, self.record_consent_steps(e164, scope, opted_out, source, once_per_source))
+
+    def record_consent_steps(
+        self, e164: str, scope: str, opted_out: bool, source: str, once_per_source: bool
+    ) -> Steps[Recorded]:
         if once_per_source:
-            for past in store.consent_history(e164, limit=20):
+            history: list[ConsentChange] = yield Call("opt_outs", "consent_history", (e164,), {"limit": 20})
+            for past in history:
                 if past.source == source and past.scope == scope and past.opted_out == opted_out:
                     return Recorded(past, changed=False)
         at = self._clock()
-        verb = store.opt_out if opted_out else store.opt_in
-        changed = verb(e164, scope, source=source, at=at)
+        verb = "opt_out" if opted_out else "opt_in"
+        changed = yield Call("opt_outs", verb, (e164, scope), {"source": source, "at": at})
         return Recorded(ConsentChange(e164, scope, opted_out, source, at), changed=bool(changed))
 
     def heard(self, key: str, code: int | None) -> Verdict | None:
@@ -200,23 +243,32 @@ class Suppression:
         21610 opts the number out account-wide (source ``twilio:21610``), as the same code in a status
         callback does; a code in ``failure_codes`` counts as a hard failure (and may suppress the number).
         """
+        return run(self._stores, self.heard_steps(key, code))
+
+    def heard_steps(self, key: str, code: int | None) -> Steps[Verdict | None]:
         if code in self._failure_codes:
-            self._failure(key, f"send:{code}:{secrets.token_hex(6)}", code, self._clock())
+            yield from self._failure_steps(key, f"send:{code}:{secrets.token_hex(6)}", code, self._clock())
         if code != OPTED_OUT_CODE:
             return None
-        if self.opted_out_scope(key, (ACCOUNT_SCOPE,)) is None:
-            self.record_consent(key, ACCOUNT_SCOPE, opted_out=True, source=TWILIO_OPT_OUT_SOURCE)
+        yield from self._opted_out_by_twilio_steps(key)
         return policies.refuse("opted_out", "opted_out:account", "twilio:21610")
 
-    def _failure(self, key: str, event_id: str, code: int, at: float) -> tuple[int, bool]:
+    def _opted_out_by_twilio_steps(self, key: str) -> Steps[Recorded | None]:
+        """Twilio says the number opted out (of this sender at least): honour it account-wide at once. The source
+        is the same for every 21610, so "already opted out" is what makes a repeat a no-op."""
+        if (yield Call("opt_outs", "opted_out_scope", (key, (ACCOUNT_SCOPE,)))) is not None:
+            return None
+        return (yield from self.record_consent_steps(key, ACCOUNT_SCOPE, True, TWILIO_OPT_OUT_SOURCE, False))
+
+    def _failure_steps(self, key: str, event_id: str, code: int, at: float) -> Steps[tuple[int, bool]]:
         """Count one hard failure; suppress the number when it reaches the threshold."""
         wh = self._settings
-        failures = self._stores.failures.record_failure(key, event_id, at=at, window_seconds=wh.failure_window_seconds)
+        window = {"at": at, "window_seconds": wh.failure_window_seconds}
+        failures = yield Call("failures", "record_failure", (key, event_id), window)
         if failures < wh.failure_threshold:
             return failures, False
-        self._stores.failures.suppress(
-            key, ttl_seconds=wh.suppression_ttl_seconds, reason=f"delivery_failures:{code}", at=at
-        )
+        until = {"ttl_seconds": wh.suppression_ttl_seconds, "reason": f"delivery_failures:{code}", "at": at}
+        yield Call("failures", "suppress", (key,), until)
         log.warning("suppressed %s after %s hard delivery failures", phones.mask(key), failures)
         return failures, True
 
@@ -241,19 +293,29 @@ class Suppression:
         back, a 21610 opts out only a number not opted out already), so a retried event completes a
         half-done one without doubling anything.
         """
-        wh = self._settings
-        stores = self._stores
+        steps = self._delivery_steps(sid, status, rank, error_code=error_code, to=to, to_hash=to_hash, event=failure_id)
+        return run(self._stores, steps)
+
+    def _delivery_steps(
+        self,
+        sid: str,
+        status: str,
+        rank: int,
+        *,
+        error_code: int | None,
+        to: str | None,
+        to_hash: str | None,
+        event: str,
+    ) -> Steps[Delivery]:
         at = self._clock()
-        applied = stores.statuses.apply_status(
-            sid, status, rank, error_code=error_code, at=at, to_hash=to_hash, ttl_seconds=wh.status_ttl_seconds
-        )
+        ttl = self._settings.status_ttl_seconds
+        written = {"error_code": error_code, "at": at, "to_hash": to_hash, "ttl_seconds": ttl}
+        applied = yield Call("statuses", "apply_status", (sid, status, rank), written)
         failures: int | None = None
         suppressed = False
         if to is not None and error_code is not None and error_code in self._failure_codes:
-            failures, suppressed = self._failure(to, failure_id, error_code, at)
+            failures, suppressed = yield from self._failure_steps(to, event, error_code, at)
         consent = None
-        # Twilio says the number opted out (of this sender at least); honour it account-wide at once.
-        # The source is the same for every 21610, so "already opted out" is what makes a retry a no-op.
-        if to is not None and error_code == OPTED_OUT_CODE and self.opted_out_scope(to, (ACCOUNT_SCOPE,)) is None:
-            consent = self.record_consent(to, ACCOUNT_SCOPE, opted_out=True, source=TWILIO_OPT_OUT_SOURCE)
+        if to is not None and error_code == OPTED_OUT_CODE:
+            consent = yield from self._opted_out_by_twilio_steps(to)
         return Delivery(bool(applied), failures, suppressed, consent, at)

@@ -143,7 +143,9 @@ def test_screen_fails_safe_when_the_store_is_unavailable(clock: FakeClock) -> No
 
 
 # -- consent -------------------------------------------------------------------------------
-def test_record_consent_returns_the_change_and_whether_it_changed(supp: Suppression, clock: FakeClock) -> None:
+def test_record_consent_returns_the_change_and_whether_it_changed(
+    supp: Suppression, store: MemoryStore, clock: FakeClock
+) -> None:
     """An opt-out is Recorded with its change and changed=True; a second one is changed=False but kept in history."""
     first = supp.record_consent(MOBILE, "*", opted_out=True, source="api")
     assert isinstance(first, Recorded) and first.changed is True
@@ -151,10 +153,10 @@ def test_record_consent_returns_the_change_and_whether_it_changed(supp: Suppress
     assert (c.e164, c.scope, c.opted_out, c.source, c.at) == (MOBILE, "*", True, "api", clock())
     again = supp.record_consent(MOBILE, "*", opted_out=True, source="webhook:STOP:SM1")
     assert again.changed is False
-    assert supp.opted_out_scope(MOBILE, ACCOUNT) == "*"
+    assert store.opted_out_scope(MOBILE, ACCOUNT) == "*"
     lifted = supp.record_consent(MOBILE, "*", opted_out=False, source="api")
     assert lifted.changed is True and lifted.change.opted_out is False
-    assert supp.opted_out_scope(MOBILE, ACCOUNT) is None
+    assert store.opted_out_scope(MOBILE, ACCOUNT) is None
 
 
 def test_once_per_source_does_not_write_the_same_change_twice(supp: Suppression, store: MemoryStore) -> None:
@@ -234,7 +236,7 @@ def test_21610_opts_the_number_out_account_wide_once(supp: Suppression, store: M
     first = deliver(supp, "SM1", code=OPTED_OUT_CODE, failure_id="SM1")
     assert first.consent is not None and first.consent.changed
     assert (first.consent.change.scope, first.consent.change.source) == (ACCOUNT_SCOPE, TWILIO_OPT_OUT_SOURCE)
-    assert supp.opted_out_scope(MOBILE, ACCOUNT) == "*"
+    assert store.opted_out_scope(MOBILE, ACCOUNT) == "*"
     second = deliver(supp, "SM2", code=OPTED_OUT_CODE, failure_id="SM2")
     assert second.consent is None
     assert [c.source for c in store.consent_history(MOBILE)] == [TWILIO_OPT_OUT_SOURCE]
@@ -246,7 +248,7 @@ def test_21610_adds_the_account_scope_to_a_sender_opt_out(store: MemoryStore, cl
     supp.record_consent(MOBILE, SENDER, opted_out=True, source="api")
     delivered = deliver(supp, "SM1", code=OPTED_OUT_CODE, failure_id="SM1")
     assert delivered.consent is not None
-    assert supp.opted_out_scope(MOBILE, ACCOUNT) == "*"
+    assert store.opted_out_scope(MOBILE, ACCOUNT) == "*"
 
 
 # -- screening since a mark ----------------------------------------------------------------

@@ -5,6 +5,10 @@ decision and the caller's request, it sends and reports an :class:`~gatekeeper.m
 Channels are the only code that sends; the gate picks one from its registry
 (:func:`gatekeeper.channels.registry`) by the decision's action.
 
+A channel only *prepares* a send (:meth:`BaseChannel.prepare`: which SDK list resource, which
+keywords); :class:`BaseChannel` then makes it, blocking (``create``) or awaited (``create_async``),
+through the same :class:`SendPolicy`. So a channel is written once for both kinds of gate.
+
 Errors are translated here, at the edge, once the retries are spent: Twilio's own error becomes
 :class:`~gatekeeper.errors.SendRejected` (still a ``TwilioRestException`` with Twilio's code), a
 network failure :class:`SendUnavailable` (still a ``requests`` ``RequestException``), each chained
@@ -13,12 +17,13 @@ network failure :class:`SendUnavailable` (still a ``requests`` ``RequestExceptio
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -26,7 +31,14 @@ from twilio.rest import Client
 
 from gatekeeper.errors import GatekeeperError, SendFailed, SendRejected
 from gatekeeper.models import API_OF, Action, Decision, Outcome, SendRequest
-from gatekeeper.retries import Backoff, call_with_retries, never_connected, safe_to_resend
+from gatekeeper.retries import (
+    Backoff,
+    call_with_retries,
+    call_with_retries_async,
+    network_error,
+    never_connected,
+    safe_to_resend,
+)
 
 T = TypeVar("T")
 
@@ -40,6 +52,43 @@ class Channel(Protocol):
 
         ``action`` is the decision's own, or in observe mode the one the caller asked for.
         """
+
+    async def send_async(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+        """The same with the SDK's ``*_async`` calls (the client's HttpClient must be asynchronous)."""
+
+
+class Prepared(NamedTuple):
+    """A send made ready: the SDK list resource to create on, and the keywords."""
+
+    target: Any
+    kwargs: dict[str, Any]
+
+
+class BaseChannel:
+    """A channel that prepares its send; the send itself, blocking or awaited, is made here."""
+
+    policy: SendPolicy
+
+    def prepare(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Prepared | Outcome:
+        """What to create, or the Outcome itself when nothing is sent (TOTP)."""
+        raise NotImplementedError
+
+    def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+        prepared = self.prepare(client, action, decision, request)
+        if isinstance(prepared, Outcome):
+            return prepared
+        return sent(action, decision, self.policy.send(prepared.target.create, **prepared.kwargs))
+
+    async def send_async(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+        prepared = self.prepare(client, action, decision, request)
+        if isinstance(prepared, Outcome):
+            return prepared
+        return sent(action, decision, await self.policy.send_async(prepared.target.create_async, **prepared.kwargs))
+
+
+def sent(action: Action, decision: Decision, resource: Any) -> Outcome:
+    """The Outcome of a send that went out: Twilio's SID and status, and the SDK's resource."""
+    return Outcome(action, decision, resource.sid, resource.status, resource=resource)
 
 
 class SendUnavailable(SendFailed, requests.RequestException):
@@ -71,7 +120,7 @@ def translated(exc: Exception) -> Exception:
         uri = str(getattr(exc, "uri", "") or "")
         method = str(getattr(exc, "method", None) or "POST")
         return SendRejected(status, uri, msg=str(message), code=getattr(exc, "code", None), method=method)
-    if isinstance(exc, requests.RequestException):
+    if isinstance(exc, requests.RequestException) or network_error(exc):
         reached = not never_connected(exc)
         return SendUnavailable(f"Twilio unreachable: {type(exc).__name__}", may_have_sent=reached)
     return exc
@@ -86,6 +135,7 @@ class SendPolicy:
         default_factory=lambda: Backoff(base_ms=250, jitter_ms=250, max_retry_after_ms=5_000, rng=random.Random())  # noqa: S311
     )
     sleep: Callable[[float], None] = time.sleep
+    sleep_async: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def send(self, create: Callable[..., T], /, **kwargs: Any) -> T:
         """``create(**kwargs)`` (one SDK create), retrying what is safe; failures raised as Gatekeeper's errors."""
@@ -96,6 +146,22 @@ class SendPolicy:
                 max_retries=self.max_retries,
                 wait=self.backoff,
                 sleep=self.sleep,
+            )
+        except Exception as exc:
+            ours = translated(exc)
+            if ours is exc:
+                raise
+            raise ours from exc
+
+    async def send_async(self, create: Callable[..., Awaitable[T]], /, **kwargs: Any) -> T:
+        """``await create(**kwargs)`` (one SDK ``create_async``), under the same rules as :meth:`send`."""
+        try:
+            return await call_with_retries_async(
+                partial(create, **kwargs),
+                retry_if=safe_to_resend,
+                max_retries=self.max_retries,
+                wait=self.backoff,
+                sleep=self.sleep_async,
             )
         except Exception as exc:
             ours = translated(exc)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from twilio.rest import Client
 
-from gatekeeper.channels.base import SendPolicy, account_of, callback_for, sdk_params
-from gatekeeper.models import Action, Decision, Outcome, SendRequest
+from gatekeeper.channels.base import BaseChannel, Prepared, SendPolicy, account_of, callback_for, sdk_params
+from gatekeeper.models import Action, Decision, SendRequest
 
 
-class MessagingChannel:
+class MessagingChannel(BaseChannel):
     """``messages.create`` to the decided address, with the caller's sender, body and SDK keywords."""
 
     def __init__(self, policy: SendPolicy, *, status_callback: str | None = None) -> None:
         self.policy = policy
         self.status_callback = status_callback  # for sends whose caller gave none
 
-    def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+    def prepare(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Prepared:
         kwargs = sdk_params(request, action)
         # Written out rather than looped: this runs on every send.
         if request.body is not None:
@@ -31,6 +31,5 @@ class MessagingChannel:
         callback = callback_for(request, action, self.status_callback)
         if callback is not None:
             kwargs["status_callback"] = callback
-        create = (account_of(client, request) if request.account_sid else client).messages.create
-        message = self.policy.send(create, to=decision.to, **kwargs)
-        return Outcome(action, decision, message.sid, message.status, resource=message)
+        kwargs["to"] = decision.to
+        return Prepared((account_of(client, request) if request.account_sid else client).messages, kwargs)

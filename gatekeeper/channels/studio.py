@@ -14,9 +14,9 @@ from typing import Any
 
 from twilio.rest import Client
 
-from gatekeeper.channels.base import SendPolicy, sdk_params
+from gatekeeper.channels.base import BaseChannel, Prepared, SendPolicy, sdk_params
 from gatekeeper.errors import InvalidArgument
-from gatekeeper.models import Action, Decision, Outcome, SendRequest
+from gatekeeper.models import Action, Decision, SendRequest
 
 
 def enriched(parameters: object, decision: Decision) -> dict[str, Any]:
@@ -41,19 +41,18 @@ def enriched(parameters: object, decision: Decision) -> dict[str, Any]:
     return {**ours, **parameters}
 
 
-class StudioChannel:
+class StudioChannel(BaseChannel):
     """``studio.v2.flows(sid).executions.create`` with ``to`` the decided number and enriched parameters."""
 
     def __init__(self, policy: SendPolicy) -> None:
         self.policy = policy
 
-    def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+    def prepare(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Prepared:
         if not request.flow_sid:
             raise InvalidArgument("a Studio execution needs the Flow's SID")
         if not request.from_:
             raise InvalidArgument("a Studio execution needs from_")
         params = sdk_params(request, action)
         parameters = enriched(params.pop("parameters", None), decision)
-        create = client.studio.v2.flows(request.flow_sid).executions.create
-        execution = self.policy.send(create, to=decision.to, from_=request.from_, parameters=parameters, **params)
-        return Outcome(action, decision, execution.sid, execution.status, resource=execution)
+        params.update(to=decision.to, from_=request.from_, parameters=parameters)
+        return Prepared(client.studio.v2.flows(request.flow_sid).executions, params)

@@ -11,16 +11,17 @@ import datetime as dt
 import pyotp
 from twilio.rest import Client
 
+from gatekeeper.channels.base import BaseChannel
 from gatekeeper.models import Action, Decision, Outcome, SendRequest
 
 DIGITS = 6
 INTERVAL_SECONDS = 30
 
 
-class TotpChannel:
+class TotpChannel(BaseChannel):
     """Nothing is sent: the outcome tells the application to ask for a code from the user's authenticator."""
 
-    def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+    def prepare(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
         return Outcome(
             action=action,
             decision=decision,

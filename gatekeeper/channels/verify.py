@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from twilio.rest import Client
 
-from gatekeeper.channels.base import SendPolicy, sdk_params
+from gatekeeper.channels.base import BaseChannel, Prepared, SendPolicy, sdk_params
 from gatekeeper.errors import InvalidArgument
-from gatekeeper.models import Action, Decision, Outcome, SendRequest
+from gatekeeper.models import Action, Decision, SendRequest
 from gatekeeper.phone import is_email
 
 #: Verify's own channel name for each action.
@@ -20,14 +20,14 @@ VERIFY_CHANNEL: dict[Action, str] = {
 }
 
 
-class VerifyChannel:
+class VerifyChannel(BaseChannel):
     """``verify.v2.services(sid).verifications.create``: a code by SMS, call, WhatsApp, SNA or Verify's own
     choice (``auto``) to the decided number, or by email to the request's address."""
 
     def __init__(self, policy: SendPolicy) -> None:
         self.policy = policy
 
-    def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+    def prepare(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Prepared:
         service_sid = request.verify_service_sid
         if not service_sid:
             raise InvalidArgument("verify_service_sid is required for Verify SMS, call and email")
@@ -37,6 +37,5 @@ class VerifyChannel:
                 raise InvalidArgument("the email channel needs email= an address like name@example.com")
             to = request.email.strip()
         params = sdk_params(request, action)
-        create = client.verify.v2.services(service_sid).verifications.create
-        verification = self.policy.send(create, to=to, channel=VERIFY_CHANNEL[action], **params)
-        return Outcome(action, decision, verification.sid, verification.status, resource=verification)
+        params.update(to=to, channel=VERIFY_CHANNEL[action])
+        return Prepared(client.verify.v2.services(service_sid).verifications, params)

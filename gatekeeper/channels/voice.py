@@ -5,9 +5,9 @@ from __future__ import annotations
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from gatekeeper.channels.base import SendPolicy, account_of, callback_for, sdk_params
+from gatekeeper.channels.base import BaseChannel, Prepared, SendPolicy, account_of, callback_for, sdk_params
 from gatekeeper.errors import InvalidArgument
-from gatekeeper.models import Action, Decision, Outcome, SendRequest
+from gatekeeper.models import Action, Decision, SendRequest
 
 #: Twilio rejects inline TwiML longer than this.
 MAX_TWIML_CHARS = 4000
@@ -25,7 +25,7 @@ def twiml(text: str, *, voice: str | None = None, language: str | None = None) -
     return xml
 
 
-class VoiceChannel:
+class VoiceChannel(BaseChannel):
     """``calls.create``: a text said aloud in ``voice`` and ``language``, or the caller's own ``url``/``twiml``."""
 
     def __init__(
@@ -41,7 +41,7 @@ class VoiceChannel:
         self.language = language
         self.status_callback = status_callback  # for calls whose caller gave none, the landline fallback included
 
-    def send(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
+    def prepare(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Prepared:
         if not request.from_:
             raise InvalidArgument("a voice call needs from_ (a Messaging Service cannot place calls)")
         kwargs = sdk_params(request, action)
@@ -51,6 +51,5 @@ class VoiceChannel:
             kwargs["status_callback"] = callback
         if request.body is not None:  # a text to say: the landline fallback, or a text rerouted by the drop-in
             kwargs["twiml"] = twiml(request.body, voice=self.voice, language=self.language)
-        create = (account_of(client, request) if request.account_sid else client).calls.create
-        call = self.policy.send(create, to=decision.to, **kwargs)
-        return Outcome(action, decision, call.sid, call.status, resource=call)
+        kwargs["to"] = decision.to
+        return Prepared((account_of(client, request) if request.account_sid else client).calls, kwargs)

@@ -4,6 +4,12 @@ Every read-modify-write is one command, one MULTI or one Lua script — never
 SETNX then EXPIRE, never KEYS — and every key carries a ``{hash tag}`` so a
 number's keys share one Redis Cluster slot. Connection and timeout errors are
 translated to :class:`~gatekeeper.errors.StoreUnavailable` at this edge.
+
+Each verb is written once, as a generator that yields the Redis commands it needs
+(:class:`Op`, or a :class:`Pipe` of them sent in one round trip) and turns their answers
+into the verb's result. :class:`RedisStore` carries the commands out with redis-py's
+blocking client, :class:`~gatekeeper.stores.redis_async.AsyncRedisStore` with
+``redis.asyncio``: the logic and the key layout cannot drift apart.
 """
 
 from __future__ import annotations
@@ -11,10 +17,9 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from functools import wraps
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 from pydantic import TypeAdapter
@@ -23,9 +28,6 @@ from redis.exceptions import LockError, RedisError
 from gatekeeper.errors import InvalidArgument, StoreUnavailable
 from gatekeeper.models import AuditEntry, StatusRecord
 from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 _CACHED = TypeAdapter(CachedLookup)
 _CONSENT_HISTORY = 50
@@ -84,25 +86,176 @@ return math.floor(wait * 1e6)
 """
 
 
-def _translated(fn: Callable[P, R]) -> Callable[P, R]:
-    """Map redis-py's errors to StoreUnavailable, chained, so callers handle one kind."""
 
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except RedisError as exc:
-            raise StoreUnavailable(f"Redis store unavailable: {type(exc).__name__}: {exc}") from exc
+class Op(NamedTuple):
+    """One Redis command (``name`` is the client's method), or ``script:<name>`` with ``keys`` and ``args``."""
 
-    return wrapper
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}  # noqa: RUF012 - never mutated: a NamedTuple default shared read-only
+
+
+class Pipe(NamedTuple):
+    """Commands sent together in one round trip (a MULTI when ``transaction``); answered with their results."""
+
+    ops: tuple[Op, ...]
+    transaction: bool = False
+
+
+Verb = Generator[Op | Pipe, Any, Any]
+SCRIPTS = {
+    "record_failure": _RECORD_FAILURE,
+    "claim": _CLAIM,
+    "settle": _SETTLE,
+    "apply_status": _APPLY_STATUS,
+    "reserve": _RESERVE,
+}
 
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-class RedisStore:
-    """Every store protocol on one Redis (or Redis Cluster with hash-tagged keys)."""
+def _script(name: str, key: str, *args: Any) -> Op:
+    return Op(f"script:{name}", (), {"keys": [key], "args": list(args)})
+
+
+def unavailable(exc: RedisError) -> StoreUnavailable:
+    """redis-py's error as the one kind callers handle."""
+    return StoreUnavailable(f"Redis store unavailable: {type(exc).__name__}: {exc}")
+
+
+class RedisVerbs:
+    """The store's verbs as Redis commands, and the key layout; no connection (see the module docstring)."""
+
+    def __init__(self, *, prefix: str, audit_max: int) -> None:
+        self._p = prefix
+        self._audit_max = audit_max
+
+    def _k(self, kind: str, ident: str) -> str:
+        return f"{self._p}{kind}:{{{ident}}}"
+
+    # -- lookup cache ---------------------------------------------------------------
+    def _get_lookup(self, key: str) -> Verb:
+        raw = yield Op("get", (self._p + key,))
+        return None if raw is None else _CACHED.validate_json(raw)
+
+    def _put_lookup(self, key: str, entry: CachedLookup, ttl_seconds: float) -> Verb:
+        yield Op("set", (self._p + key, _CACHED.dump_json(entry)), {"px": _ms(ttl_seconds)})
+
+    # -- opt-outs -------------------------------------------------------------------
+    def _opt_out(self, e164: str, scope: str, source: str, at: float) -> Verb:
+        change = json.dumps({"scope": scope, "opted_out": True, "source": source, "at": at})
+        history = self._k("consent", e164)
+        hset = Op("hset", (self._k("optout", e164), scope, change))
+        added, *_ = yield Pipe((hset, *self._history(history, change)), transaction=True)
+        return bool(added)
+
+    def _opt_in(self, e164: str, scope: str, source: str, at: float) -> Verb:
+        change = json.dumps({"scope": scope, "opted_out": False, "source": source, "at": at})
+        key, history = self._k("optout", e164), self._k("consent", e164)
+        lift = Op("delete", (key,)) if scope == ACCOUNT_SCOPE else Op("hdel", (key, scope))
+        removed, *_ = yield Pipe((lift, *self._history(history, change)), transaction=True)
+        return bool(removed)
+
+    @staticmethod
+    def _history(key: str, change: str) -> tuple[Op, Op]:
+        return Op("lpush", (key, change)), Op("ltrim", (key, 0, _CONSENT_HISTORY - 1))
+
+    def _opted_out_scope(self, e164: str, scopes: Sequence[str]) -> Verb:
+        if not scopes:
+            return None
+        found = yield Op("hmget", (self._k("optout", e164), list(scopes)))
+        return next((s for s, v in zip(scopes, found, strict=False) if v is not None), None)
+
+    def _consent_history(self, e164: str, limit: int) -> Verb:
+        rows = yield Op("lrange", (self._k("consent", e164), 0, max(limit, 1) - 1))
+        out = []
+        for raw in rows:
+            d = json.loads(raw)
+            out.append(ConsentChange(e164, d["scope"], d["opted_out"], d["source"], d["at"]))
+        return out
+
+    # -- delivery failures and suppression -----------------------------------------
+    def _record_failure(self, e164: str, event_id: str, at: float, window_seconds: float) -> Verb:
+        count = yield _script("record_failure", self._k("fail", e164), event_id, at, window_seconds)
+        return int(count)
+
+    def _suppress(self, e164: str, ttl_seconds: float, reason: str) -> Verb:
+        yield Op("set", (self._k("supp", e164), reason), {"px": _ms(ttl_seconds)})
+
+    def _suppression(self, e164: str, now: float, window_seconds: float, threshold: int) -> Verb:
+        marker = Op("get", (self._k("supp", e164),))
+        failures = Op("zcount", (self._k("fail", e164), f"({now - window_seconds}", "+inf"))
+        reason, count = yield Pipe((marker, failures))
+        if reason is not None:
+            return f"suppressed:{reason.decode()}"
+        return f"failures:{count}" if int(count) >= threshold else None
+
+    def _lift_suppression(self, e164: str) -> Verb:
+        removed = yield Op("delete", (self._k("supp", e164), self._k("fail", e164)))
+        return bool(removed)
+
+    # -- idempotency ---------------------------------------------------------------
+    def _claim(self, key: str, fingerprint: str, ttl_seconds: float) -> Verb:
+        token = secrets.token_hex(8)
+        mine = json.dumps({"fp": fingerprint, "state": "pending", "token": token, "result": None})
+        won, raw = yield _script("claim", self._k("idem", key), mine, _ms(ttl_seconds))
+        if int(won):
+            return Claim(won=True, state="pending", fingerprint=fingerprint, token=token)
+        if raw is None:  # expired between SET and GET cannot happen inside the script; defensive only
+            return (yield from self._claim(key, fingerprint, ttl_seconds))
+        rec = json.loads(raw)
+        result = base64.b64decode(rec["result"]) if isinstance(rec.get("result"), str) else None
+        return Claim(won=False, state=rec["state"], fingerprint=rec["fp"], result=result)
+
+    def _settle(self, key: str, token: str, state: str, result: bytes | None, ttl_seconds: float) -> Verb:
+        encoded = "" if result is None else base64.b64encode(result).decode()
+        yield _script("settle", self._k("idem", key), token, state, encoded, _ms(ttl_seconds))
+
+    # -- delivery statuses ---------------------------------------------------------
+    def _apply_status(
+        self, sid: str, status: str, rank: int, *, error_code: int | None, at: float, to_hash: str | None, ttl: float
+    ) -> Verb:
+        code = "" if error_code is None else error_code
+        applied = yield _script("apply_status", self._k("status", sid), rank, status, code, at, to_hash or "", _ms(ttl))
+        return bool(applied)
+
+    def _status_of(self, sid: str) -> Verb:
+        raw = yield Op("hgetall", (self._k("status", sid),))
+        if not raw:
+            return None
+        code = raw.get(b"error_code", b"")
+        return StatusRecord(
+            sid=sid,
+            status=raw[b"status"].decode(),
+            error_code=int(code) if code else None,
+            updated_at=float(raw.get(b"at", b"0")),
+            to_hash=raw.get(b"to", b"").decode() or None,
+        )
+
+    # -- rate limits ---------------------------------------------------------------
+    def _reserve(self, bucket: str, rate_per_second: float, burst: int) -> Verb:
+        if rate_per_second <= 0 or burst < 1:
+            raise InvalidArgument("rate_per_second must be > 0 and burst >= 1")
+        interval = 1.0 / rate_per_second
+        micros = yield _script("reserve", self._k("rate", bucket), interval, (burst - 1) * interval)
+        return int(micros) / 1e6
+
+    # -- audit ---------------------------------------------------------------------
+    def _record(self, entry: AuditEntry) -> Verb:
+        record = json.dumps(entry.as_dict(), default=str)
+        yield Op("xadd", (f"{self._p}audit", {"e": record}), {"maxlen": self._audit_max, "approximate": True})
+
+    def _recent(self, limit: int) -> Verb:
+        if limit <= 0:
+            return []
+        rows = yield Op("xrevrange", (f"{self._p}audit",), {"count": limit})
+        return [json.loads(fields[b"e"]) for _, fields in rows]
+
+
+class RedisStore(RedisVerbs):
+    """Every store protocol on one Redis (or Redis Cluster with hash-tagged keys), with redis-py's blocking client."""
 
     def __init__(
         self,
@@ -112,15 +265,10 @@ class RedisStore:
         audit_max: int = 100_000,
         lock_poll_seconds: float = 0.005,
     ) -> None:
+        super().__init__(prefix=prefix, audit_max=audit_max)
         self._r = client
-        self._p = prefix
-        self._audit_max = audit_max
         self._lock_poll = lock_poll_seconds
-        self._record_failure = client.register_script(_RECORD_FAILURE)
-        self._claim = client.register_script(_CLAIM)
-        self._settle = client.register_script(_SETTLE)
-        self._apply_status = client.register_script(_APPLY_STATUS)
-        self._reserve = client.register_script(_RESERVE)
+        self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "gk:", timeout_seconds: float = 2.0) -> RedisStore:
@@ -136,18 +284,35 @@ class RedisStore:
     def close(self) -> None:
         self._r.close()
 
-    def _k(self, kind: str, ident: str) -> str:
-        return f"{self._p}{kind}:{{{ident}}}"
+    def _run(self, verb: Verb) -> Any:
+        """Carry out a verb's commands with the blocking client, its errors as StoreUnavailable."""
+        answer: Any = None
+        try:
+            while True:
+                step = verb.send(answer)
+                answer = self._pipe(step) if isinstance(step, Pipe) else self._op(self._r, step)
+        except StopIteration as end:
+            return end.value
+        except RedisError as exc:
+            raise unavailable(exc) from exc
+
+    def _op(self, target: Any, op: Op) -> Any:
+        if op.name.startswith("script:"):
+            return self._scripts[op.name[7:]](client=target, **op.kwargs)
+        return getattr(target, op.name)(*op.args, **op.kwargs)
+
+    def _pipe(self, step: Pipe) -> Any:
+        with self._r.pipeline(transaction=step.transaction) as pipe:
+            for op in step.ops:
+                self._op(pipe, op)
+            return pipe.execute()
 
     # -- lookup cache ---------------------------------------------------------------
-    @_translated
     def get_lookup(self, key: str) -> CachedLookup | None:
-        raw = cast("bytes | None", self._r.get(self._p + key))
-        return None if raw is None else _CACHED.validate_json(raw)
+        return cast("CachedLookup | None", self._run(self._get_lookup(key)))
 
-    @_translated
     def put_lookup(self, key: str, entry: CachedLookup, *, ttl_seconds: float) -> None:
-        self._r.set(self._p + key, _CACHED.dump_json(entry), px=_ms(ttl_seconds))
+        self._run(self._put_lookup(key, entry, ttl_seconds))
 
     @contextmanager
     def fill_lock(self, key: str, *, ttl_seconds: float, wait_seconds: float) -> Iterator[bool]:
@@ -161,7 +326,7 @@ class RedisStore:
         try:
             acquired = bool(lock.acquire())
         except RedisError as exc:
-            raise StoreUnavailable(f"Redis store unavailable: {exc}") from exc
+            raise unavailable(exc) from exc
         try:
             yield acquired
         finally:
@@ -171,107 +336,45 @@ class RedisStore:
                     lock.release()
 
     # -- opt-outs -------------------------------------------------------------------
-    def _change(self, e164: str, scope: str, opted_out: bool, source: str, at: float) -> str:
-        return json.dumps({"scope": scope, "opted_out": opted_out, "source": source, "at": at})
-
-    @_translated
     def opt_out(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
-        change = self._change(e164, scope, True, source, at)
-        history = self._k("consent", e164)
-        with self._r.pipeline(transaction=True) as pipe:
-            pipe.hset(self._k("optout", e164), scope, change)
-            pipe.lpush(history, change)
-            pipe.ltrim(history, 0, _CONSENT_HISTORY - 1)
-            added = pipe.execute()[0]
-        return bool(added)
+        return bool(self._run(self._opt_out(e164, scope, source, at)))
 
-    @_translated
     def opt_in(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
-        change = self._change(e164, scope, False, source, at)
-        key, history = self._k("optout", e164), self._k("consent", e164)
-        with self._r.pipeline(transaction=True) as pipe:
-            if scope == ACCOUNT_SCOPE:
-                pipe.delete(key)
-            else:
-                pipe.hdel(key, scope)
-            pipe.lpush(history, change)
-            pipe.ltrim(history, 0, _CONSENT_HISTORY - 1)
-            removed = pipe.execute()[0]
-        return bool(removed)
+        return bool(self._run(self._opt_in(e164, scope, source, at)))
 
-    @_translated
     def opted_out_scope(self, e164: str, scopes: Sequence[str]) -> str | None:
-        if not scopes:
-            return None
-        found = cast("list[bytes | None]", self._r.hmget(self._k("optout", e164), list(scopes)))
-        return next((s for s, v in zip(scopes, found, strict=False) if v is not None), None)
+        return cast("str | None", self._run(self._opted_out_scope(e164, scopes)))
 
-    @_translated
     def consent_history(self, e164: str, *, limit: int = 50) -> list[ConsentChange]:
-        rows = cast("list[bytes]", self._r.lrange(self._k("consent", e164), 0, max(limit, 1) - 1))
-        out = []
-        for raw in rows:
-            d = json.loads(raw)
-            out.append(
-                ConsentChange(e164=e164, scope=d["scope"], opted_out=d["opted_out"], source=d["source"], at=d["at"])
-            )
-        return out
+        return cast("list[ConsentChange]", self._run(self._consent_history(e164, limit)))
 
     # -- delivery failures and suppression -----------------------------------------
-    @_translated
     def record_failure(self, e164: str, event_id: str, *, at: float, window_seconds: float) -> int:
-        return int(self._record_failure(keys=[self._k("fail", e164)], args=[event_id, at, window_seconds]))
+        return int(self._run(self._record_failure(e164, event_id, at, window_seconds)))
 
-    @_translated
     def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
-        self._r.set(self._k("supp", e164), reason, px=_ms(ttl_seconds))
+        self._run(self._suppress(e164, ttl_seconds, reason))
 
-    @_translated
     def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
-        with self._r.pipeline(transaction=False) as pipe:
-            pipe.get(self._k("supp", e164))
-            pipe.zcount(self._k("fail", e164), f"({now - window_seconds}", "+inf")
-            reason, count = pipe.execute()
-        if reason is not None:
-            return f"suppressed:{reason.decode()}"
-        return f"failures:{count}" if int(count) >= threshold else None
+        return cast("str | None", self._run(self._suppression(e164, now, window_seconds, threshold)))
 
-    @_translated
     def lift_suppression(self, e164: str) -> bool:
-        return bool(self._r.delete(self._k("supp", e164), self._k("fail", e164)))
+        return bool(self._run(self._lift_suppression(e164)))
 
     # -- idempotency ---------------------------------------------------------------
-    @_translated
     def claim(self, key: str, fingerprint: str, *, ttl_seconds: float) -> Claim:
-        token = secrets.token_hex(8)
-        mine = json.dumps({"fp": fingerprint, "state": "pending", "token": token, "result": None})
-        won, raw = cast("list[Any]", self._claim(keys=[self._k("idem", key)], args=[mine, _ms(ttl_seconds)]))
-        if int(won):
-            return Claim(won=True, state="pending", fingerprint=fingerprint, token=token)
-        if raw is None:  # expired between SET and GET cannot happen inside the script; defensive only
-            return self.claim(key, fingerprint, ttl_seconds=ttl_seconds)
-        rec = json.loads(raw)
-        result = base64.b64decode(rec["result"]) if isinstance(rec.get("result"), str) else None
-        return Claim(won=False, state=rec["state"], fingerprint=rec["fp"], result=result)
+        return cast("Claim", self._run(self._claim(key, fingerprint, ttl_seconds)))
 
-    def _settle_claim(self, key: str, token: str, state: str, result: bytes | None, ttl_seconds: float) -> None:
-        encoded = "" if result is None else base64.b64encode(result).decode()
-        self._settle(keys=[self._k("idem", key)], args=[token, state, encoded, _ms(ttl_seconds)])
-
-    @_translated
     def complete(self, key: str, token: str, result: bytes, *, ttl_seconds: float) -> None:
-        self._settle_claim(key, token, "done", result, ttl_seconds)
+        self._run(self._settle(key, token, "done", result, ttl_seconds))
 
-    @_translated
     def abandon(self, key: str, token: str) -> None:
-        self._settle_claim(key, token, "", None, 1)
+        self._run(self._settle(key, token, "", None, 1))
 
-    @_translated
     def mark_unknown(self, key: str, token: str, *, ttl_seconds: float) -> None:
-        self._settle_claim(key, token, "unknown", None, ttl_seconds)
+        self._run(self._settle(key, token, "unknown", None, ttl_seconds))
 
     # -- delivery statuses ---------------------------------------------------------
-    @_translated
     def apply_status(
         self,
         sid: str,
@@ -283,49 +386,20 @@ class RedisStore:
         to_hash: str | None = None,
         ttl_seconds: float,
     ) -> bool:
-        args: list[str | int | float] = [
-            rank,
-            status,
-            "" if error_code is None else error_code,
-            at,
-            to_hash or "",
-            _ms(ttl_seconds),
-        ]
-        return bool(self._apply_status(keys=[self._k("status", sid)], args=args))
+        verb = self._apply_status(sid, status, rank, error_code=error_code, at=at, to_hash=to_hash, ttl=ttl_seconds)
+        return bool(self._run(verb))
 
-    @_translated
     def status_of(self, sid: str) -> StatusRecord | None:
-        raw = cast("dict[bytes, bytes]", self._r.hgetall(self._k("status", sid)))
-        if not raw:
-            return None
-        code = raw.get(b"error_code", b"")
-        return StatusRecord(
-            sid=sid,
-            status=raw[b"status"].decode(),
-            error_code=int(code) if code else None,
-            updated_at=float(raw.get(b"at", b"0")),
-            to_hash=raw.get(b"to", b"").decode() or None,
-        )
+        return cast("StatusRecord | None", self._run(self._status_of(sid)))
 
     # -- rate limits ---------------------------------------------------------------
-    @_translated
     def reserve(self, bucket: str, *, rate_per_second: float, burst: int, now: float) -> float:
         """Reserve a permit on the Redis server's clock (``now`` is ignored: hosts' clocks differ)."""
-        if rate_per_second <= 0 or burst < 1:
-            raise InvalidArgument("rate_per_second must be > 0 and burst >= 1")
-        interval = 1.0 / rate_per_second
-        micros = self._reserve(keys=[self._k("rate", bucket)], args=[interval, (burst - 1) * interval])
-        return int(micros) / 1e6
+        return float(self._run(self._reserve(bucket, rate_per_second, burst)))
 
     # -- audit ---------------------------------------------------------------------
-    @_translated
     def record(self, entry: AuditEntry) -> None:
-        record = json.dumps(entry.as_dict(), default=str)
-        self._r.xadd(f"{self._p}audit", {"e": record}, maxlen=self._audit_max, approximate=True)
+        self._run(self._record(entry))
 
-    @_translated
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
-        if limit <= 0:
-            return []
-        rows = cast("list[tuple[bytes, dict[bytes, bytes]]]", self._r.xrevrange(f"{self._p}audit", count=limit))
-        return [json.loads(fields[b"e"]) for _, fields in rows]
+        return cast("list[dict[str, Any]]", self._run(self._recent(limit)))
