@@ -40,11 +40,21 @@ class Auditor:
 
     def record(self, decision: Decision, number: str, channel: str | None, marks: Marks) -> None:
         """Count ``decision`` and, when the audit is on, keep its record (``number``: E.164, else the raw input)."""
+        entry = self.entry(decision, number, channel, marks)
+        if entry is None:
+            return
+        try:
+            self._stores.audit.record(entry)
+        except StoreUnavailable as exc:
+            log.warning("audit record dropped: %s", exc)
+
+    def entry(self, decision: Decision, number: str, channel: str | None, marks: Marks) -> AuditEntry | None:
+        """Count ``decision``; the record to keep of it, or None when the audit is off (the async gate keeps it)."""
         metrics.decided(decision.purpose, decision.action, decision.twilio_code)
         if not self._enabled:
-            return
+            return None
         masked, hashed = phones.pseudonyms(number, self._key)
-        entry = AuditEntry(
+        return AuditEntry(
             self._clock(),
             decision.purpose,
             masked,
@@ -58,8 +68,4 @@ class Auditor:
             decision.facts,
             marks,
         )
-        try:
-            self._stores.audit.record(entry)
-        except StoreUnavailable as exc:
-            log.warning("audit record dropped: %s", exc)
 

@@ -25,9 +25,11 @@ call that says the body and returns the ``CallInstance``.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable, Iterator
-from types import GeneratorType
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
+from types import AsyncGeneratorType, GeneratorType
 from typing import Any
 
 from twilio.base import values
@@ -39,9 +41,10 @@ from twilio.base.page import Page
 from twilio.base.version import Version
 from twilio.rest import Client
 
+from gatekeeper.aio import AsyncGatekeeper
 from gatekeeper.errors import GateRefused, InvalidArgument, UngatedCall
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.models import Action, Purpose, SendRequest
+from gatekeeper.models import Action, Decision, Purpose, SendRequest
 from gatekeeper.phone import mask_logs
 from gatekeeper.router import VERIFY_CHANNELS
 from gatekeeper.settings import Settings
@@ -77,10 +80,12 @@ def _request(asked: Action, kwargs: dict[str, Any], named: tuple[str, ...], **mo
 class _Door:
     """What a gated client shares with every object seen through it."""
 
-    def __init__(self, gate: Gatekeeper, client: Client) -> None:
+    def __init__(self, gate: Gatekeeper | AsyncGatekeeper, client: Client) -> None:
         self.gate = gate
         self.client = client
         self.passthrough = NOT_SENDING | frozenset(gate.settings.routing.passthrough)
+        self.async_gate = isinstance(gate, AsyncGatekeeper)
+        self.async_client = getattr(getattr(client, "http_client", None), "is_async", False) is True
 
     def wrap(self, value: Any) -> Any:
         if isinstance(value, _SDK_OBJECTS):
@@ -91,21 +96,73 @@ class _Door:
             return [self.wrap(v) for v in value]
         if isinstance(value, GeneratorType):
             return (self.wrap(v) for v in value)
+        if isinstance(value, AsyncGeneratorType):  # ``stream_async``: its instances are gated too
+            return self._wrap_each(value)
         return value
+
+    async def _wrap_each(self, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for value in stream:
+            yield self.wrap(value)
+
+    def _cannot(self, asynchronous: bool) -> InvalidArgument:
+        """Why a create of this kind cannot be gated here: an AsyncGatekeeper gates only ``create_async``; a
+        blocking ``create`` needs a blocking HttpClient, ``create_async`` an async one. Raised before the gate
+        decides (and pays for a Lookup)."""
+        if self.async_gate and not asynchronous:
+            return InvalidArgument("an AsyncGatekeeper gates the *_async calls: use create_async, or wrap a Gatekeeper")
+        kind, other = ("create_async", "create") if asynchronous else ("create", "create_async")
+        return InvalidArgument(f"this client's http_client cannot make {kind}: use {other}, or wrap another client")
+
+    def send_built(
+        self,
+        build: Callable[..., _Asked],
+        solution: dict[str, Any],
+        called: str,
+        uri: str,
+        /,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """A gated ``create``: its arguments turned into what the gate is asked (``build``), then :meth:`send`."""
+        return self.send(*build(self, solution, called, *args, **kwargs), uri)
 
     def send(self, to: Any, request: SendRequest, purpose: Purpose, country: str | None, uri: str) -> Any:
         """Check, then act with the wrapped client; the SDK resource the send returned."""
-        target = to if isinstance(to, str) else "" if to is None else str(to)
-        decision = self.gate.check(target, request, purpose=purpose, country=country, uri=uri)
-        rerouted = decision.enforced and decision.action is Action.VOICE and request.asked is Action.SMS
-        if rerouted and (not request.body or not request.from_):  # nothing to say, or no caller ID to say it from
-            raise GateRefused(decision, code=21614, uri=uri)
-        return self.gate.act(decision, request, client=self.client).resource
+        if self.async_gate or self.async_client:
+            raise self._cannot(asynchronous=False)
+        gate: Gatekeeper = self.gate  # type: ignore[assignment]  # not an AsyncGatekeeper: async_gate is False
+        decision = gate.check(to if type(to) is str else _text(to), request, purpose=purpose, country=country, uri=uri)
+        return gate.act(_sayable(decision, request, uri), request, client=self.client).resource
+
+    async def send_async(self, to: Any, request: SendRequest, purpose: Purpose, country: str | None, uri: str) -> Any:
+        """Check, then act with the SDK's ``*_async`` calls: awaited on an AsyncGatekeeper; on a Gatekeeper its
+        decision runs in a worker thread, so the event loop never waits on a store or a Lookup."""
+        gate, target = self.gate, _text(to)
+        if not self.async_client:
+            raise self._cannot(asynchronous=True)
+        if isinstance(gate, AsyncGatekeeper):  # (self.async_gate, spelled so the type checker sees it)
+            checked = await gate.check(target, request, purpose=purpose, country=country, uri=uri)
+            return (await gate.act(_sayable(checked, request, uri), request, client=self.client)).resource
+        check = partial(gate.check, target, request, purpose=purpose, country=country, uri=uri)
+        decision = _sayable(await asyncio.to_thread(check), request, uri)
+        return (await gate.act_async(decision, request, client=self.client)).resource
 
     def account_sid(self, solution: dict[str, Any]) -> str | None:
         """The subaccount a resource belongs to, None when it is the client's own account."""
         sid = solution.get("account_sid")
         return sid if sid and sid != self.client.account_sid else None
+
+
+def _text(to: Any) -> str:
+    return to if isinstance(to, str) else "" if to is None else str(to)
+
+
+def _sayable(decision: Decision, request: SendRequest, uri: str) -> Decision:
+    """A text the drop-in may reroute to a call needs a body to say and a caller ID to say it from."""
+    rerouted = decision.enforced and decision.action is Action.VOICE and request.asked is Action.SMS
+    if rerouted and (not request.body or not request.from_):
+        raise GateRefused(decision, code=21614, uri=uri)
+    return decision
 
 
 class _Node:
@@ -141,7 +198,10 @@ class _Pages:
         return (self._door.wrap(item) for item in self._page)
 
     def __getattr__(self, name: str) -> Any:
-        return self._door.wrap(getattr(self._page, name))
+        value = getattr(self._page, name)
+        if callable(value):  # next_page, previous_page and their _async: the page they fetch is seen through the gate
+            return _through(value, self._door)
+        return self._door.wrap(value)
 
 
 def _through(method: Callable[..., Any], door: _Door) -> Callable[..., Any]:
@@ -168,56 +228,104 @@ def _refuser(inner: Any, name: str, method: Callable[..., Any], door: _Door) -> 
     return refuse
 
 
+_Asked = tuple[Any, SendRequest, Purpose, "str | None"]
+
+
+# How each sending resource the gate knows turns its create's arguments into what the gate is asked:
+# ``(door, the resource's path solution, the call's name, *the create's arguments)`` → (to, request, purpose, country).
+def _messages(
+    door: _Door,
+    solution: dict[str, Any],
+    called: str,
+    to: str,
+    *,
+    purpose: Purpose = "notify",
+    country: str | None = None,
+    **kwargs: Any,
+) -> _Asked:
+    return to, _request(Action.SMS, kwargs, _MESSAGE_FIELDS, account_sid=door.account_sid(solution)), purpose, country
+
+
+def _calls(
+    door: _Door,
+    solution: dict[str, Any],
+    called: str,
+    to: str,
+    *,
+    purpose: Purpose = "notify",
+    country: str | None = None,
+    **kwargs: Any,
+) -> _Asked:
+    return to, _request(Action.VOICE, kwargs, _CALL_FIELDS, account_sid=door.account_sid(solution)), purpose, country
+
+
+def _verifications(
+    door: _Door,
+    solution: dict[str, Any],
+    called: str,
+    to: str,
+    channel: str,
+    *,
+    country: str | None = None,
+    **kwargs: Any,
+) -> _Asked:
+    known = VERIFY_CHANNELS.get(channel) if isinstance(channel, str) else None
+    if known is None:
+        names = ", ".join(VERIFY_CHANNELS)
+        raise InvalidArgument(f"channel must be one of {names} to pass the gate, not {channel!r}")
+    asked = known[1]
+    email = to if asked is Action.EMAIL else None
+    return to, _request(asked, kwargs, (), verify_service_sid=solution["service_sid"], email=email), "mfa", country
+
+
+def _executions(
+    door: _Door,
+    solution: dict[str, Any],
+    called: str,
+    to: str,
+    from_: str,
+    *,
+    purpose: Purpose = "notify",
+    country: str | None = None,
+    **kwargs: Any,
+) -> _Asked:
+    version = called.split(".")[1]  # studio.v1… or studio.v2…: created on the version the caller used
+    request = _request(Action.STUDIO, kwargs, (), from_=from_, flow_sid=solution["flow_sid"], studio_version=version)
+    return to, request, purpose, country
+
+
+_SENDING: dict[str, Callable[..., _Asked]] = {
+    "api.v2010.account.message.create": _messages,
+    "api.v2010.account.call.create": _calls,
+    "verify.v2.service.verification.create": _verifications,
+    "studio.v2.flow.execution.create": _executions,
+    "studio.v1.flow.execution.create": _executions,
+}
+
+
 def _creator(inner: Any, name: str, door: _Door) -> Callable[..., Any] | None:
-    """The gated ``create`` of a sending resource the gate knows, or None."""
-    if name != "create":
-        return None  # create_async and create_with_http_info: not through the gate here, so refused
-    called = call_name(inner, name)
-    uri: str = getattr(inner, "_uri", "")
+    """The gated ``create`` or ``create_async`` of a sending resource the gate knows, or None (then refused)."""
+    if name not in ("create", "create_async"):
+        return None
+    called = call_name(inner, "create")
+    build = _SENDING.get(called)
+    if build is None:
+        return None
     solution: dict[str, Any] = getattr(inner, "_solution", {})
-    if called == "api.v2010.account.message.create":
+    uri: str = getattr(inner, "_uri", "")
+    if name == "create":
+        return partial(door.send_built, build, solution, called, uri)  # a partial: one frame fewer per send
 
-        def messages(to: str, *, purpose: Purpose = "notify", country: str | None = None, **kwargs: Any) -> Any:
-            request = _request(Action.SMS, kwargs, _MESSAGE_FIELDS, account_sid=door.account_sid(solution))
-            return door.send(to, request, purpose, country, uri)
+    async def create_async(*args: Any, **kwargs: Any) -> Any:
+        return await door.send_async(*build(door, solution, called, *args, **kwargs), uri)
 
-        return messages
-    if called == "api.v2010.account.call.create":
-
-        def calls(to: str, *, purpose: Purpose = "notify", country: str | None = None, **kwargs: Any) -> Any:
-            request = _request(Action.VOICE, kwargs, _CALL_FIELDS, account_sid=door.account_sid(solution))
-            return door.send(to, request, purpose, country, uri)
-
-        return calls
-    if called == "verify.v2.service.verification.create":
-
-        def verifications(to: str, channel: str, *, country: str | None = None, **kwargs: Any) -> Any:
-            known = VERIFY_CHANNELS.get(channel) if isinstance(channel, str) else None
-            if known is None:
-                names = ", ".join(VERIFY_CHANNELS)
-                raise InvalidArgument(f"channel must be one of {names} to pass the gate, not {channel!r}")
-            asked = known[1]
-            email = to if asked is Action.EMAIL else None
-            request = _request(asked, kwargs, (), verify_service_sid=solution["service_sid"], email=email)
-            return door.send(to, request, "mfa", country, uri)
-
-        return verifications
-    if called in ("studio.v2.flow.execution.create", "studio.v1.flow.execution.create"):
-
-        def executions(
-            to: str, from_: str, *, purpose: Purpose = "notify", country: str | None = None, **kwargs: Any
-        ) -> Any:
-            request = _request(Action.STUDIO, kwargs, (), from_=from_, flow_sid=solution["flow_sid"])
-            return door.send(to, request, purpose, country, uri)
-
-        return executions
-    return None
+    return create_async
 
 
 class GatedClient:
     """A twilio ``Client`` whose sends pass the gate first. Everything else is the client's own."""
 
-    def __init__(self, twilio_client: Client, gate: Gatekeeper | None = None) -> None:
+    def __init__(self, twilio_client: Client, gate: Gatekeeper | AsyncGatekeeper | None = None) -> None:
         self._client = twilio_client
         mask_logs(getattr(getattr(twilio_client, "http_client", None), "logger", None))
         self.gate = gate or Gatekeeper(twilio_client)

@@ -5,41 +5,41 @@ Every outbound request takes one path. :meth:`Gatekeeper.decide` drives the pipe
 decision says through the channel registry (:mod:`gatekeeper.channels`, step 5). The routing API
 (:meth:`~Gatekeeper.notify`, :meth:`~Gatekeeper.start_verification`) runs both under the one run-once
 routine (:mod:`gatekeeper.idempotency`); adapters such as the drop-in client use the public
-:meth:`~Gatekeeper.check`/:meth:`~Gatekeeper.act` pair.
+:meth:`~Gatekeeper.check`/:meth:`~Gatekeeper.act` pair. The parts and every step without I/O are
+:class:`~gatekeeper.core.GateCore`'s, shared with the async gate; this class drives them with
+blocking calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from pydantic import TypeAdapter
 from twilio.rest import Client
 
-from gatekeeper import channels, pipeline, router
 from gatekeeper import phone as phones
+from gatekeeper import pipeline, router
 from gatekeeper import policy as policies
-from gatekeeper.audit import Auditor
-from gatekeeper.errors import GateRefused, InvalidArgument, LookupUnavailable, SendRejected
+from gatekeeper.channels import nothing_sent
+from gatekeeper.core import OUTCOME, GateCore
+from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected
 from gatekeeper.idempotency import Once, check_key, fingerprint_of
-from gatekeeper.lookup import LookupConfig, LookupService, Route, Routes, local_facts
+from gatekeeper.lookup import Route, local_facts
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest, StatusRecord
 from gatekeeper.pipeline import Ask, NeedScreen
 from gatekeeper.policy import Policy
 from gatekeeper.router import Channel
 from gatekeeper.settings import Settings
 from gatekeeper.stores.base import Stores
-from gatekeeper.suppress import Suppression
 
 log = logging.getLogger("gatekeeper")
 
-_OUTCOME = TypeAdapter(Outcome)
 
-
-class Gatekeeper:
+class Gatekeeper(GateCore):
     """Decides whether and how to reach a number, then acts.
 
     ``Gatekeeper(twilio_client)`` uses built-in defaults and reads no file or environment;
@@ -58,33 +58,9 @@ class Gatekeeper:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.client = twilio_client
-        phones.mask_logs(getattr(getattr(twilio_client, "http_client", None), "logger", None))
-        self.settings = s = settings or Settings()
-        self.policies: dict[str, Policy] = {**s.policies(), **policies.overrides(policy)}
-        self.stores = stores or Stores.memory(max_entries=s.cache.max_entries)
-        self.clock = clock
+        super().__init__(twilio_client, settings=settings, policy=policy, stores=stores, clock=clock, sleep=sleep)
         self.sleep = sleep
-        self.default_country = s.lookup.default_country_code
-        self.lookup = LookupService(
-            twilio_client, self.stores.cache, LookupConfig.from_settings(s), clock=clock, sleep=sleep
-        )
-        self.suppression = Suppression(self.stores, s.webhooks, default_country=self.default_country, clock=clock)
-        self.audit = Auditor(self.stores, s.audit, clock=clock)
         self.once = Once(self.stores, clock=clock, sleep=sleep)
-        send_policy = channels.SendPolicy(max_retries=s.twilio.max_send_retries, sleep=sleep)
-        r = s.routing
-        self.channels = channels.registry(
-            send_policy,
-            voice=r.voice,
-            language=r.language,
-            status_callback=r.status_callback,
-            call_status_callback=r.call_status_callback,
-        )
-        self.routes = Routes(self.lookup, s.cache.route_memo_entries)
-        # A pending claim is a short lease, so a process that dies mid-send frees its key soon.
-        attempts = s.twilio.max_send_retries + 1
-        self._lease_seconds = max(60.0, 2 * attempts * (s.twilio.timeout_ms / 1000 + 5))
 
     @classmethod
     def from_settings(
@@ -138,11 +114,7 @@ class Gatekeeper:
         code Twilio would have answered (``uri`` names the resource in it); otherwise pass the
         decision to :meth:`act`.
         """
-        ask = pipeline.strict_ask(request, country, dropin_reroute=self.settings.routing.dropin_reroute)
-        decision = self._decide(to, purpose, ask)
-        if decision.enforced and decision.action is Action.REFUSE:
-            raise GateRefused(decision, code=decision.twilio_code or 21211, uri=uri)
-        return decision
+        return self._checked(self._decide(to, purpose, self._strict(request, country)), uri)
 
     def _decide(self, number: str, purpose: Purpose, ask: Ask) -> Decision:
         pol = self._policy(purpose)
@@ -183,12 +155,6 @@ class Gatekeeper:
         self.audit.record(decision, route.phone.key or decision.to, ask.channel, (t0, t0, t1, t1, time.perf_counter()))
         return decision
 
-    def _policy(self, purpose: str) -> Policy:
-        try:
-            return self.policies[purpose]
-        except (KeyError, TypeError):
-            raise InvalidArgument(f"purpose must be 'notify' or 'mfa', not {purpose!r}") from None
-
     def _enrich(self, phone: Phone, pol: Policy) -> tuple[PhoneFacts, str | None]:
         if not self.settings.lookup.enabled:
             return local_facts(phone), None
@@ -202,29 +168,35 @@ class Gatekeeper:
     def act(self, decision: Decision, request: SendRequest, *, client: Client | None = None) -> Outcome:
         """Send ``request`` as ``decision`` says (in observe mode, as the request asked), through ``client``
         (default: the gate's own). Raises :class:`GateRefused` for an enforced refusal: nothing to send."""
-        action = decision.action if decision.enforced else request.asked
-        if action is Action.REFUSE:
-            raise GateRefused(decision, code=decision.twilio_code or 21211)
+        action = self._acting(decision, request)
         try:
             return self.channels[action].send(client or self.client, action, decision, request)
         except SendRejected as exc:
-            self._heard(decision, action, exc)
+            self.heard(decision, action, exc)
             raise
 
-    def _heard(self, decision: Decision, action: Action, exc: SendRejected) -> None:
+    async def act_async(self, decision: Decision, request: SendRequest, *, client: Client) -> Outcome:
+        """:meth:`act` with the SDK's ``*_async`` calls on ``client`` (its HttpClient asynchronous); what Twilio's
+        refusal teaches is stored off the event loop. For the drop-in's ``create_async`` on a blocking gate."""
+        action = self._acting(decision, request)
+        try:
+            return await self.channels[action].send_async(client, action, decision, request)
+        except SendRejected as exc:
+            await asyncio.to_thread(self.heard, decision, action, exc)
+            raise
+
+    def heard(self, decision: Decision, action: Action, exc: SendRejected) -> None:
         """Twilio refused a send: keep what it said, so the next send need not pay to hear it again. 21610 is
         the person's opt-out (raised as GateRefused); 21614 corrects the cached line type; ``failure_codes``
         (fraud blocks 30450, 30453, 60410 …) count as hard failures."""
-        phone = phones.normalize(decision.to, self.default_country)
-        if not phone.ok or phone.key is None:
+        phone = self._heard_about(decision)
+        if phone is None or phone.key is None:
             return
         verdict = self.suppression.heard(phone.key, exc.code)
         if exc.code == 21614 and action is Action.SMS and decision.facts is not None:
             self.lookup.correct(phone, decision.facts, line_type="landline")
         if verdict is not None:
-            pol = self._policy(decision.purpose)
-            refused = router.refusal(decision.to, decision.purpose, verdict, decision.facts, pol)
-            raise GateRefused(refused, code=exc.code or 21610, uri=exc.uri) from exc
+            raise self._refused(decision, verdict, exc) from exc
 
     # -- the routing API -----------------------------------------------------------
     def notify(
@@ -243,24 +215,19 @@ class Gatekeeper:
         """Reach ``to`` with ``body``: SMS (or the channel of a ``whatsapp:``… address), or a voice call for a
         landline, ``sip:`` or ``client:``. ``status_callback`` serves a message, ``call_status_callback`` a call;
         unset, ``[routing]``'s are used. A refusal is an Outcome, not an error."""
-        if not isinstance(body, str) or not body:
-            raise InvalidArgument("body must be a non-empty string")
-        if not from_ and not messaging_service_sid:
-            raise InvalidArgument("notify needs from_ or messaging_service_sid")
-        request = SendRequest(
-            Action.SMS,
-            body=body,
+        request = self._notify_request(
+            body,
             from_=from_,
             messaging_service_sid=messaging_service_sid,
             status_callback=status_callback,
-            params=params,
             call_status_callback=call_status_callback,
+            params=params,
         )
 
-        def run() -> Outcome:
+        def run_() -> Outcome:
             return self._outcome(self._decide(to, "notify", Ask(country, sender=request.sender)), request)
 
-        return self._once(idempotency_key, "notify", (to, country, request), run)
+        return self._once(idempotency_key, "notify", (to, country, request), run_)
 
     def start_verification(
         self,
@@ -274,18 +241,13 @@ class Gatekeeper:
         **params: Any,
     ) -> Outcome:
         """Start an MFA challenge: Verify SMS, a Verify call for landlines, TOTP or email for VoIP."""
-        wanted = router.VERIFY_CHANNELS.get(channel) if isinstance(channel, str) else None
-        if wanted is None:
-            raise InvalidArgument(f"channel must be one of {', '.join(router.VERIFY_CHANNELS)}, not {channel!r}")
-        if email is not None and not phones.is_email(email):
-            raise InvalidArgument("email must be an address like name@example.com")
-        request = SendRequest(wanted[1], verify_service_sid=verify_service_sid, email=email, params=params)
+        request, wanted = self._verify_request(channel, verify_service_sid, email, params)
 
-        def run() -> Outcome:
-            decision = self._decide(to, "mfa", Ask(country, wanted[0], have_email=email is not None))
+        def run_() -> Outcome:
+            decision = self._decide(to, "mfa", Ask(country, wanted, have_email=email is not None))
             return self._outcome(decision, request)
 
-        return self._once(idempotency_key, "verify", (to, country, request), run)
+        return self._once(idempotency_key, "verify", (to, country, request), run_)
 
     def _outcome(self, decision: Decision, request: SendRequest) -> Outcome:
         if decision.enforced and decision.action is Action.REFUSE:
@@ -295,16 +257,16 @@ class Gatekeeper:
         except GateRefused as refused:  # Twilio said the person opted out: a refusal, as if the gate knew
             return Outcome(action=Action.REFUSE, decision=refused.decision)
 
-    def _once(self, key: str | None, kind: str, asked: tuple[object, ...], run: Callable[[], Outcome]) -> Outcome:
-        """Run ``run`` once per idempotency key; a repeat of what was ``asked`` returns the first Outcome and
+    def _once(self, key: str | None, kind: str, asked: tuple[object, ...], run_: Callable[[], Outcome]) -> Outcome:
+        """Run ``run_`` once per idempotency key; a repeat of what was ``asked`` returns the first Outcome and
         sends nothing, another request under the key is a conflict."""
         if key is None:
-            return run()
+            return run_()
         kept: list[Outcome] = []
 
         def work() -> bytes:
-            kept.append(run())
-            return _OUTCOME.dump_json(kept[0])
+            kept.append(run_())
+            return OUTCOME.dump_json(kept[0])
 
         cfg = self.settings.idempotency
         ran = self.once.run(
@@ -314,28 +276,25 @@ class Gatekeeper:
             lease_seconds=self._lease_seconds,
             keep_seconds=cfg.window_seconds,
             wait_seconds=cfg.wait_ms / 1000,
-            nothing_happened=channels.nothing_sent,
+            nothing_happened=nothing_sent,
         )
         if ran.ran:
             return kept[0]
         assert ran.result is not None  # a completed send always stores its outcome
-        return replace(_OUTCOME.validate_json(ran.result), replayed=True)
+        return replace(OUTCOME.validate_json(ran.result), replayed=True)
 
     # -- consent and status --------------------------------------------------------
     def opt_out(
         self, number: str, *, sender: str | None = None, country: str | None = None, source: str = "api"
     ) -> bool:
         """Record an opt-out (account-wide, or for ``sender`` with ``opt_out_scope = "sender"``); True if it changed."""
-        return self._consent(number, sender, country, source, opted_out=True)
+        return self.suppression.set_consent(number, opted_out=True, sender=sender, country=country, source=source)
 
     def opt_in(
         self, number: str, *, sender: str | None = None, country: str | None = None, source: str = "api"
     ) -> bool:
         """Lift an opt-out; without ``sender`` it lifts every scope for the number."""
-        return self._consent(number, sender, country, source, opted_out=False)
-
-    def _consent(self, number: str, sender: str | None, country: str | None, source: str, *, opted_out: bool) -> bool:
-        return self.suppression.set_consent(number, opted_out=opted_out, sender=sender, country=country, source=source)
+        return self.suppression.set_consent(number, opted_out=False, sender=sender, country=country, source=source)
 
     def is_opted_out(self, number: str, *, sender: str | None = None, country: str | None = None) -> bool:
         """Whether ``number`` (``whatsapp:+1…`` for that channel's own opt-outs) opted out of ``sender``'s sends."""
@@ -345,3 +304,5 @@ class Gatekeeper:
         """The stored delivery status for a message or call SID (None if never seen)."""
         return self.stores.statuses.status_of(sid)
 
+
+__all__ = ["Gatekeeper"]

@@ -38,7 +38,7 @@ from gatekeeper.phone import mask
 from gatekeeper.policy import Policy
 from gatekeeper.retries import Backoff, TransientError, call_with_retries, parse_retry_after
 from gatekeeper.settings import Settings
-from gatekeeper.stores.base import CachedLookup, LookupCache, lookup_key
+from gatekeeper.stores.base import CachedLookup, Call, LookupCache, Steps, lookup_key, run
 
 log = logging.getLogger("gatekeeper.lookup")
 
@@ -412,22 +412,35 @@ class LookupService:
     def correct(self, phone: Phone, facts: PhoneFacts, *, line_type: str) -> None:
         """Twilio itself said what the number is (21614 on a send: not SMS-capable); the cached answer, and
         what this process holds, now say ``line_type``, so the next decision routes by it without a Lookup."""
-        assert phone.e164 is not None
-        key = self._key(phone.e164, phone.region, facts.fields)
+        run(self, self.correct_steps(phone, facts, line_type=line_type))  # ``self.cache``: the role named
+
+    def correct_steps(self, phone: Phone, facts: PhoneFacts, *, line_type: str) -> Steps[None]:
+        """:meth:`correct` as cache calls: the cached answer, else (cache unreadable or empty) the one held here."""
+        key = self.key_for(phone, facts.fields)
         try:
-            entry = self.cache.get_lookup(key) or self._memo.get(key)
+            entry = yield Call("cache", "get_lookup", (key,))
         except StoreUnavailable:
-            entry = self._memo.get(key)
-        if entry is None or entry.negative:
+            entry = None
+        fixed = self.corrected(phone, entry or self._memo.get(key), line_type)
+        if fixed is None:
             return
-        payload = {**entry.payload, "line_type_intelligence": {**(entry.payload.get("line_type_intelligence") or {})}}
-        payload["line_type_intelligence"]["type"] = line_type
+        try:
+            yield Call("cache", "put_lookup", (key, fixed[0]), {"ttl_seconds": fixed[1]})
+        except StoreUnavailable as exc:
+            log.warning("lookup cache write failed (%s); the correction is kept in this process only", exc)
+        self.filled(key, fixed[0])
+
+    def corrected(
+        self, phone: Phone, entry: CachedLookup | None, line_type: str
+    ) -> tuple[CachedLookup, float] | None:
+        """``entry`` saying ``line_type`` now, and the TTL to keep it for; None when there is nothing to correct."""
+        if entry is None or entry.negative:
+            return None
+        lti = {**(entry.payload.get("line_type_intelligence") or {}), "type": line_type}
+        payload = {**entry.payload, "line_type_intelligence": lti}
         fixed = replace(entry, facts=replace(entry.facts, line_type=line_type), payload=payload)
-        with suppress(StoreUnavailable):
-            self.cache.put_lookup(key, fixed, ttl_seconds=max((self._ttl(f) for f in facts.fields), default=1.0))
         log.info("Lookup facts of %s corrected by Twilio's answer: %s", mask(phone.e164), line_type)
-        self._last_fill = next(self._stamps)
-        self._memo.remember(key, fixed)
+        return fixed, max((self._ttl(f) for f in entry.facts.fields), default=1.0)
 
 
 def answer(e164: str, response: Any, error: Callable[[], TwilioException]) -> dict[str, Any]:

@@ -207,6 +207,7 @@ class SendRequest(NamedTuple):
     params: Mapping[str, Any] = _NO_PARAMS
     account_sid: str | None = None  # a subaccount whose resource the caller used; None: the client's own
     flow_sid: str | None = None  # the Studio Flow, for Action.STUDIO
+    studio_version: str = "v2"  # the Studio API the caller used ("v1" or "v2"): the execution is created there
     call_status_callback: str | None = None  # for a call the routing API falls back to (status_callback: a message)
 
     @property

@@ -419,6 +419,8 @@ def _from_env(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, 
     secret_env = data.get("twilio", {}).get("api_key", {}).get("secret_env", "TWILIO_API_KEY_SECRET")
     put(("twilio", "api_key", "secret"), _secret(environ, str(secret_env)))
     put(("twilio", "sandbox_url"), environ.get("GATEKEEPER_SANDBOX_URL") or None)
+    put(("twilio", "region"), environ.get("TWILIO_REGION") or None)  # as the twilio SDK reads them
+    put(("twilio", "edge"), environ.get("TWILIO_EDGE") or None)
     put(("redis", "url"), _secret(environ, "GATEKEEPER_REDIS_URL"))
     hash_env = data.get("audit", {}).get("hash_key_env")
     if hash_env:

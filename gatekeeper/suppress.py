@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Generator, Hashable
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Hashable
+from typing import NamedTuple, TypeVar
 
 from gatekeeper import phone as phones
 from gatekeeper import policy as policies
@@ -24,7 +24,7 @@ from gatekeeper.errors import InvalidNumber, StoreUnavailable
 from gatekeeper.models import CALL_ADDRESS_CHANNELS, CHANNEL_SCOPE_PREFIX, Phone
 from gatekeeper.policy import Policy, Verdict
 from gatekeeper.settings import WebhookSettings
-from gatekeeper.stores.base import ACCOUNT_SCOPE, ConsentChange, Stores, version_reader
+from gatekeeper.stores.base import ACCOUNT_SCOPE, Call, ConsentChange, Steps, Stores, run, version_reader
 
 log = logging.getLogger("gatekeeper.suppress")
 
@@ -38,37 +38,6 @@ TWILIO_OPT_OUT_SOURCE = "twilio:21610"
 def channel_scope(channel: str) -> str:
     """The opt-out scope of a whole messaging channel: a WhatsApp STOP is ``channel:whatsapp``."""
     return CHANNEL_SCOPE_PREFIX + channel
-
-
-class Call(NamedTuple):
-    """One store verb a step needs: ``getattr(stores.<role>, verb)(*args, **kwargs)``."""
-
-    role: str
-    verb: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = {}  # noqa: RUF012 - never mutated: a NamedTuple default shared read-only
-
-
-#: An operation written as the store calls it needs (sans-I/O): :func:`run` carries it out blocking,
-#: the async gate with awaits; the logic between the calls is written once.
-Steps = Generator[Call, Any, T]
-
-
-def run(stores: Stores, steps: Steps[T]) -> T:
-    """Carry out ``steps`` with blocking store calls (a store's error is thrown back into the steps)."""
-    answer: Any = None
-    failure: BaseException | None = None
-    while True:
-        try:
-            call = steps.send(answer) if failure is None else steps.throw(failure)
-        except StopIteration as end:
-            result: T = end.value
-            return result
-        answer, failure = None, None
-        try:
-            answer = getattr(getattr(stores, call.role), call.verb)(*call.args, **call.kwargs)
-        except StoreUnavailable as exc:
-            failure = exc
 
 
 class Recorded(NamedTuple):
@@ -155,22 +124,40 @@ class Suppression:
 
     def clear_mark(self) -> Hashable | None:
         """A mark of the stores' state that stays equal while nothing suppressing is written; None when a
-        store cannot tell (no trusted :class:`~gatekeeper.stores.base.SuppressionVersion`)."""
+        store cannot tell (no trusted :class:`~gatekeeper.stores.base.SuppressionVersion`). The blocking
+        gate's hot path: the versions read directly (:meth:`clear_mark_steps` is the same, as store calls)."""
         opt_outs, failures = self._stores.opt_outs, self._stores.failures
         read_o, read_f = version_reader(opt_outs, "opt_outs"), version_reader(failures, "failures")
         if read_o is None or read_f is None:
             return None
         return (id(opt_outs), read_o(), id(failures), read_f())  # a store swapped for another is a new mark
 
+    def clear_mark_steps(self) -> Steps[Hashable | None]:
+        """:meth:`clear_mark` as store calls: each version is read as its store is (an async gate reads a
+        store that may block in a worker thread, like any of its verbs)."""
+        opt_outs, failures = self._stores.opt_outs, self._stores.failures
+        if version_reader(opt_outs, "opt_outs") is None or version_reader(failures, "failures") is None:
+            return None
+        read_o = yield Call("opt_outs", "suppression_version")
+        read_f = yield Call("failures", "suppression_version")
+        return (id(opt_outs), read_o, id(failures), read_f)  # a store swapped for another is a new mark
+
     def screen_since(
         self, mark: Hashable | None, phone: Phone, policy: Policy, scopes: tuple[str, ...]
     ) -> tuple[Verdict | None, Hashable | None]:
         """:meth:`screen` again, unless the stores are where they were at ``mark``, a mark of this number
         found clear: then it still is. Returns the verdict and the mark to keep (None unless clear)."""
-        now = self.clear_mark()  # taken before the read: a write in between only makes the next mark differ
+        if mark is not None and self.clear_mark() == mark:  # the hot path: nothing suppressing written since
+            return None, mark
+        return run(self._stores, self.screen_since_steps(mark, phone, policy, scopes))
+
+    def screen_since_steps(
+        self, mark: Hashable | None, phone: Phone, policy: Policy, scopes: tuple[str, ...]
+    ) -> Steps[tuple[Verdict | None, Hashable | None]]:
+        now = yield from self.clear_mark_steps()  # taken before the read: a write in between changes the next mark
         if mark is not None and now == mark:
             return None, mark
-        verdict = self.screen(phone, policy, scopes)
+        verdict = yield from self.screen_steps(phone, policy, scopes)
         return verdict, (now if verdict is None else None)
 
     def _destination(self, number: str, country: str | None) -> tuple[str, str | None]:

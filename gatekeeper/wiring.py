@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from twilio.rest import Client
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 _quiet_http_log = logging.getLogger("gatekeeper.twilio_http")
 # twilio's HttpClient logs every request URL at INFO, and a Lookup URL holds the full number.
 _quiet_http_log.setLevel(logging.WARNING)
+_quiet_async_http_log = logging.getLogger("gatekeeper.twilio_async_http")
+_quiet_async_http_log.setLevel(logging.WARNING)
 
 
 def build_twilio_client(settings: Settings) -> Client:
@@ -43,37 +45,75 @@ def build_twilio_client(settings: Settings) -> Client:
         creds = creds or (TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID)
     else:
         if creds is None:
-            raise ConfigError(
-                "no Twilio credentials: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and "
-                "TWILIO_API_KEY_SECRET), or GATEKEEPER_SANDBOX_URL to use a local sandbox",
-                key="twilio",
-            )
+            raise _no_credentials()
         http = TwilioHttpClient(timeout=timeout, logger=_quiet_http_log)
         if http.session is not None:
             # twilio sizes its pool to the CPU count; batch enrichment runs more Lookups than that at once,
             # and a connection beyond the pool is opened and dropped for every request.
             http.session.mount("https://", HTTPAdapter(pool_maxsize=64))
+    return _client(settings, creds, http)
+
+
+def _no_credentials() -> ConfigError:
+    return ConfigError(
+        "no Twilio credentials: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and "
+        "TWILIO_API_KEY_SECRET), or GATEKEEPER_SANDBOX_URL to use a local sandbox",
+        key="twilio",
+    )
+
+
+def _client(settings: Settings, creds: tuple[str, str, str], http: Any) -> Client:
+    """The twilio Client over ``http``, with the region and edge settings give. Settings read ``TWILIO_REGION``
+    and ``TWILIO_EDGE``; the SDK is given an environment of its own, so it reads nothing from the process's
+    (an empty one would make it read ``os.environ``)."""
+    t = settings.twilio
     username, password, account_sid = creds
-    client = Client(username, password, account_sid, region=t.region, edge=t.edge, http_client=http, environment={})
+    env = {"GATEKEEPER": "settings"}  # non-empty: the SDK reads no TWILIO_* variable behind settings' back
+    client = Client(username, password, account_sid, region=t.region, edge=t.edge, http_client=http, environment=env)
     if settings.lookup.base_url.rstrip("/") != "https://lookups.twilio.com":
         client.lookups.base_url = settings.lookup.base_url.rstrip("/")
     return client
 
 
-def build_stores(settings: Settings) -> Stores:
-    """Redis for every store when a Redis URL is set, else the embedded memory store."""
+def build_async_twilio_client(settings: Settings) -> Client:
+    """A twilio Client for the SDK's ``*_async`` calls (aiohttp), for ``settings`` as :func:`build_twilio_client`."""
+    from gatekeeper.transport import LazyAsyncHttpClient
+
+    t = settings.twilio
+    creds = settings.credentials()
+    timeout = t.timeout_ms / 1000
+    http: LazyAsyncHttpClient
+    if t.sandbox_url:
+        from gatekeeper.sandbox import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
+        from gatekeeper.sandbox.transport import AsyncSandboxHttpClient
+
+        http = AsyncSandboxHttpClient(t.sandbox_url, timeout=timeout, logger=_quiet_async_http_log)
+        creds = creds or (TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID)
+    else:
+        if creds is None:
+            raise _no_credentials()
+        http = LazyAsyncHttpClient(timeout=timeout, logger=_quiet_async_http_log)
+    return _client(settings, creds, http)
+
+
+def build_stores(settings: Settings, *, asynchronous: bool = False) -> Stores:
+    """Redis for every store when a Redis URL is set (``redis.asyncio`` for the async gate), else the embedded
+    memory store."""
     from gatekeeper.stores.memory import MemoryStore
 
     memory = MemoryStore(max_entries=settings.cache.max_entries, max_audit=settings.audit.max_entries)
-    redis_store = None
+    redis_store: Any = None
     if settings.redis.url is not None:
-        from gatekeeper.stores.redis import RedisStore
+        url, prefix = settings.redis.url.get_secret_value(), settings.redis.key_prefix
+        timeout = settings.redis.timeout_ms / 1000
+        if asynchronous:
+            from gatekeeper.stores.redis_async import AsyncRedisStore
 
-        redis_store = RedisStore.from_url(
-            settings.redis.url.get_secret_value(),
-            prefix=settings.redis.key_prefix,
-            timeout_seconds=settings.redis.timeout_ms / 1000,
-        )
+            redis_store = AsyncRedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout)
+        else:
+            from gatekeeper.stores.redis import RedisStore
+
+            redis_store = RedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout)
     stores = Stores.using(redis_store or memory)
     if settings.cache_backend() == "memory":
         stores.cache = memory

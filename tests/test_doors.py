@@ -13,15 +13,25 @@ import json
 import pkgutil
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import responses
 from twilio.base.list_resource import ListResource
+from twilio.http.response import Response
 from twilio.rest import Client
 
 from gatekeeper import GatedClient, Gatekeeper, GateRefused, Settings, Stores, UngatedCall
 from gatekeeper.client import NOT_SENDING, call_name
-from gatekeeper.sandbox import TEST_ACCOUNT_SID, TEST_SUBACCOUNT_SID, Sandbox, SandboxServer
+from gatekeeper.sandbox import (
+    TEST_ACCOUNT_SID,
+    TEST_AUTH_TOKEN,
+    TEST_SUBACCOUNT_AUTH_TOKEN,
+    TEST_SUBACCOUNT_SID,
+    Sandbox,
+    SandboxHttpClient,
+    SandboxServer,
+)
 from gatekeeper.stores.memory import MemoryStore
 
 MOBILE, LANDLINE = "+14155550100", "+14155550101"
@@ -59,9 +69,7 @@ WAYS = ["top-level", "api.account", "api.v2010.accounts(own)", "fetched AccountI
 
 # -- Messages -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("way", WAYS)
-def test_messages_to_a_number_are_gated_on_every_account_path(
-    gated: GatedClient, sandbox: Sandbox, way: str
-) -> None:
+def test_messages_to_a_number_are_gated_on_every_account_path(gated: GatedClient, sandbox: Sandbox, way: str) -> None:
     """An SMS to a landline is refused 21614 and an invalid number 21211 on every path; a mobile is sent on the
     account of the path it was asked on."""
     messages = accounts(gated)[way].messages
@@ -118,13 +126,18 @@ def test_calls_are_gated_on_every_account_path(gated: GatedClient, sandbox: Sand
     assert refused.value.code == 21610
 
 
+@pytest.mark.parametrize("where", ["top-level", "subaccount"])
 @pytest.mark.parametrize("address", ["sip:alice@example.com;transport=tls", "client:alice"])
 def test_calls_to_sip_and_client_are_placed_without_a_lookup(
-    gated: GatedClient, sandbox: Sandbox, address: str
+    gated: GatedClient, sandbox: Sandbox, address: str, where: str
 ) -> None:
-    """sip: and client: are ordinary Voice destinations: called, no Lookup, policy may deny them."""
-    placed = gated.api.accounts(TEST_SUBACCOUNT_SID).calls.create(to=address, from_=FROM, url="https://e.com/t")
-    assert sandbox.call(placed.sid)["to"] == address
+    """sip: and client: are ordinary Voice destinations: called on the account asked, no Lookup (policy may
+    deny them: the next test)."""
+    calls = gated.api.accounts(TEST_SUBACCOUNT_SID).calls if where == "subaccount" else gated.calls
+    placed = calls.create(to=address, from_=FROM, url="https://e.com/t")
+    call = sandbox.call(placed.sid)
+    assert call is not None and call["to"] == address
+    assert call["account_sid"] == (TEST_SUBACCOUNT_SID if where == "subaccount" else TEST_ACCOUNT_SID)
     assert sandbox.lookup_counts() == {}
 
 
@@ -251,3 +264,110 @@ def test_raw_requests_that_could_send_fail_closed(gated: GatedClient, sandbox: S
     assert sandbox.messages() == []
     listed = gated.request("GET", f"https://lookups.twilio.com/v2/PhoneNumbers/{MOBILE}")
     assert json.loads(listed.text)["phone_number"] == MOBILE
+
+
+# -- rows of the table the tests above leave out: Verify and Studio on a subaccount, Studio v1 sent ------------
+def gated_as(server: SandboxServer, sid: str, token: str) -> GatedClient:
+    """A gated client holding ``sid``'s own credentials: how Verify and Studio (whose paths name no account)
+    act for a subaccount."""
+    client = server.client(sid, token)
+    return GatedClient(client, Gatekeeper(client, stores=Stores.memory()))
+
+
+@pytest.mark.parametrize(("channel", "allowed"), [("sms", MOBILE), ("whatsapp", LANDLINE), ("call", LANDLINE)])
+def test_verifications_on_a_subaccount_are_gated(
+    sandbox_server: SandboxServer, sandbox: Sandbox, channel: str, allowed: str
+) -> None:
+    """With the subaccount's credentials: an invalid number is refused 60200 before any request; the allowed
+    one starts on the subaccount with Verify's channel name."""
+    verifications = (
+        gated_as(sandbox_server, TEST_SUBACCOUNT_SID, TEST_SUBACCOUNT_AUTH_TOKEN).verify.v2.services(VA).verifications
+    )
+    with pytest.raises(GateRefused) as invalid:
+        verifications.create(to="+1 415 555 01", channel=channel)
+    assert invalid.value.code == 60200
+    assert sandbox.request_count("verifications.create") == 0
+    started = verifications.create(to=allowed, channel=channel)
+    assert (started.account_sid, started.channel) == (TEST_SUBACCOUNT_SID, channel)
+    assert [(v["to"], v["account_sid"]) for v in sandbox.verifications()] == [(allowed, TEST_SUBACCOUNT_SID)]
+
+
+@pytest.mark.parametrize("where", ["top-level", "subaccount"])
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_studio_executions_are_gated_on_every_account(
+    sandbox_server: SandboxServer, sandbox: Sandbox, version: str, where: str
+) -> None:
+    """Studio v2 and v1, with the account's or the subaccount's credentials: an invalid number is refused 21211
+    before any request; a landline starts the Flow on that account, told the facts beside the caller's keys
+    (which win); after STOP, 21610."""
+    sid, token = (
+        (TEST_SUBACCOUNT_SID, TEST_SUBACCOUNT_AUTH_TOKEN)
+        if where == "subaccount"
+        else (TEST_ACCOUNT_SID, TEST_AUTH_TOKEN)
+    )
+    gated = gated_as(sandbox_server, sid, token)
+    executions = getattr(gated.studio, version).flows(FLOW).executions
+    with pytest.raises(GateRefused) as invalid:
+        executions.create(to="+1 415 555 01", from_=FROM)
+    assert invalid.value.code == 21211
+    assert sandbox.request_count("executions.create") == 0
+    started = executions.create(to=LANDLINE, from_=FROM, parameters={"order": "42", "line_type": "theirs"})
+    assert type(started).__module__ == f"twilio.rest.studio.{version}.flow.execution"  # the caller's API version
+    (sent,) = sandbox.requests("executions.create")
+    assert sent.path.startswith(f"/{version}/Flows/")
+    stored = sandbox.execution(started.sid)
+    assert stored is not None and (stored["account_sid"], stored["contact_channel_address"]) == (sid, LANDLINE)
+    data = stored["context"]["flow"]["data"]
+    assert (data["order"], data["line_type"], data["carrier"], data["action"]) == (
+        "42",
+        "theirs",
+        "Pacific Bell",
+        "studio",
+    )
+    gated.gate.opt_out(LANDLINE)
+    with pytest.raises(GateRefused) as opted_out:
+        executions.create(to=LANDLINE, from_=FROM)
+    assert opted_out.value.code == 21610
+    assert sandbox.request_count("executions.create") == 1
+
+
+class ListingHttpClient(SandboxHttpClient):
+    """The sandbox has no list routes: ``GET /2010-04-01/Accounts.json`` is answered here with pages holding
+    the subaccount as the sandbox answers its fetch (two pages, so ``next_page`` has one to get)."""
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        parts = urlsplit(url)
+        if method.upper() != "GET" or parts.path != "/2010-04-01/Accounts.json":
+            return super().request(method, url, *args, **kwargs)
+        kwargs.pop("params", None)
+        fetched = super().request(
+            method, url.replace("/Accounts.json", f"/Accounts/{TEST_SUBACCOUNT_SID}.json"), **kwargs
+        )
+        later = "/2010-04-01/Accounts.json?PageSize=50&Page=1&PageToken=PA1"
+        last = "Page=1" in parts.query
+        page = {
+            "accounts": [json.loads(fetched.text)],
+            "next_page_uri": None if last else later,
+            "page": int(last),
+            "page_size": 50,
+            "uri": "/2010-04-01/Accounts.json",
+        }
+        return Response(200, json.dumps(page))
+
+
+def test_accounts_reached_by_listing_are_gated(sandbox_server: SandboxServer, sandbox: Sandbox) -> None:
+    """Accounts from stream, list, a page and its next_page are seen through the gate: their messages.create
+    to a landline is refused 21614 and nothing is sent."""
+    client = Client(
+        TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, environment={}, http_client=ListingHttpClient(sandbox_server.url)
+    )
+    gated = GatedClient(client, Gatekeeper(client, stores=Stores.memory()))
+    accounts = gated.api.v2010.accounts
+    page = accounts.page()
+    found = [*accounts.stream(limit=1), *accounts.list(limit=1), *page, *page.next_page()]
+    assert [a.sid for a in found] == [TEST_SUBACCOUNT_SID] * 4
+    for account in found:
+        with pytest.raises(GateRefused) as refused:
+            account.messages.create(to=LANDLINE, from_=FROM, body="hi")
+        assert refused.value.code == 21614
+    assert sandbox.messages() == []

@@ -12,7 +12,7 @@ from gatekeeper.errors import InvalidNumber, StoreUnavailable
 from gatekeeper.phone import normalize
 from gatekeeper.policy import Policy, Verdict
 from gatekeeper.settings import WebhookSettings
-from gatekeeper.stores.base import ACCOUNT_SCOPE, Stores
+from gatekeeper.stores.base import ACCOUNT_SCOPE, Stores, run
 from gatekeeper.stores.memory import MemoryStore
 from gatekeeper.suppress import OPTED_OUT_CODE, TWILIO_OPT_OUT_SOURCE, Delivery, Recorded, Suppression
 
@@ -312,3 +312,18 @@ def test_clear_mark_is_set_for_the_plain_memory_store(supp: Suppression) -> None
     assert supp.clear_mark() == mark
     supp.record_consent(MOBILE, "*", opted_out=True, source="api")
     assert supp.clear_mark() != mark
+
+
+def test_the_clear_mark_is_the_same_read_directly_or_as_store_calls(
+    supp: Suppression, store: MemoryStore, clock: FakeClock
+) -> None:
+    """clear_mark (the blocking hot path) and clear_mark_steps (what the async gate awaits) agree: equal while
+    nothing suppressing is written, both moved by an opt-out, both None for a store whose version is untrusted."""
+    stepped = run(Stores.using(store), supp.clear_mark_steps())
+    assert stepped is not None and supp.clear_mark() == stepped
+    store.opt_out(MOBILE, source="test", at=clock())
+    assert supp.clear_mark() == run(Stores.using(store), supp.clear_mark_steps()) != stepped
+    own_stores = Stores.using(OwnOptOuts())
+    own = Suppression(own_stores, WebhookSettings(), clock=clock)
+    assert own.clear_mark() is None
+    assert run(own_stores, own.clear_mark_steps()) is None

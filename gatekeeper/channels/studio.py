@@ -42,7 +42,8 @@ def enriched(parameters: object, decision: Decision) -> dict[str, Any]:
 
 
 class StudioChannel(BaseChannel):
-    """``studio.v2.flows(sid).executions.create`` with ``to`` the decided number and enriched parameters."""
+    """``studio.v2.flows(sid).executions.create`` (v1 when the caller used v1) with ``to`` the decided number
+    and enriched parameters."""
 
     def __init__(self, policy: SendPolicy) -> None:
         self.policy = policy
@@ -55,4 +56,5 @@ class StudioChannel(BaseChannel):
         params = sdk_params(request, action)
         parameters = enriched(params.pop("parameters", None), decision)
         params.update(to=decision.to, from_=request.from_, parameters=parameters)
-        return Prepared(client.studio.v2.flows(request.flow_sid).executions, params)
+        studio = client.studio.v1 if request.studio_version == "v1" else client.studio.v2
+        return Prepared(studio.flows(request.flow_sid).executions, params)

@@ -66,8 +66,8 @@ _ENDPOINT_ROUTES = {
     "calls_fetch": "calls.fetch",
     "verifications_create": "verifications.create",
     "verification_checks_create": "verification_checks.create",
-    "executions_create": "executions.create",
-    "executions_fetch": "executions.fetch",
+    **{f"executions_create_{v}": "executions.create" for v in ("v1", "v2")},
+    **{f"executions_fetch_{v}": "executions.fetch" for v in ("v1", "v2")},
 }
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CODE = re.compile(r"^[0-9A-Za-z]{4,10}$")
@@ -116,9 +116,10 @@ def create_app(
         _check_verification,
         methods=["POST"],
     )
-    flow = "/v2/Flows/<flow_sid>/Executions"
-    app.add_url_rule(flow, "executions_create", _create_execution, methods=["POST"])
-    app.add_url_rule(f"{flow}/<sid>", "executions_fetch", _fetch_execution, methods=["GET"])
+    for version in ("v1", "v2"):  # the same Executions resource; v1 lacks two fields
+        flow = f"/{version}/Flows/<flow_sid>/Executions"
+        app.add_url_rule(flow, f"executions_create_{version}", _create_execution, methods=["POST"])
+        app.add_url_rule(f"{flow}/<sid>", f"executions_fetch_{version}", _fetch_execution, methods=["GET"])
     app.register_blueprint(control_blueprint())
     app.wsgi_app = DropMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     return app
@@ -496,7 +497,7 @@ def _check_verification(service_sid: str) -> Response:
     return json_response(body, 200)
 
 
-# -- Studio v2 --------------------------------------------------------------------------------------
+# -- Studio v1 and v2 -----------------------------------------------------------------------------------
 
 
 def _create_execution(flow_sid: str) -> Response:
@@ -526,6 +527,7 @@ def _create_execution(flow_sid: str) -> Response:
         parameters=parameters,
         initiated_by="RQ" + f"{record.id:032x}",
         now=sandbox.clock(),
+        version=request.path.split("/", 2)[1],
     )
     sandbox.add_execution(resource)
     _log.info("execution %s of flow %s started for %s", resource["sid"], flow_sid, mask(to))

@@ -1,7 +1,7 @@
-"""Studio v2 Executions: the JSON shape and the checks on a REST-triggered execution.
+"""Studio Executions (v2, and v1's same resource): the JSON shape and the checks on a REST-triggered execution.
 
 Pure: no Flask. The routes live in :mod:`gatekeeper.sandbox.app`. The shape is the one
-``twilio.rest.studio.v2.flow.execution.ExecutionInstance`` reads; dates are ISO 8601 as
+``twilio.rest.studio.v2.flow.execution.ExecutionInstance`` (and its v1 twin) reads; dates are ISO 8601 as
 Studio writes them. The sandbox keeps no Flow definitions: an execution is recorded and stays
 ``active`` (nothing runs its widgets), and ``flow_version`` is always 1.
 """
@@ -63,10 +63,11 @@ def execution_json(
     parameters: Mapping[str, Any],
     initiated_by: str,
     now: float,
+    version: str = "v2",
 ) -> dict[str, Any]:
     """A new Execution resource. ``context`` holds what the Flow's Liquid variables read:
     ``flow.data`` (the Parameters), ``flow.channel.address`` (From), ``contact.channel.address`` (To)."""
-    url = f"{STUDIO_BASE}/v2/Flows/{flow_sid}/Executions/{sid}"
+    url = f"{STUDIO_BASE}/{version}/Flows/{flow_sid}/Executions/{sid}"
     context = {
         "flow": {
             "flow_sid": flow_sid,
@@ -76,7 +77,7 @@ def execution_json(
         },
         "contact": {"channel": {"address": to}},
     }
-    return {
+    execution = {
         "sid": sid,
         "account_sid": account_sid,
         "flow_sid": flow_sid,
@@ -91,3 +92,6 @@ def execution_json(
         "url": url,
         "links": {"steps": f"{url}/Steps", "execution_context": f"{url}/Context"},
     }
+    if version == "v1":  # v1's Execution has neither field
+        del execution["flow_version"], execution["initiated_by"]
+    return execution

@@ -23,13 +23,14 @@ Redis Cluster slot::
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
-from gatekeeper.errors import StoreUnavailable
+from gatekeeper.errors import InvalidArgumentType, StoreUnavailable
 from gatekeeper.models import AuditEntry, PhoneFacts, StatusRecord
 
 __all__ = [  # AuditEntry is re-exported: custom stores import it from here
@@ -47,6 +48,7 @@ __all__ = [  # AuditEntry is re-exported: custom stores import it from here
     "StatusStore",
     "Stores",
     "SuppressionVersion",
+    "blocking",
     "lookup_key",
     "version_reader",
 ]
@@ -57,6 +59,41 @@ log = logging.getLogger("gatekeeper.stores")
 ACCOUNT_SCOPE = "*"
 #: A number no one has: what a health probe reads.
 _PROBE_NUMBER = "+10000000000"
+
+
+class Call(NamedTuple):
+    """One store verb a step needs: ``getattr(stores.<role>, verb)(*args, **kwargs)``."""
+
+    role: str
+    verb: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}  # noqa: RUF012 - never mutated: a NamedTuple default shared read-only
+
+
+T = TypeVar("T")
+
+#: An operation written as the store calls it needs (sans-I/O): :func:`run` carries it out blocking,
+#: the async gate with awaits; the logic between the calls is written once.
+Steps = Generator[Call, Any, T]
+
+
+def run(stores: object, steps: Steps[T]) -> T:
+    """Carry out ``steps`` with blocking store calls on ``stores`` (a :class:`Stores`, or any object with the
+    roles the steps name); a store's error is thrown back into the steps."""
+    answer: Any = None
+    failure: BaseException | None = None
+    while True:
+        try:
+            call = steps.send(answer) if failure is None else steps.throw(failure)
+        except StopIteration as end:
+            result: T = end.value
+            return result
+        answer, failure = None, None
+        try:
+            answer = getattr(getattr(stores, call.role), call.verb)(*call.args, **call.kwargs)
+        except StoreUnavailable as exc:
+            failure = exc
+
 
 
 def lookup_key(e164: str, fields_hash: str, country: str) -> str:
@@ -244,6 +281,13 @@ class AuditLog(Protocol):
         """The newest records, newest first."""
 
 
+def blocking(store: object) -> bool:
+    """Whether a store's verbs may wait (on a disk, a network, another thread). A store declares ``blocking =
+    False`` when they never do, like the memory store; the async gate then calls them in place instead of in
+    a worker thread. A store whose verbs are coroutines (``AsyncRedisStore``) is awaited either way."""
+    return bool(getattr(store, "blocking", True))
+
+
 @dataclass
 class Stores:
     """The stores one :class:`~gatekeeper.gate.Gatekeeper` uses; any field may be swapped.
@@ -275,28 +319,45 @@ class Stores:
             audit=backend,
         )
 
-    def health(self) -> dict[str, bool]:
-        """Whether each store the webhooks write can be read, one probe per distinct backend."""
-        probes: dict[str, tuple[object, Callable[[], object]]] = {
-            "opt_outs": (self.opt_outs, lambda: self.opt_outs.opted_out_scope(_PROBE_NUMBER, [ACCOUNT_SCOPE])),
-            "failures": (
-                self.failures,
-                lambda: self.failures.suppression(_PROBE_NUMBER, now=0.0, window_seconds=1, threshold=1),
-            ),
-            "statuses": (self.statuses, lambda: self.statuses.status_of("healthz")),
-            "idempotency": (self.idempotency, lambda: self.idempotency.claim("healthz", "healthz", ttl_seconds=1.0)),
-        }
-        seen: dict[int, bool] = {}
-        out: dict[str, bool] = {}
-        for role, (backend, probe) in probes.items():
+    def health_probes(self) -> list[Call]:
+        """One read per distinct backend the webhooks write, named by the first role it serves."""
+        probes = [
+            Call("opt_outs", "opted_out_scope", (_PROBE_NUMBER, [ACCOUNT_SCOPE])),
+            Call("failures", "suppression", (_PROBE_NUMBER,), {"now": 0.0, "window_seconds": 1, "threshold": 1}),
+            Call("statuses", "status_of", ("healthz",)),
+            Call("idempotency", "claim", ("healthz", "healthz"), {"ttl_seconds": 1.0}),
+        ]
+        seen: set[int] = set()
+        distinct = []
+        for probe in probes:
+            backend = getattr(self, probe.role)
             if id(backend) not in seen:
-                try:
-                    probe()
-                    seen[id(backend)] = True
-                except StoreUnavailable as exc:
-                    log.error("%s store unavailable: %s", role, exc)
-                    seen[id(backend)] = False
-            out[role] = seen[id(backend)]
+                seen.add(id(backend))
+                distinct.append(probe)
+        return distinct
+
+    def roles_of(self, probe: Call) -> list[str]:
+        """Every role the backend ``probe`` reads also serves."""
+        backend = getattr(self, probe.role)
+        return [role for role in ("opt_outs", "failures", "statuses", "idempotency") if getattr(self, role) is backend]
+
+    def health(self) -> dict[str, bool]:
+        """Whether each store the webhooks write can be read (``await AsyncStores(stores).health()`` for
+        stores whose verbs are coroutines)."""
+        out: dict[str, bool] = {}
+        for probe in self.health_probes():
+            verb = getattr(getattr(self, probe.role), probe.verb)
+            if inspect.iscoroutinefunction(verb):
+                raise InvalidArgumentType(
+                    f"the {probe.role} store is async: use await gatekeeper.aio.AsyncStores(stores).health()"
+                )
+            try:
+                verb(*probe.args, **probe.kwargs)
+                healthy = True
+            except StoreUnavailable as exc:
+                log.error("%s store unavailable: %s", probe.role, exc)
+                healthy = False
+            out.update(dict.fromkeys(self.roles_of(probe), healthy))
         return out
 
     @classmethod

@@ -70,6 +70,10 @@ class _IdemRecord:
 class MemoryStore:
     """Every store protocol in one process's memory."""
 
+    #: Its verbs take a lock held for microseconds and never wait on anything else: the async gate calls them
+    #: in place (see ``stores.base.blocking``).
+    blocking = False
+
     def __init__(
         self,
         *,

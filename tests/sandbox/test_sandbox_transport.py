@@ -8,7 +8,7 @@ import sys
 import pytest
 import requests
 
-from gatekeeper.sandbox import TEST_AUTH_TOKEN, SandboxHttpClient, SandboxServer, sandbox_client
+from gatekeeper.sandbox import TEST_AUTH_TOKEN, SandboxHttpClient, SandboxServer, async_sandbox_client, sandbox_client
 from gatekeeper.sandbox.transport import DEFAULT_TIMEOUT_SECONDS
 
 
@@ -95,3 +95,19 @@ def test_module_runs_a_standalone_server() -> None:
             assert TEST_AUTH_TOKEN not in banner
         finally:
             proc.terminate()
+
+
+def test_shell_twilio_variables_stay_out_of_sandbox_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK reads os.environ in place of an empty ``environment``: the sandbox clients are built so that
+    TWILIO_REGION, TWILIO_EDGE and TWILIO_AUTH_TOKEN in the shell reach neither their hosts nor their auth."""
+    monkeypatch.setenv("TWILIO_REGION", "ie1")
+    monkeypatch.setenv("TWILIO_EDGE", "dublin")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "from-the-shell")
+    clients = [
+        sandbox_client("http://sb:1"),
+        async_sandbox_client("http://sb:1"),
+        sandbox_client("http://sb:1", None, ""),
+    ]
+    assert [(c.region, c.edge) for c in clients] == [(None, None)] * 3
+    assert [c.get_hostname("https://api.twilio.com/x") for c in clients] == ["https://api.twilio.com/x"] * 3
+    assert [c.password for c in clients] == [TEST_AUTH_TOKEN, TEST_AUTH_TOKEN, None]

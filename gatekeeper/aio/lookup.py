@@ -1,0 +1,172 @@
+"""Step 3 for the async gate: Lookup v2 awaited, with the blocking service's rules, cache and memo.
+
+Everything but the I/O is the :class:`~gatekeeper.lookup.LookupService`'s own (the cache key, the
+memo and when it is fresh, what a store read gives, the merged answer, the fill), so both gates
+answer alike and share what one process holds. Concurrent misses for one key make one request:
+coroutines of this process queue on an ``asyncio`` lock per key (1,000 tasks asking for one new
+number → 1 Lookup), and across processes the cache's own fill lock serves when the cache is an
+async store (Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from twilio.base.exceptions import TwilioException
+
+from gatekeeper import metrics
+from gatekeeper.aio.stores import AsyncStores
+from gatekeeper.errors import LookupUnavailable, StoreUnavailable, TransientError
+from gatekeeper.lookup import LookupService, Partial, answer
+from gatekeeper.models import Phone, PhoneFacts
+from gatekeeper.phone import mask
+from gatekeeper.retries import call_with_retries_async, network_error
+from gatekeeper.stores.base import Call
+
+log = logging.getLogger("gatekeeper.lookup")
+
+
+class AsyncLookupService:
+    """Facts for a parsed number, awaited: from the memo, the cache, or one Lookup v2 request."""
+
+    def __init__(
+        self,
+        rules: LookupService,
+        stores: AsyncStores,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.rules = rules
+        self._stores = stores
+        self._sleep = sleep
+        self._flights: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def facts(self, phone: Phone, fields: tuple[str, ...], *, max_age_seconds: float | None = None) -> PhoneFacts:
+        """Facts for ``phone`` (which must be valid); ``source`` says "cache" or "lookup"."""
+        rules = self.rules
+        if not rules.config.cache_enabled:
+            return await self._fill(phone, fields, None, fields, key=None)
+        key = rules.key_for(phone, fields)
+        held = rules.memo_hit(key, fields, max_age_seconds)
+        if held is not None:
+            return held
+        async with self._flight(key):
+            held = rules.memo_hit(key, fields, max_age_seconds)  # filled while this coroutine queued?
+            if held is not None:
+                return held
+            hit = await self._cached(key, fields, max_age_seconds)
+            metrics.cache_read(isinstance(hit, PhoneFacts))
+            if isinstance(hit, PhoneFacts):
+                return hit
+            async with self._store_lock(key, phone):
+                hit = await self._cached(key, fields, max_age_seconds)  # filled by another process meanwhile?
+                if isinstance(hit, PhoneFacts):
+                    return hit
+                return await self._fill(phone, fields, hit, hit.stale if hit else fields, key=key)
+
+    @asynccontextmanager
+    async def _flight(self, key: str) -> AsyncIterator[None]:
+        """One coroutine at a time per key in this process; the lock is dropped when nobody waits on it."""
+        lock, users = self._flights.get(key, (asyncio.Lock(), 0))
+        self._flights[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._flights[key]
+            if users <= 1:
+                del self._flights[key]
+            else:
+                self._flights[key] = (lock, users - 1)
+
+    @asynccontextmanager
+    async def _store_lock(self, key: str, phone: Phone) -> AsyncIterator[bool]:
+        """The cache's own fill lock when it has an async one (across processes); in-process coroutines are
+        already one at a time, which is all a blocking or in-memory cache could add."""
+        cache = self._stores.stores.cache
+        if not inspect.iscoroutinefunction(cache.get_lookup):  # an async store's fill_lock is an async one
+            yield True
+            return
+        config = self.rules.config
+        ttl = config.timeout_seconds * (config.max_retries + 1) + 5
+        lock: Any = cache.fill_lock(key, ttl_seconds=ttl, wait_seconds=config.fill_wait_seconds)
+        try:
+            acquired = await lock.__aenter__()
+        except StoreUnavailable as exc:
+            log.warning("lookup cache unavailable (%s); asking Lookup directly", exc)
+            yield False
+            return
+        if not acquired:
+            log.warning("lookup fill lock for %s not acquired in time; fetching anyway", mask(phone.e164))
+        try:
+            yield acquired
+        finally:
+            await lock.__aexit__(None, None, None)
+
+    async def _cached(self, key: str, fields: tuple[str, ...], max_age: float | None) -> PhoneFacts | Partial | None:
+        stamp = self.rules.stamp
+        try:
+            entry = await self._stores.call(Call("cache", "get_lookup", (key,)))
+        except StoreUnavailable as exc:
+            log.warning("lookup cache unavailable (%s)", exc)
+            return None
+        return self.rules.seen(key, entry, stamp, fields, max_age)
+
+    async def _fill(
+        self,
+        phone: Phone,
+        fields: tuple[str, ...],
+        partial: Partial | None,
+        wanted: tuple[str, ...],
+        *,
+        key: str | None,
+    ) -> PhoneFacts:
+        assert phone.e164 is not None
+        payload = await self._fetch(phone.e164, wanted, phone.region)
+        facts, entry, ttl = self.rules.merged(phone, fields, partial, wanted, payload)
+        if key is not None:
+            try:
+                await self._stores.call(Call("cache", "put_lookup", (key, entry), {"ttl_seconds": ttl}))
+            except StoreUnavailable as exc:
+                log.warning("lookup cache write failed (%s); the answer is kept in this process only", exc)
+            self.rules.filled(key, entry)
+        return facts
+
+    async def _fetch(self, e164: str, fields: tuple[str, ...], region: str | None) -> dict[str, Any]:
+        config = self.rules.config
+        params = self.rules.request_params(fields, region)
+        try:
+            return await call_with_retries_async(
+                lambda: self._fetch_once(e164, params),
+                retry_if=lambda exc: isinstance(exc, TransientError),
+                max_retries=config.max_retries,
+                wait=self.rules.backoff,
+                sleep=self._sleep,
+            )
+        except TransientError as exc:
+            raise LookupUnavailable(
+                f"Lookup for {mask(e164)} failed after {config.max_retries + 1} attempts: {exc.reason}",
+                reason=exc.reason,
+                status=exc.status,
+            ) from exc
+
+    async def _fetch_once(self, e164: str, params: dict[str, object]) -> dict[str, Any]:
+        version = self.rules.client.lookups.v2
+        uri = f"/PhoneNumbers/{e164}"
+        try:
+            response = await version.request_async("GET", uri, params=params, timeout=self.rules.config.timeout_seconds)
+        except Exception as exc:
+            if not network_error(exc):
+                raise
+            metrics.lookup_request("error")
+            raise TransientError(f"network:{type(exc).__name__}") from exc
+
+        def error() -> TwilioException:
+            return version.exception("GET", uri, response, "Unable to fetch record")
+
+        return answer(e164, response, error)

@@ -1,0 +1,155 @@
+"""What a gate is made of, and what it decides without I/O: shared by the blocking gate and the async one.
+
+:class:`GateCore` builds the parts from :class:`~gatekeeper.settings.Settings` (policies, the
+Lookup rules and memo, kept routes, the consent writer, the audit, the channels) and holds the
+checks and the request building that both :class:`~gatekeeper.gate.Gatekeeper` and
+:class:`~gatekeeper.aio.AsyncGatekeeper` run before and after their I/O. Each gate adds only the
+driving: blocking calls, or awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from pydantic import TypeAdapter
+from twilio.rest import Client
+
+from gatekeeper import channels, pipeline, router
+from gatekeeper import phone as phones
+from gatekeeper import policy as policies
+from gatekeeper.audit import Auditor
+from gatekeeper.errors import GateRefused, InvalidArgument, SendRejected
+from gatekeeper.lookup import LookupConfig, LookupService, Routes
+from gatekeeper.models import Action, Decision, Outcome, Phone, SendRequest
+from gatekeeper.pipeline import Ask
+from gatekeeper.policy import Policy, Verdict
+from gatekeeper.router import Channel
+from gatekeeper.settings import Settings
+from gatekeeper.stores.base import Stores
+from gatekeeper.suppress import Suppression
+
+OUTCOME = TypeAdapter(Outcome)
+
+
+class GateCore:
+    """The parts of a gate, built from settings, and its I/O-free steps (see the module docstring)."""
+
+    asynchronous = False  # whether this gate's own Lookups go through an async twilio transport
+
+    def __init__(
+        self,
+        twilio_client: Client,
+        *,
+        settings: Settings | None = None,
+        policy: Mapping[str, Policy] | None = None,
+        stores: Stores | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        sleep_async: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        transport_async = getattr(getattr(twilio_client, "http_client", None), "is_async", False) is True
+        if transport_async is not self.asynchronous:
+            raise InvalidArgument(
+                f"{type(self).__name__} needs a twilio Client whose http_client is "
+                + ("an AsyncTwilioHttpClient" if self.asynchronous else "blocking (not an AsyncTwilioHttpClient)")
+                + ": use " + ("AsyncGatekeeper" if transport_async else "Gatekeeper") + " for this client, or give "
+                "GatedClient(async_client, gate) a gate built over its own client of the other kind"
+            )
+        self.client = twilio_client
+        phones.mask_logs(getattr(getattr(twilio_client, "http_client", None), "logger", None))
+        self.settings = s = settings or Settings()
+        self.policies: dict[str, Policy] = {**s.policies(), **policies.overrides(policy)}
+        self.stores = stores or Stores.memory(max_entries=s.cache.max_entries)
+        self.clock = clock
+        self.default_country = s.lookup.default_country_code
+        self.lookup = LookupService(
+            twilio_client, self.stores.cache, LookupConfig.from_settings(s), clock=clock, sleep=sleep
+        )
+        self.routes = Routes(self.lookup, s.cache.route_memo_entries)
+        self.suppression = Suppression(self.stores, s.webhooks, default_country=self.default_country, clock=clock)
+        self.audit = Auditor(self.stores, s.audit, clock=clock)
+        r = s.routing
+        send_policy = channels.SendPolicy(max_retries=s.twilio.max_send_retries, sleep=sleep, sleep_async=sleep_async)
+        self.channels = channels.registry(
+            send_policy,
+            voice=r.voice,
+            language=r.language,
+            status_callback=r.status_callback,
+            call_status_callback=r.call_status_callback,
+        )
+        # A pending claim is a short lease, so a process that dies mid-send frees its key soon.
+        attempts = s.twilio.max_send_retries + 1
+        self._lease_seconds = max(60.0, 2 * attempts * (s.twilio.timeout_ms / 1000 + 5))
+
+    def _policy(self, purpose: str) -> Policy:
+        try:
+            return self.policies[purpose]
+        except (KeyError, TypeError):
+            raise InvalidArgument(f"purpose must be 'notify' or 'mfa', not {purpose!r}") from None
+
+    def _strict(self, request: SendRequest, country: str | None) -> Ask:
+        """How an adapter asks for ``request``: exactly its channel."""
+        return pipeline.strict_ask(request, country, dropin_reroute=self.settings.routing.dropin_reroute)
+
+    @staticmethod
+    def _checked(decision: Decision, uri: str) -> Decision:
+        """An adapter's decision, or its enforced refusal raised as the error Twilio would have answered."""
+        if decision.enforced and decision.action is Action.REFUSE:
+            raise GateRefused(decision, code=decision.twilio_code or 21211, uri=uri)
+        return decision
+
+    @staticmethod
+    def _acting(decision: Decision, request: SendRequest) -> Action:
+        """The action a send takes: the decision's, or in observe mode what the request asked for."""
+        action = decision.action if decision.enforced else request.asked
+        if action is Action.REFUSE:
+            raise GateRefused(decision, code=decision.twilio_code or 21211)
+        return action
+
+    def _refused(self, decision: Decision, verdict: Verdict, exc: SendRejected) -> GateRefused:
+        """Twilio's own refusal (21610), as the gate's: what the next decision will say without asking."""
+        refused = router.refusal(decision.to, decision.purpose, verdict, decision.facts, self._policy(decision.purpose))
+        return GateRefused(refused, code=exc.code or 21610, uri=exc.uri)
+
+    def _heard_about(self, decision: Decision) -> Phone | None:
+        """The number a refused send was for, as the stores key it."""
+        phone = phones.normalize(decision.to, self.default_country)
+        return phone if phone.ok and phone.key is not None else None
+
+    @staticmethod
+    def _notify_request(
+        body: object,
+        *,
+        from_: str | None,
+        messaging_service_sid: str | None,
+        status_callback: str | None,
+        call_status_callback: str | None,
+        params: dict[str, Any],
+    ) -> SendRequest:
+        if not isinstance(body, str) or not body:
+            raise InvalidArgument("body must be a non-empty string")
+        if not from_ and not messaging_service_sid:
+            raise InvalidArgument("notify needs from_ or messaging_service_sid")
+        return SendRequest(
+            Action.SMS,
+            body=body,
+            from_=from_,
+            messaging_service_sid=messaging_service_sid,
+            status_callback=status_callback,
+            params=params,
+            call_status_callback=call_status_callback,
+        )
+
+    @staticmethod
+    def _verify_request(
+        channel: object, verify_service_sid: str | None, email: str | None, params: dict[str, Any]
+    ) -> tuple[SendRequest, Channel]:
+        wanted = router.VERIFY_CHANNELS.get(channel) if isinstance(channel, str) else None
+        if wanted is None:
+            raise InvalidArgument(f"channel must be one of {', '.join(router.VERIFY_CHANNELS)}, not {channel!r}")
+        if email is not None and not phones.is_email(email):
+            raise InvalidArgument("email must be an address like name@example.com")
+        return SendRequest(wanted[1], verify_service_sid=verify_service_sid, email=email, params=params), wanted[0]
