@@ -67,8 +67,13 @@ class FakeTwilio(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default backlog of 5 drops connections a burst of sends opens at once
+    daemon_threads = True
+
+
 def serve(ready: Any) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeTwilio)
+    server = Server(("127.0.0.1", 0), FakeTwilio)
     ready.put(server.server_address[1])
     server.serve_forever()
 
