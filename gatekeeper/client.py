@@ -323,13 +323,24 @@ def _creator(inner: Any, name: str, door: _Door) -> Callable[..., Any] | None:
 
 
 class GatedClient:
-    """A twilio ``Client`` whose sends pass the gate first. Everything else is the client's own."""
+    """A twilio ``Client`` whose sends pass the gate first. Everything else is the client's own.
+
+    Without ``gate``, one with built-in defaults over ``twilio_client``: a ``Gatekeeper``, or an
+    ``AsyncGatekeeper`` when the client's ``http_client`` is async (then only ``create_async`` sends).
+    """
 
     def __init__(self, twilio_client: Client, gate: Gatekeeper | AsyncGatekeeper | None = None) -> None:
         self._client = twilio_client
-        mask_logs(getattr(getattr(twilio_client, "http_client", None), "logger", None))
-        self.gate = gate or Gatekeeper(twilio_client)
-        self._door = _Door(self.gate, twilio_client)
+        http = getattr(twilio_client, "http_client", None)
+        mask_logs(getattr(http, "logger", None))
+        if gate is None:
+            gate = (
+                AsyncGatekeeper(twilio_client)
+                if getattr(http, "is_async", False) is True
+                else Gatekeeper(twilio_client)
+            )
+        self.gate = gate
+        self._door = _Door(gate, twilio_client)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> GatedClient:

@@ -25,6 +25,12 @@ EXPECTED = {
         "otpauth://totp/",
         "the app's code verifies: True",
     ],
+    "async_service.py": [
+        "sent 20 texts; Lookups paid: 1",
+        "refused 21614",
+        "notify a landline: voice CA",
+        "after STOP: refuse 21610",
+    ],
     "flask_app.py": [
         "callbacks answered: [200, 200]",
         "stored status: delivered",
