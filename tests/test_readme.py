@@ -24,3 +24,21 @@ def test_quick_start_is_what_ci_runs() -> None:
     commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
     assert commands == ["./run demo", "./run test"]
     assert "./run test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_test_the_readme_cites_exists() -> None:
+    """Each `tests/<file>.py::test_name` (or `::test_name` after one) in the README names a test function that
+    exists in that file, so the table of doors cannot point at a test that was renamed or removed."""
+    cited: list[tuple[str, str]] = []
+    for cell in re.findall(r"`(tests/[\w/]+\.py)?::(test_\w+)[^`]*`", README):
+        cited.append(cell)
+    current = ""
+    resolved = []
+    for path, name in cited:
+        current = path or current
+        assert current, f"{name} cited before any file"
+        resolved.append((current, name))
+    assert len(resolved) >= 20
+    for path, name in resolved:
+        source = (ROOT / path).read_text()
+        assert re.search(rf"^def {name}\(", source, re.M), f"README cites {path}::{name}, which does not exist"

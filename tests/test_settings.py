@@ -31,6 +31,14 @@ def test_shipped_configs_load() -> None:
     assert classic.policies()["notify"].allow_countries == {"US", "CA"}
 
 
+def test_shipped_config_states_the_defaults() -> None:
+    """config/gatekeeper.toml documents every option with its default: loading it gives Settings() exactly
+    (so a default changed in code, such as a failure code added, cannot be undone by the shipped file)."""
+    shipped, built_in = Settings.load(ROOT / "config" / "gatekeeper.toml", env={}), Settings()
+    assert shipped.model_dump(exclude={"policy"}) == built_in.model_dump(exclude={"policy"})
+    assert shipped.policies() == built_in.policies()  # the file spells out per-purpose defaults Settings() implies
+
+
 def test_defaults_read_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings() and Gatekeeper(client) use built-in defaults and ignore the environment."""
     monkeypatch.setenv("TWILIO_ACCOUNT_SID", SID)
