@@ -233,30 +233,22 @@ _Asked = tuple[Any, SendRequest, Purpose, "str | None"]
 
 # How each sending resource the gate knows turns its create's arguments into what the gate is asked:
 # ``(door, the resource's path solution, the call's name, *the create's arguments)`` → (to, request, purpose, country).
-def _messages(
-    door: _Door,
-    solution: dict[str, Any],
-    called: str,
-    to: str,
-    *,
-    purpose: Purpose = "notify",
-    country: str | None = None,
-    **kwargs: Any,
-) -> _Asked:
-    return to, _request(Action.SMS, kwargs, _MESSAGE_FIELDS, account_sid=door.account_sid(solution)), purpose, country
+def _on_the_account(asked: Action, fields: tuple[str, ...]) -> Callable[..., _Asked]:
+    """Messages and Calls: ``to`` a number or an address, sent on the account of the resource's path."""
 
+    def build(
+        door: _Door,
+        solution: dict[str, Any],
+        called: str,
+        to: str,
+        *,
+        purpose: Purpose = "notify",
+        country: str | None = None,
+        **kwargs: Any,
+    ) -> _Asked:
+        return to, _request(asked, kwargs, fields, account_sid=door.account_sid(solution)), purpose, country
 
-def _calls(
-    door: _Door,
-    solution: dict[str, Any],
-    called: str,
-    to: str,
-    *,
-    purpose: Purpose = "notify",
-    country: str | None = None,
-    **kwargs: Any,
-) -> _Asked:
-    return to, _request(Action.VOICE, kwargs, _CALL_FIELDS, account_sid=door.account_sid(solution)), purpose, country
+    return build
 
 
 def _verifications(
@@ -295,8 +287,8 @@ def _executions(
 
 
 _SENDING: dict[str, Callable[..., _Asked]] = {
-    "api.v2010.account.message.create": _messages,
-    "api.v2010.account.call.create": _calls,
+    "api.v2010.account.message.create": _on_the_account(Action.SMS, _MESSAGE_FIELDS),
+    "api.v2010.account.call.create": _on_the_account(Action.VOICE, _CALL_FIELDS),
     "verify.v2.service.verification.create": _verifications,
     "studio.v2.flow.execution.create": _executions,
     "studio.v1.flow.execution.create": _executions,

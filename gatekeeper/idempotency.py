@@ -25,10 +25,10 @@ import json
 import time
 from collections.abc import Callable, Generator
 from contextlib import suppress
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from gatekeeper.errors import IdempotencyConflict, InvalidArgument, StoreUnavailable
-from gatekeeper.stores.base import Claim, IdempotencyStore, Stores
+from gatekeeper.stores.base import Call, Claim, Stores
 
 #: How often a repeat polls a pending claim while it waits for the first caller.
 POLL_SECONDS = 0.05
@@ -54,14 +54,6 @@ def check_key(key: object) -> str:
     return key
 
 
-class ClaimStep(NamedTuple):
-    """Claim ``key`` in the idempotency store (answer: the :class:`~gatekeeper.stores.base.Claim`)."""
-
-    key: str
-    fingerprint: str
-    ttl_seconds: float
-
-
 class SleepStep(NamedTuple):
     """Wait before claiming again (answer: nothing)."""
 
@@ -72,17 +64,17 @@ class WorkStep(NamedTuple):
     """Run the work (answer: its result; a failure is thrown back in)."""
 
 
-class SettleStep(NamedTuple):
-    """``complete``, ``abandon`` or ``mark_unknown`` the claim (answer: nothing; StoreUnavailable thrown back in)."""
-
-    verb: Literal["complete", "abandon", "mark_unknown"]
-    key: str
-    token: str
-    result: bytes | None
-    ttl_seconds: float
+#: A step of the routine: an idempotency-store verb (``claim``, then ``complete``, ``abandon`` or
+#: ``mark_unknown``; a StoreUnavailable is thrown back in), a wait, or the work.
+Step = Call | SleepStep | WorkStep
 
 
-Step = ClaimStep | SleepStep | WorkStep | SettleStep
+def _settle(verb: str, key: str, token: str, result: bytes | None, keep_seconds: float) -> Call:
+    """The store call that settles a claim ``complete`` (with ``result``), ``abandon`` or ``mark_unknown``."""
+    if verb == "abandon":
+        return Call("idempotency", "abandon", (key, token))
+    args = (key, token, result) if verb == "complete" else (key, token)
+    return Call("idempotency", verb, args, {"ttl_seconds": keep_seconds})
 
 
 def once(
@@ -98,7 +90,7 @@ def once(
     """The run-once routine as steps, for a blocking or an async driver to carry out (see the module docstring)."""
     deadline = clock() + wait_seconds
     while True:
-        claim: Claim = yield ClaimStep(key, fingerprint, lease_seconds)
+        claim: Claim = yield Call("idempotency", "claim", (key, fingerprint), {"ttl_seconds": lease_seconds})
         # Waiting helps only a repeat of the same request whose first run is still going.
         if claim.won or claim.state != "pending" or claim.fingerprint != fingerprint or clock() >= deadline:
             break
@@ -129,16 +121,15 @@ def once(
     except BaseException as failed:
         freed = nothing_happened is None or nothing_happened(failed)
         with suppress(StoreUnavailable):  # the store is down too: the lease frees the key
-            yield SettleStep("abandon" if freed else "mark_unknown", key, token, None, keep_seconds)
+            yield _settle("abandon" if freed else "mark_unknown", key, token, None, keep_seconds)
         raise
     try:
-        yield SettleStep("complete", key, token, result, keep_seconds)
+        yield _settle("complete", key, token, result, keep_seconds)
     except StoreUnavailable:
         # The work is done but its result could not be kept: work safe to redo frees the key; a send that
         # went out is marked unknown if the store lets us, else the lease runs out on it.
         with suppress(StoreUnavailable):
-            verb: Literal["abandon", "mark_unknown"] = "abandon" if nothing_happened is None else "mark_unknown"
-            yield SettleStep(verb, key, token, None, keep_seconds)
+            yield _settle("abandon" if nothing_happened is None else "mark_unknown", key, token, None, keep_seconds)
         raise
     return Ran(True, result)
 
@@ -183,7 +174,6 @@ class Once:
             nothing_happened=nothing_happened,
             clock=self._clock,
         )
-        store = self._stores.idempotency
         answer: Any = None
         failure: BaseException | None = None
         while True:
@@ -194,25 +184,11 @@ class Once:
                 return ran
             answer, failure = None, None
             try:
-                if type(step) is ClaimStep:
-                    answer = store.claim(step.key, step.fingerprint, ttl_seconds=step.ttl_seconds)
-                elif type(step) is SleepStep:
+                if isinstance(step, Call):
+                    answer = getattr(self._stores.idempotency, step.verb)(*step.args, **step.kwargs)
+                elif isinstance(step, SleepStep):
                     self._sleep(step.seconds)
-                elif type(step) is WorkStep:
-                    answer = work()
                 else:
-                    assert type(step) is SettleStep
-                    settle(store, step)
+                    answer = work()
             except BaseException as exc:
                 failure = exc
-
-
-def settle(store: IdempotencyStore, step: SettleStep) -> None:
-    """Carry out a settle step on a blocking store."""
-    if step.verb == "complete":
-        assert step.result is not None
-        store.complete(step.key, step.token, step.result, ttl_seconds=step.ttl_seconds)
-    elif step.verb == "abandon":
-        store.abandon(step.key, step.token)
-    else:
-        store.mark_unknown(step.key, step.token, ttl_seconds=step.ttl_seconds)

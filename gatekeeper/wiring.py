@@ -30,23 +30,39 @@ _quiet_async_http_log.setLevel(logging.WARNING)
 
 def build_twilio_client(settings: Settings) -> Client:
     """A twilio Client for ``settings``: credentials, timeout, region/edge, or the sandbox."""
-    from requests.adapters import HTTPAdapter
-    from twilio.http.http_client import TwilioHttpClient
+    return _build(settings, asynchronous=False)
 
+
+def build_async_twilio_client(settings: Settings) -> Client:
+    """A twilio Client for the SDK's ``*_async`` calls (aiohttp), for ``settings`` as :func:`build_twilio_client`.
+    It may be built outside an event loop: its session opens in the loop of its first request."""
+    return _build(settings, asynchronous=True)
+
+
+def _build(settings: Settings, *, asynchronous: bool) -> Client:
     t = settings.twilio
     creds = settings.credentials()
     timeout = t.timeout_ms / 1000
-    http: TwilioHttpClient
+    log = _quiet_async_http_log if asynchronous else _quiet_http_log
+    http: Any
     if t.sandbox_url:
         from gatekeeper.sandbox import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
-        from gatekeeper.sandbox.transport import SandboxHttpClient
+        from gatekeeper.sandbox.transport import AsyncSandboxHttpClient, SandboxHttpClient
 
-        http = SandboxHttpClient(t.sandbox_url, timeout=timeout, logger=_quiet_http_log)
+        kind = AsyncSandboxHttpClient if asynchronous else SandboxHttpClient
+        http = kind(t.sandbox_url, timeout=timeout, logger=log)
         creds = creds or (TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID)
+    elif creds is None:
+        raise _no_credentials()
+    elif asynchronous:
+        from gatekeeper.transport import LazyAsyncHttpClient
+
+        http = LazyAsyncHttpClient(timeout=timeout, logger=log)
     else:
-        if creds is None:
-            raise _no_credentials()
-        http = TwilioHttpClient(timeout=timeout, logger=_quiet_http_log)
+        from requests.adapters import HTTPAdapter
+        from twilio.http.http_client import TwilioHttpClient
+
+        http = TwilioHttpClient(timeout=timeout, logger=log)
         if http.session is not None:
             # twilio sizes its pool to the CPU count; batch enrichment runs more Lookups than that at once,
             # and a connection beyond the pool is opened and dropped for every request.
@@ -73,27 +89,6 @@ def _client(settings: Settings, creds: tuple[str, str, str], http: Any) -> Clien
     if settings.lookup.base_url.rstrip("/") != "https://lookups.twilio.com":
         client.lookups.base_url = settings.lookup.base_url.rstrip("/")
     return client
-
-
-def build_async_twilio_client(settings: Settings) -> Client:
-    """A twilio Client for the SDK's ``*_async`` calls (aiohttp), for ``settings`` as :func:`build_twilio_client`."""
-    from gatekeeper.transport import LazyAsyncHttpClient
-
-    t = settings.twilio
-    creds = settings.credentials()
-    timeout = t.timeout_ms / 1000
-    http: LazyAsyncHttpClient
-    if t.sandbox_url:
-        from gatekeeper.sandbox import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
-        from gatekeeper.sandbox.transport import AsyncSandboxHttpClient
-
-        http = AsyncSandboxHttpClient(t.sandbox_url, timeout=timeout, logger=_quiet_async_http_log)
-        creds = creds or (TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID)
-    else:
-        if creds is None:
-            raise _no_credentials()
-        http = LazyAsyncHttpClient(timeout=timeout, logger=_quiet_async_http_log)
-    return _client(settings, creds, http)
 
 
 def build_stores(settings: Settings, *, asynchronous: bool = False) -> Stores:

@@ -27,7 +27,7 @@ from gatekeeper.aio.stores import AsyncStores
 from gatekeeper.channels import nothing_sent
 from gatekeeper.core import OUTCOME, GateCore
 from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected, StoreUnavailable
-from gatekeeper.idempotency import ClaimStep, SettleStep, SleepStep, WorkStep, check_key, fingerprint_of, once
+from gatekeeper.idempotency import SleepStep, check_key, fingerprint_of, once
 from gatekeeper.lookup import Route, local_facts
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest, StatusRecord
 from gatekeeper.pipeline import Ask, NeedScreen
@@ -270,34 +270,19 @@ class AsyncGatekeeper(GateCore):
                 break
             answer, failure = None, None
             try:
-                if type(step) is ClaimStep:
-                    answer = await self.awaited.call(
-                        Call("idempotency", "claim", (step.key, step.fingerprint), {"ttl_seconds": step.ttl_seconds})
-                    )
-                elif type(step) is SleepStep:
+                if isinstance(step, Call):
+                    answer = await self.awaited.call(step)
+                elif isinstance(step, SleepStep):
                     await self.sleep(step.seconds)
-                elif type(step) is WorkStep:
+                else:
                     kept.append(await run_())
                     answer = OUTCOME.dump_json(kept[0])
-                else:
-                    assert type(step) is SettleStep
-                    await self._settle(step)
             except BaseException as exc:
                 failure = exc
         if ran.ran:
             return kept[0]
         assert ran.result is not None  # a completed send always stores its outcome
         return replace(OUTCOME.validate_json(ran.result), replayed=True)
-
-    async def _settle(self, step: SettleStep) -> None:
-        if step.verb == "complete":
-            kwargs = {"ttl_seconds": step.ttl_seconds}
-            await self.awaited.call(Call("idempotency", "complete", (step.key, step.token, step.result), kwargs))
-        elif step.verb == "abandon":
-            await self.awaited.call(Call("idempotency", "abandon", (step.key, step.token)))
-        else:
-            kwargs = {"ttl_seconds": step.ttl_seconds}
-            await self.awaited.call(Call("idempotency", "mark_unknown", (step.key, step.token), kwargs))
 
     # -- consent and status --------------------------------------------------------
     async def opt_out(
