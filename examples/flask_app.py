@@ -11,7 +11,7 @@ import requests
 from flask import Flask
 from twilio.request_validator import RequestValidator
 
-from gatekeeper import Gatekeeper
+from gatekeeper import Gatekeeper, Settings
 from gatekeeper.sandbox import TEST_AUTH_TOKEN, BackgroundServer, SandboxServer
 from gatekeeper.webhooks import ConsentEvent, StatusEvent, init_app
 
@@ -32,7 +32,8 @@ def create_app(gate: Gatekeeper) -> Flask:
 
 def main() -> None:
     with SandboxServer() as sandbox:
-        gate = Gatekeeper(sandbox.client())
+        # In production: Settings.load(), with [webhooks] public_base_url = "https://your.public.host".
+        gate = Gatekeeper(sandbox.client(), settings=Settings(webhooks={"allowed_hosts": ["127.0.0.1"]}))
         with BackgroundServer(create_app(gate)) as web:
             out = gate.notify(
                 "+14155550100",

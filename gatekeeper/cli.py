@@ -150,17 +150,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gatekeeper.webhooks import init_app
 
     settings = _settings(args)
+    if args.public_url:
+        webhooks = settings.webhooks.model_copy(update={"public_base_url": args.public_url})
+        settings = settings.model_copy(update={"webhooks": webhooks})
     gate = Gatekeeper.from_settings(settings)
-    app = Flask("gatekeeper")
-    init_app(app, gate, url_prefix=args.prefix)
-
-    @app.get("/metrics")
-    def metrics() -> tuple[bytes, int, dict[str, str]]:
-        return prometheus_client.generate_latest(), 200, {"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
-
-    sys.stdout.write(f"Gatekeeper webhooks on http://{args.host}:{args.port}{args.prefix} (waitress)\n")
-    sys.stdout.flush()
     try:
+        app = Flask("gatekeeper")
+        init_app(app, gate, url_prefix=args.prefix)
+
+        @app.get("/metrics")
+        def metrics() -> tuple[bytes, int, dict[str, str]]:
+            return prometheus_client.generate_latest(), 200, {"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+
+        sys.stdout.write(f"Gatekeeper webhooks on http://{args.host}:{args.port}{args.prefix} (waitress)\n")
+        sys.stdout.flush()
         waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="gatekeeper")
     finally:
         gate.close()
@@ -241,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_positive(int), default=8080)
     serve.add_argument("--prefix", default="/twilio", help="URL prefix of the routes (default /twilio)")
     serve.add_argument("--threads", type=_positive(int), default=8)
+    serve.add_argument(
+        "--public-url",
+        help="the public URL of this server's root, as Twilio calls it ([webhooks] public_base_url); signatures "
+        "are checked against it",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sandbox = sub.add_parser("sandbox", parents=[common], help="run the Twilio emulator alone, for developing against")

@@ -19,6 +19,7 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.models import Action, Outcome
 from gatekeeper.phone import mask
 from gatekeeper.sandbox import TEST_AUTH_TOKEN, BackgroundServer, CallbackConfig, SandboxConfig, SandboxServer
+from gatekeeper.settings import Settings
 from gatekeeper.stores.base import Stores
 from gatekeeper.webhooks import StatusEvent, init_app
 
@@ -47,7 +48,9 @@ class Demo:
         self.sandbox_server = SandboxServer(SandboxConfig(callbacks=CallbackConfig(mode="manual"))).start()
         self.sandbox = self.sandbox_server.sandbox
         self.client = self.sandbox_server.client()
-        self.gate = Gatekeeper(self.client, stores=Stores.memory())
+        # The sandbox calls the webhooks on loopback: the one host their signatures are checked for.
+        loopback = Settings(webhooks={"allowed_hosts": ["127.0.0.1"]})
+        self.gate = Gatekeeper(self.client, settings=loopback, stores=Stores.memory())
         email_mfa = dataclasses.replace(self.gate.policies["mfa"], voip="email")
         self.email_gate = self.gate.derive(policy={"mfa": email_mfa})
         self.status_events: list[StatusEvent] = []

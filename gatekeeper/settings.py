@@ -272,6 +272,8 @@ class Keywords(_Section):
 
 class WebhookSettings(_Section):
     public_base_url: str | None = None
+    # Without public_base_url: the Host names a request may carry (the port aside); see webhooks/signature.py.
+    allowed_hosts: list[str] = []
     trusted_proxy_hops: int = Field(0, ge=0, le=10)
     max_body_bytes: int = Field(64 * 1024, gt=0)
     auth_tokens: list[SecretStr] = []

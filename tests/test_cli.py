@@ -159,7 +159,7 @@ def test_serve_mounts_the_webhooks() -> None:
     """gatekeeper serve runs the blueprint under waitress; a health check answers and unsigned posts get 403."""
     sock_port = __import__("support").free_port()
     env = _env(TWILIO_ACCOUNT_SID="AC" + "7" * 32, TWILIO_AUTH_TOKEN="serve-token")
-    proc, first = _start(["serve", "--port", str(sock_port)], env)
+    proc, first = _start(["serve", "--port", str(sock_port), "--public-url", f"http://127.0.0.1:{sock_port}"], env)
     try:
         assert f":{sock_port}/twilio" in first
         base = f"http://127.0.0.1:{sock_port}/twilio"
@@ -246,3 +246,17 @@ def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.Captu
         main(argv)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_serve_refuses_to_start_without_a_pinned_url(tmp_path: Path) -> None:
+    """Without --public-url, [webhooks] public_base_url or allowed_hosts, serve exits 1 with one line saying
+    what to set, before listening (signatures would otherwise be checked against any Host)."""
+    env = _env(TWILIO_ACCOUNT_SID="AC" + "7" * 32, TWILIO_AUTH_TOKEN="serve-token")
+    done = subprocess.run(
+        [sys.executable, "-m", "gatekeeper.cli", "serve", "--port", "8089"],
+        capture_output=True, text=True, env=env, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "public_base_url" in done.stderr and "allowed_hosts" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Gatekeeper webhooks on" not in done.stdout

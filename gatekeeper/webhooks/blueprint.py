@@ -22,9 +22,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, jsonify, request
+from flask.sansio.blueprints import BlueprintSetupState
 from twilio.twiml.messaging_response import MessagingResponse
 
-from gatekeeper.errors import BodyTooLarge, IdempotencyConflict, InvalidSignature, MalformedEvent, StoreUnavailable
+from gatekeeper.errors import (
+    BodyTooLarge,
+    ConfigError,
+    IdempotencyConflict,
+    InvalidSignature,
+    MalformedEvent,
+    StoreUnavailable,
+)
 from gatekeeper.webhooks import request as incoming
 from gatekeeper.webhooks.events import ConsentEvent, EventProcessor, InboundEvent, StatusEvent
 from gatekeeper.webhooks.request import Incoming
@@ -97,19 +105,34 @@ def create_blueprint(
     ``auth_token`` defaults to ``[twilio] auth_token``, else the twilio client's
     password when it logs in with the account SID; ``[webhooks] auth_tokens``
     are accepted too (rotation). Raises :class:`~gatekeeper.errors.ConfigError`
-    when no token can validate signatures (an API key's secret cannot). Each
-    hook is called once per unique event, after the event is stored.
+    when no token can validate signatures (an API key's secret cannot), and, when
+    registered, unless ``[webhooks] public_base_url`` or ``allowed_hosts`` pins the URL
+    signatures are checked against (an app in debug or testing mode may leave both
+    unset). Each hook is called once per unique event, after the event is stored.
     """
     wh = gate.settings.webhooks
     verifier = SignatureVerifier(
         resolve_tokens(gate, auth_token),
         public_base_url=wh.public_base_url,
         trusted_proxy_hops=wh.trusted_proxy_hops,
+        allowed_hosts=wh.allowed_hosts,
     )
     processor = EventProcessor(gate, on_inbound=on_inbound, on_consent=on_consent, on_status=on_status)
     state = WebhookState(gate=gate, verifier=verifier, processor=processor, blueprint_name=name)
     bp = Blueprint(name, __name__)
-    bp.record_once(lambda setup: setup.app.extensions.setdefault(EXTENSION_KEY, state))
+
+    def registered(setup: BlueprintSetupState) -> None:
+        app = setup.app
+        if not verifier.pinned and not (app.debug or app.testing):
+            raise ConfigError(
+                "the webhooks would check signatures against the URL the request's Host header names, so a "
+                "request Twilio signed for another of the account's hosts could be replayed here: set [webhooks] "
+                "public_base_url (the public URL of this app) or allowed_hosts (the host names Twilio calls)",
+                key="webhooks.public_base_url",
+            )
+        app.extensions.setdefault(EXTENSION_KEY, state)
+
+    bp.record_once(registered)
 
     def inbound_message(verified: Incoming) -> Response:
         result = processor.inbound(verified)

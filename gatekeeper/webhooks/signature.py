@@ -13,6 +13,12 @@ signed ``https://example.com/...``. Two ways to get it right:
   that many proxies, through Werkzeug's ``ProxyFix`` run on a copy of the
   environ (the app itself is not changed). With 0 hops no header is trusted.
 
+Without ``public_base_url`` the URL's host comes from the request, so it must be
+one of ``allowed_hosts``: otherwise a request Twilio signed for another of the
+account's webhook hosts verifies when replayed here with that ``Host``. The
+blueprint refuses to be registered with neither set, unless the app is in debug
+or testing mode (see :mod:`gatekeeper.webhooks.blueprint`).
+
 Twilio signs no timestamp, so a replayed request verifies; replays are stopped
 by the idempotency store (see :mod:`gatekeeper.webhooks.events`).
 """
@@ -20,6 +26,7 @@ by the idempotency store (see :mod:`gatekeeper.webhooks.events`).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
@@ -41,6 +48,7 @@ log = logging.getLogger("gatekeeper.webhooks")
 SIGNATURE_HEADER = "X-Twilio-Signature"
 BODY_HASH_PARAM = "bodySHA256"
 _FORM = "application/x-www-form-urlencoded"
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 # Werkzeug's safe set for a URL path (see werkzeug.sansio.utils.get_current_url), "%" kept as already quoted.
 _PATH_SAFE = "!$&'()*+,/:;=@%"
 
@@ -82,17 +90,31 @@ class SignatureVerifier:
 
     Reasons: ``missing_header``, ``mismatch`` (wrong token, URL or parameters),
     ``body_hash_mismatch`` (a JSON body that is not the one ``bodySHA256`` names),
-    ``unsigned_body`` (a body the signature does not cover), ``body_not_utf8``.
+    ``malformed_body_hash`` (a ``bodySHA256`` that is not 64 hex digits), ``unsigned_body``
+    (a body the signature does not cover), ``body_not_utf8``, ``host_not_allowed`` (a
+    ``Host`` outside ``allowed_hosts``), ``unverifiable`` (anything else that stops the check:
+    a request that cannot be checked is refused, never answered 500).
     """
 
     def __init__(
-        self, tokens: Iterable[str], *, public_base_url: str | None = None, trusted_proxy_hops: int = 0
+        self,
+        tokens: Iterable[str],
+        *,
+        public_base_url: str | None = None,
+        trusted_proxy_hops: int = 0,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self._validators = [RequestValidator(t) for t in tokens]
         if not self._validators:
             raise InvalidArgument("at least one auth token is needed")
         self._base = public_base_url.rstrip("/") if public_base_url else None
         self._hops = trusted_proxy_hops
+        self._hosts = frozenset(h.lower().rstrip(".") for h in allowed_hosts)
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the URL checked is pinned: a configured base URL, or a host from ``allowed_hosts``."""
+        return self._base is not None or bool(self._hosts)
 
     def __repr__(self) -> str:  # never show the tokens
         return f"SignatureVerifier(tokens={len(self._validators)}, base={self._base!r}, hops={self._hops})"
@@ -107,7 +129,10 @@ class SignatureVerifier:
         environ = self._forwarded(request.environ) if self._hops else request.environ
         scheme = str(environ.get("wsgi.url_scheme", "http"))
         root = quote(str(environ.get("SCRIPT_NAME", "")).rstrip("/"), safe=_PATH_SAFE)
-        return f"{scheme}://{get_host(environ)}{root}{path}"
+        host = get_host(environ)
+        if self._hosts and _hostname(host) not in self._hosts:
+            raise InvalidSignature("host_not_allowed")
+        return f"{scheme}://{host}{root}{path}"
 
     def _forwarded(self, environ: Mapping[str, Any]) -> dict[str, Any]:
         """The environ as ``ProxyFix`` would rewrite it for ``trusted_proxy_hops`` proxies (on a copy)."""
@@ -129,6 +154,16 @@ class SignatureVerifier:
         so repeated fields all count); with ``bodySHA256`` in the query the raw
         body is checked against that hash instead.
         """
+        try:
+            self._verify(request, body, form)
+        except InvalidSignature:
+            raise
+        except Exception as exc:  # twilio's validator, a header or query it cannot read: refused, never a 500
+            why = type(exc).__name__
+            log.warning("%s %s: signature not checkable (%s): refused", request.method, request.path, why)
+            raise InvalidSignature("unverifiable") from exc
+
+    def _verify(self, request: Request, body: bytes, form: Mapping[str, Any]) -> None:
         signature = request.headers.get(SIGNATURE_HEADER, "")
         if not signature:
             raise InvalidSignature("missing_header")
@@ -138,6 +173,8 @@ class SignatureVerifier:
             raise InvalidSignature("mismatch") from None
         expected_hash = request.args.get(BODY_HASH_PARAM)
         if expected_hash is not None:
+            if not _SHA256_HEX.fullmatch(expected_hash):  # twilio's validator fails on an empty one
+                raise InvalidSignature("malformed_body_hash")
             try:
                 text = body.decode("utf-8")
             except UnicodeDecodeError:
@@ -152,3 +189,12 @@ class SignatureVerifier:
             raise InvalidSignature("unsigned_body")
         if not any(v.validate(url, form, signature) for v in self._validators):
             raise InvalidSignature("mismatch")
+
+
+def _hostname(host: str) -> str:
+    """``host`` (a Host header: name or IP, maybe a port) without its port, lower case."""
+    host = host.lower()
+    if host.startswith("["):  # [::1]:8080
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0].rstrip(".") if host.count(":") == 1 else host.rstrip(".")
+

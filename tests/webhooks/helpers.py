@@ -76,6 +76,7 @@ class Recorder:
 
 def make_app(gate: Gatekeeper, recorder: Recorder | None = None, **kwargs: Any) -> Flask:
     app = Flask("webhook-test")
+    app.testing = True  # Flask's test client: any Host (a deployed app pins public_base_url or allowed_hosts)
     rec = recorder or Recorder()
     init_app(app, gate, on_inbound=rec.on_inbound, on_consent=rec.on_consent, on_status=rec.on_status, **kwargs)
     return app

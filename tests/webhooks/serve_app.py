@@ -27,7 +27,7 @@ def main() -> None:
     store = RedisStore.from_url(redis_url, prefix=prefix)
     gate = Gatekeeper(
         Client("AC" + "0" * 32, token, environment={}),
-        settings=Settings(lookup={"enabled": False}),
+        settings=Settings(lookup={"enabled": False}, webhooks={"allowed_hosts": ["127.0.0.1"]}),
         stores=Stores.using(store),
     )
     app = Flask("webhooks-subprocess")
