@@ -76,3 +76,16 @@ def test_call_status_callbacks(wired: tuple[Gatekeeper, str, list[StatusEvent]],
     record = gate.status_of(out.sid or "")
     assert record is not None and record.status == "completed"
     assert [e.kind for e in events if e.sid == out.sid] == ["call"]
+
+
+def test_the_landline_fallback_says_a_body_xml_cannot_carry_cleaned(
+    sandbox_server: SandboxServer, sandbox: Sandbox
+) -> None:
+    """notify to a landline with control characters and U+FFFE in the body: the call says the text without
+    them (reason body:cleaned) instead of notify raising on malformed TwiML."""
+    gate = Gatekeeper(sandbox_server.client(), stores=Stores.memory())
+    outcome = gate.notify(LANDLINE, "Your code\x00 is 42\ufffe", from_=FROM)
+    assert outcome.action is Action.VOICE
+    assert outcome.decision.reasons[-1] == "body:cleaned"
+    call = sandbox.call(outcome.sid or "")
+    assert call is not None and "Your code is 42" in call["twiml"] and "\ufffe" not in call["twiml"]

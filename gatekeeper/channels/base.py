@@ -21,7 +21,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
@@ -58,10 +58,12 @@ class Channel(Protocol):
 
 
 class Prepared(NamedTuple):
-    """A send made ready: the SDK list resource to create on, and the keywords."""
+    """A send made ready: the SDK list resource to create on, the keywords, and reason codes the preparing
+    added (``body:cleaned``), which the Outcome's decision carries."""
 
     target: Any
     kwargs: dict[str, Any]
+    notes: tuple[str, ...] = ()
 
 
 class BaseChannel:
@@ -77,17 +79,21 @@ class BaseChannel:
         prepared = self.prepare(client, action, decision, request)
         if isinstance(prepared, Outcome):
             return prepared
-        return sent(action, decision, self.policy.send(prepared.target.create, **prepared.kwargs))
+        return sent(action, decision, self.policy.send(prepared.target.create, **prepared.kwargs), prepared.notes)
 
     async def send_async(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
         prepared = self.prepare(client, action, decision, request)
         if isinstance(prepared, Outcome):
             return prepared
-        return sent(action, decision, await self.policy.send_async(prepared.target.create_async, **prepared.kwargs))
+        resource = await self.policy.send_async(prepared.target.create_async, **prepared.kwargs)
+        return sent(action, decision, resource, prepared.notes)
 
 
-def sent(action: Action, decision: Decision, resource: Any) -> Outcome:
-    """The Outcome of a send that went out: Twilio's SID and status, and the SDK's resource."""
+def sent(action: Action, decision: Decision, resource: Any, notes: tuple[str, ...] = ()) -> Outcome:
+    """The Outcome of a send that went out: Twilio's SID and status, the SDK's resource, and the decision with
+    the reason codes its preparing added."""
+    if notes:
+        decision = replace(decision, reasons=(*decision.reasons, *notes))
     return Outcome(action, decision, resource.sid, resource.status, resource=resource)
 
 

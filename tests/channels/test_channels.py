@@ -139,6 +139,35 @@ def test_voice_without_from_is_invalid(twilio_http: FakeTwilio, twilio_client: C
     assert twilio_http.calls == []
 
 
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("Code 1234\x00\x07 ready\ufffe", "Code 1234 ready"),
+        ("Tab\tand\nnewline stay", "Tab\tand\nnewline stay"),
+        ("Lone \ud800surrogate\uffff", "Lone surrogate"),
+    ],
+)
+def test_characters_xml_cannot_carry_are_removed_before_say(
+    twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock, body: str, said: str
+) -> None:
+    """A body with control characters, U+FFFE/U+FFFF or a lone surrogate is said without them (the TwiML parses),
+    and the Outcome's reasons say body:cleaned; a body XML can carry is said as it is, with no such reason."""
+    outcome = VoiceChannel(policy(clock)).send(
+        twilio_client, Action.VOICE, decision(Action.VOICE, LANDLINE), SendRequest(Action.SMS, body=body, from_=FROM)
+    )
+    root = ET.fromstring(twilio_http.calls[0]["Twiml"])
+    assert [(child.tag, child.text) for child in root] == [("Say", said)]
+    assert ("body:cleaned" in outcome.decision.reasons) is (said != body)
+
+
+def test_a_body_of_nothing_sayable_is_invalid(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
+    with pytest.raises(InvalidArgument, match="nothing to say"):
+        VoiceChannel(policy(clock)).send(
+            twilio_client, Action.VOICE, decision(Action.VOICE), SendRequest(Action.SMS, body="\x00\x01 ", from_=FROM)
+        )
+    assert twilio_http.calls == []
+
+
 def test_a_text_too_long_to_say_is_invalid(twilio_http: FakeTwilio, twilio_client: Client, clock: FakeClock) -> None:
     """A body whose TwiML passes 4000 characters is refused before any call."""
     request = SendRequest(Action.SMS, body="x" * 4000, from_=FROM)
