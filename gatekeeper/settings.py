@@ -23,10 +23,13 @@ that file (Docker and Kubernetes secrets).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -91,6 +94,9 @@ class TwilioSettings(_Section):
     timeout_ms: int = Field(10_000, gt=0)
     max_send_retries: int = Field(2, ge=0, le=10)
     sandbox_url: str | None = None
+    # Hosts besides Twilio's and loopback that lookup.base_url and sandbox_url may name: they receive the
+    # account's credentials with every request.
+    allowed_hosts: list[str] = []
 
     @field_validator("account_sid")
     @classmethod
@@ -332,6 +338,11 @@ class Settings(BaseSettings):
             raise InvalidArgument("cache.backend = 'redis' needs [redis] url or GATEKEEPER_REDIS_URL")
         if self.twilio.auth_mode == "api_key" and self.twilio.api_key.sid and self.twilio.account_sid is None:
             raise InvalidArgument("twilio.account_sid is required with API-key auth")
+        allowed = self.twilio.allowed_hosts
+        for key, url in (("lookup.base_url", self.lookup.base_url), ("twilio.sandbox_url", self.twilio.sandbox_url)):
+            why = None if url is None else _not_for_credentials(url, allowed)
+            if why is not None:
+                raise InvalidArgument(f"{key}: {why}")
         return self
 
     @classmethod
@@ -438,13 +449,43 @@ def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> None:
             base[key] = value
 
 
+def _not_for_credentials(url: str, allowed: list[str]) -> str | None:
+    """Why ``url`` may not receive the account's credentials, or None: it must be a Twilio host over HTTPS, a
+    loopback address, or a host in ``[twilio] allowed_hosts``."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+    except ValueError:
+        return f"{url!r} is not a URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return f"{url!r} is not an http(s) URL with a host"
+    if host == "twilio.com" or host.endswith(".twilio.com"):
+        return None if parts.scheme == "https" else "Twilio is reached over https only"
+    if host == "localhost" or _loopback(host) or host in {h.lower().rstrip(".") for h in allowed}:
+        return None
+    return (
+        f"{host} would receive the account's credentials with every request; only Twilio's hosts, loopback or "
+        "a host listed in [twilio] allowed_hosts may"
+    )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _config_error(exc: ValidationError, source: str | os.PathLike[str] | None) -> ConfigError:
     lines = []
     first_key = None
     for err in exc.errors(include_input=False, include_url=False):
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        first_key = first_key or key
         msg = err["msg"].removeprefix("Value error, ")
+        named = re.match(r"([a-z_]+(?:\.[a-z_]+)+): ", msg) if key == "<root>" else None
+        if named:  # a check across sections names its key first
+            key, msg = named.group(1), msg[named.end() :]
+        first_key = first_key or key
         if err["type"] == "extra_forbidden":
             msg = "unknown setting (check the spelling against config/gatekeeper.toml)"
         lines.append(f"  {key}: {msg}")

@@ -148,3 +148,32 @@ def test_per_purpose_overrides_inherit_the_rest(tmp_path: Path) -> None:
     assert (notify.mode, mfa.mode) == ("observe", "enforce")
     assert notify.allow_countries == mfa.allow_countries == {"US"}
     assert (mfa.voip, mfa.on_lookup_error, notify.on_lookup_error) == ("email", "refuse", "allow_local")
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"GATEKEEPER_SANDBOX_URL": "http://169.254.169.254/latest"}, "twilio.sandbox_url"),
+        ({"GATEKEEPER_SANDBOX_URL": "http://sandbox.internal:8099"}, "twilio.sandbox_url"),
+        ({"GATEKEEPER_SANDBOX_URL": "file:///etc/passwd"}, "twilio.sandbox_url"),
+        ({"GATEKEEPER_SANDBOX_URL": "http://twilio.com.evil.example"}, "twilio.sandbox_url"),
+    ],
+)
+def test_credentials_go_only_to_twilio_loopback_or_listed_hosts(env: dict[str, str], key: str) -> None:
+    """The sandbox URL (and lookup.base_url) receive the account's credentials: any other host is a ConfigError
+    naming the key."""
+    with pytest.raises(ConfigError) as refused:
+        Settings.load(env=env)
+    assert refused.value.key == key
+    assert "credentials" in str(refused.value) or "URL" in str(refused.value)
+
+
+def test_lookup_base_url_is_checked_and_an_allow_list_opens_a_host(tmp_path: Path) -> None:
+    bad = write(tmp_path, '[lookup]\nbase_url = "http://lookups.twilio.com"\n')
+    with pytest.raises(ConfigError, match="https only") as refused:
+        Settings.load(bad, env={})
+    assert refused.value.key == "lookup.base_url"
+    listed = write(tmp_path, '[twilio]\nallowed_hosts = ["stub.internal"]\n[lookup]\nbase_url = "http://stub.internal:9"\n')
+    assert Settings.load(listed, env={}).lookup.base_url == "http://stub.internal:9"
+    for fine in ("https://lookups.dublin.ie1.twilio.com", "http://127.0.0.1:8099", "http://localhost:1", "http://[::1]:2"):
+        assert Settings(lookup={"base_url": fine}).lookup.base_url == fine
