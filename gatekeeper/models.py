@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import Field
+
+from gatekeeper.masking import mask, mask_text
 
 Purpose = Literal["notify", "mfa"]
 PURPOSES: tuple[Purpose, ...] = ("notify", "mfa")
@@ -91,6 +93,27 @@ class Action(str, enum.Enum):
         return self.value
 
 
+T = TypeVar("T")
+
+
+def masked_repr(cls: type[T]) -> type[T]:
+    """Give a dataclass a repr with every phone number masked (``+1415555****``), nested records included;
+    a caller's raw input (``raw``) is masked whole, whatever its format. A repr ends up in logs and tracebacks."""
+    names = [f.name for f in fields(cls) if f.repr]  # type: ignore[arg-type]
+
+    def __repr__(self: object) -> str:
+        parts = []
+        for name in names:
+            value = getattr(self, name)
+            shown = repr(mask(value)) if name == "raw" and isinstance(value, str) else mask_text(repr(value))
+            parts.append(f"{name}={shown}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    cls.__repr__ = __repr__  # type: ignore[method-assign]
+    return cls
+
+
+@masked_repr
 @dataclass(frozen=True, slots=True)
 class Phone:
     """The local verdict on one destination (step 1, no network).
@@ -128,6 +151,7 @@ class Phone:
         return self.e164 or self.address
 
 
+@masked_repr
 @dataclass(frozen=True, slots=True)
 class PhoneFacts:
     """What is known about a number: from the local parse, the cache or Lookup v2."""
@@ -147,6 +171,7 @@ class PhoneFacts:
     fields: tuple[str, ...] = ()
 
 
+@masked_repr
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The gate's answer for one attempt: an action, the reasons, and the facts used."""
@@ -210,6 +235,10 @@ class SendRequest(NamedTuple):
     studio_version: str = "v2"  # the Studio API the caller used ("v1" or "v2"): the execution is created there
     call_status_callback: str | None = None  # for a call the routing API falls back to (status_callback: a message)
 
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={mask_text(repr(value))}" for name, value in zip(self._fields, self, strict=True))
+        return f"SendRequest({shown})"
+
     @property
     def sender(self) -> str | None:
         """Who sends: the ``from_`` number, else the Messaging Service (the opt-out scope of a sender)."""
@@ -220,6 +249,7 @@ class SendRequest(NamedTuple):
         return self.params if API_OF[action] == API_OF[self.asked] else {}
 
 
+@masked_repr
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What the gate did: the action taken, Twilio's SID when it sent, the decision behind it.
