@@ -232,6 +232,22 @@ def _definer(cls: type, name: str) -> type | None:
     return next((c for c in cls.__mro__ if name in vars(c)), None)
 
 
+class Risk(NamedTuple):
+    """A way a store may lose what it acknowledged: ``code`` for machines (``persistence:none``,
+    ``eviction:allkeys-lru``, ``store:memory``), ``detail`` for people."""
+
+    code: str
+    detail: str
+
+
+@runtime_checkable
+class DurabilityReport(Protocol):
+    """Optional: a store that can say how it may lose acknowledged writes (an opt-out is a legal record)."""
+
+    def durability(self) -> list[Risk]:
+        """The risks, none when what the store acknowledged survives a restart of it and of this process."""
+
+
 @runtime_checkable
 class IdempotencyStore(Protocol):
     def claim(self, key: str, fingerprint: str, *, ttl_seconds: float) -> Claim:

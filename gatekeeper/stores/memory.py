@@ -21,7 +21,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from gatekeeper.errors import InvalidArgument, StoreUnavailable
 from gatekeeper.models import AuditEntry, StatusRecord
-from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange
+from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange, Risk
 
 V = TypeVar("V")
 
@@ -100,6 +100,15 @@ class MemoryStore:
         self._rates: _LRU[float] = _LRU(max_entries, clock)
         self._audit: deque[AuditEntry] = deque(maxlen=max_audit)
         self._suppressing_writes = 0  # see suppression_version
+
+    def durability(self) -> list[Risk]:
+        """Everything here lives in this process: for tests and explicit use, not for consent in production."""
+        return [
+            Risk(
+                "store:memory",
+                "opt-outs live in this process's memory: lost when it ends, and unseen by any other process",
+            )
+        ]
 
     # -- lookup cache ---------------------------------------------------------------
     def get_lookup(self, key: str) -> CachedLookup | None:

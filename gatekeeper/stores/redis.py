@@ -27,7 +27,7 @@ from redis.exceptions import LockError, RedisError
 
 from gatekeeper.errors import InvalidArgument, StoreUnavailable
 from gatekeeper.models import AuditEntry, StatusRecord
-from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange
+from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange, Risk
 
 _CACHED = TypeAdapter(CachedLookup)
 _CONSENT_HISTORY = 50
@@ -84,7 +84,6 @@ local new_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now + tolerance + 1) * 1000))
 return math.floor(wait * 1e6)
 """
-
 
 
 class Op(NamedTuple):
@@ -254,6 +253,45 @@ class RedisVerbs:
         return [json.loads(fields[b"e"]) for _, fields in rows]
 
 
+def durability_risks(info: dict[str, Any], save: str | None) -> list[Risk]:
+    """What a Redis server's ``INFO persistence`` and ``INFO memory`` (merged) and its RDB save schedule
+    (``CONFIG GET save``; None when CONFIG is not permitted) say it may lose. Opt-outs and consent history
+    are kept without a TTL, so an eviction policy that only evicts keys with one (``volatile-*``) or none
+    (``noeviction``) never drops them; an ``allkeys-*`` policy may."""
+    risks = []
+    if int(info.get("aof_enabled", 0)) != 1:
+        if save is None:
+            risks.append(
+                Risk(
+                    "persistence:unknown",
+                    "AOF is off and the RDB schedule cannot be read (CONFIG is not "
+                    "permitted): opt-outs may not survive a restart of Redis",
+                )
+            )
+        elif not save.strip():
+            risks.append(
+                Risk("persistence:none", "appendonly no and no RDB save: a restart of Redis loses every opt-out")
+            )
+        else:
+            risks.append(
+                Risk(
+                    "persistence:rdb_only",
+                    f"RDB snapshots only (save {save}): opt-outs acknowledged "
+                    "since the last snapshot are lost if Redis stops",
+                )
+            )
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    if policy.startswith("allkeys-"):
+        risks.append(
+            Risk(
+                f"eviction:{policy}",
+                f"maxmemory-policy {policy} may evict opt-outs under memory "
+                "pressure: use noeviction, or volatile-* (opt-outs have no TTL)",
+            )
+        )
+    return risks
+
+
 class RedisStore(RedisVerbs):
     """Every store protocol on one Redis (or Redis Cluster with hash-tagged keys), with redis-py's blocking client."""
 
@@ -283,6 +321,18 @@ class RedisStore(RedisVerbs):
 
     def close(self) -> None:
         self._r.close()
+
+    def durability(self) -> list[Risk]:
+        """How this Redis may lose acknowledged opt-outs (see :func:`durability_risks`)."""
+        try:
+            info = {**self._r.info("persistence"), **self._r.info("memory")}
+        except RedisError as exc:
+            raise unavailable(exc) from exc
+        try:
+            save: str | None = str(self._r.config_get("save").get("save", ""))
+        except RedisError:  # CONFIG renamed or refused (managed Redis): the schedule cannot be read
+            save = None
+        return durability_risks(info, save)
 
     def _run(self, verb: Verb) -> Any:
         """Carry out a verb's commands with the blocking client, its errors as StoreUnavailable."""

@@ -19,8 +19,8 @@ from redis.exceptions import LockError, RedisError
 
 from gatekeeper.errors import InvalidArgument
 from gatekeeper.models import AuditEntry, StatusRecord
-from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange
-from gatekeeper.stores.redis import SCRIPTS, Op, Pipe, RedisVerbs, Verb, unavailable
+from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange, Risk
+from gatekeeper.stores.redis import SCRIPTS, Op, Pipe, RedisVerbs, Verb, durability_risks, unavailable
 
 
 class AsyncRedisStore(RedisVerbs):
@@ -51,6 +51,19 @@ class AsyncRedisStore(RedisVerbs):
     async def close(self) -> None:
         self._same_loop()
         await self._r.aclose()
+
+    async def durability(self) -> list[Risk]:
+        """How this Redis may lose acknowledged opt-outs (see ``stores.redis.durability_risks``)."""
+        self._same_loop()
+        try:
+            info = {**await self._r.info("persistence"), **await self._r.info("memory")}
+        except RedisError as exc:
+            raise unavailable(exc) from exc
+        try:
+            save: str | None = str((await self._r.config_get("save")).get("save", ""))
+        except RedisError:
+            save = None
+        return durability_risks(info, save)
 
     def _same_loop(self) -> None:
         """redis.asyncio's connections belong to the loop that opened them: the store serves that loop only."""
