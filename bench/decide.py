@@ -7,7 +7,8 @@ Prints, from one run (every ratio against a baseline measured in the same run):
      beside it; several rounds, their median and range (target: overhead <= 5 %);
   3. the same for a new number on every send (facts cached, no route kept yet), for the record;
   4. what each cache buys: decide for a repeated number with each in-process memo on and off, on the
-     memory store and on Redis (when one answers on 127.0.0.1:6379), and the normalizer's LRU.
+     memory store, on the SQLite store (a file in a temporary directory) and on Redis (when one answers on
+     127.0.0.1:6379); what reading the SQLite store's suppression version costs; the normalizer's LRU.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import gc
 import json
 import multiprocessing
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from twilio.rest import Client
 
 from gatekeeper import GatedClient, Gatekeeper, Settings, Stores
 from gatekeeper import phone as phones
+from gatekeeper.stores.sqlite import SQLiteStore
 
 SID = "AC" + "0" * 32
 TO, FROM = "+14155552671", "+15005550006"
@@ -156,15 +159,29 @@ def redis_stores() -> Stores | None:
     return Stores.using(RedisStore.from_url(REDIS_URL, prefix=f"gkbench:{uuid.uuid4().hex[:8]}:"))
 
 
+def sqlite_stores(directory: str) -> Stores:
+    """A SQLite store on a new file in ``directory`` (the file is fsync'd as in production)."""
+    return Stores.using(SQLiteStore(f"{directory}/{uuid.uuid4().hex[:8]}.db"))
+
+
 def cache_table(url: str, n: int) -> None:
     """Decide for a repeated number with each in-process memo on or off; the store cache is on throughout."""
+    with tempfile.TemporaryDirectory(prefix="gkbench-") as directory:
+        _cache_table(url, n, directory)
+
+
+def _cache_table(url: str, n: int, directory: str) -> None:
     variants = {
         "both memos (default)": {},
         "facts memo off": {"facts_memo_entries": 0},
         "route memo off": {"route_memo_entries": 0},
         "both off": {"facts_memo_entries": 0, "route_memo_entries": 0},
     }
-    backends: dict[str, Callable[[], Stores | None]] = {"memory": Stores.memory, "redis": redis_stores}
+    backends: dict[str, Callable[[], Stores | None]] = {
+        "memory": Stores.memory,
+        "sqlite": lambda: sqlite_stores(directory),
+        "redis": redis_stores,
+    }
     print("\nwhat the in-process memos buy: decide p50 for a repeated number, Lookup cache filled")
     for backend, make in backends.items():
         base = None
@@ -179,6 +196,11 @@ def cache_table(url: str, n: int) -> None:
             base = base or p50
             print(f"  {backend:6s} {name:22s} p50 {p50:7.1f} us  ({p50 / base:4.2f}x the default)")
             gate.close()
+    store = SQLiteStore(f"{directory}/version.db")
+    version = p50_us(store.suppression_version, 20_000)
+    read = p50_us(lambda: store.opted_out_scope(TO, ["*"]), 20_000)
+    print(f"  sqlite suppression_version p50 {version:.1f} us (one PRAGMA); the opt-out read it spares {read:.1f} us")
+    store.close()
     cached = p50_us(lambda: phones.normalize("(415) 555-2671", "US"), 5000)
     uncached = p50_us(lambda: phones._normalize.__wrapped__("(415) 555-2671", "US"), 5000)
     print(f"  normalize: LRU hit {cached:.1f} us, a parse by phonenumbers {uncached:.1f} us ({uncached / cached:.0f}x)")

@@ -14,6 +14,7 @@ Environment variables:
 ``TWILIO_API_KEY_SID``     ``[twilio.api_key] sid``
 ``TWILIO_API_KEY_SECRET``  the API key secret (or the variable named by ``secret_env``)
 ``GATEKEEPER_REDIS_URL``   ``[redis] url``: every store uses Redis (secret: may hold a password)
+``GATEKEEPER_STORE_PATH``  ``[store] path``: the SQLite file of the embedded store
 ``GATEKEEPER_SANDBOX_URL`` ``[twilio] sandbox_url``: send every Twilio call to a local sandbox
 =========================  ==============================================
 
@@ -137,12 +138,20 @@ class LookupSettings(_Section):
 
 class CacheSettings(_Section):
     enabled: bool = True
-    backend: Literal["redis", "memory"] | None = None  # None: Redis when [redis] url is set, else memory
+    backend: Literal["sqlite", "memory", "redis"] | None = None  # None: the [store] backend
     ttl_seconds: int = Field(7 * 86_400, gt=0)
     negative_ttl_seconds: int = Field(3_600, gt=0)
     max_entries: int = Field(100_000, gt=0)
     facts_memo_entries: int = Field(10_000, ge=0)  # Lookup answers held in process in front of the store; 0: off
     route_memo_entries: int = Field(10_000, ge=0)  # routes kept per number and way of asking; 0: off
+
+
+class StoreSettings(_Section):
+    """Where opt-outs, failures, idempotency claims, statuses, the Lookup cache and the audit are kept."""
+
+    backend: Literal["sqlite", "memory", "redis"] | None = None  # None: Redis when [redis] url is set, else SQLite
+    path: str | None = None  # the SQLite file; None: default_store_path()
+    busy_timeout_ms: int = Field(5_000, ge=0)  # a write waits this long for another process's write
 
 
 class RedisSettings(_Section):
@@ -312,6 +321,7 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = TwilioSettings()
     lookup: LookupSettings = LookupSettings()
     cache: CacheSettings = CacheSettings()
+    store: StoreSettings = StoreSettings()
     redis: RedisSettings = RedisSettings()
     policy: PolicySettings = PolicySettings()
     routing: RoutingSettings = RoutingSettings()
@@ -336,6 +346,8 @@ class Settings(BaseSettings):
     def _coherent(self) -> Settings:
         if self.cache.backend == "redis" and self.redis.url is None:
             raise InvalidArgument("cache.backend = 'redis' needs [redis] url or GATEKEEPER_REDIS_URL")
+        if self.store.backend == "redis" and self.redis.url is None:
+            raise InvalidArgument("store.backend = 'redis' needs [redis] url or GATEKEEPER_REDIS_URL")
         if self.twilio.auth_mode == "api_key" and self.twilio.api_key.sid and self.twilio.account_sid is None:
             raise InvalidArgument("twilio.account_sid is required with API-key auth")
         allowed = self.twilio.allowed_hosts
@@ -371,11 +383,16 @@ class Settings(BaseSettings):
     def policies(self) -> dict[str, Policy]:
         return {p: self.policy.resolve(p, self.lookup.default_fields) for p in ("notify", "mfa")}
 
-    def store_backend(self) -> Literal["redis", "memory"]:
-        return "redis" if self.redis.url is not None else "memory"
+    def store_backend(self) -> Literal["sqlite", "memory", "redis"]:
+        """``[store] backend``; unset: Redis when a Redis URL is set, else the SQLite file."""
+        return self.store.backend or ("redis" if self.redis.url is not None else "sqlite")
 
-    def cache_backend(self) -> Literal["redis", "memory"]:
+    def cache_backend(self) -> Literal["sqlite", "memory", "redis"]:
         return self.cache.backend or self.store_backend()
+
+    def store_path(self) -> Path:
+        """The SQLite store's file: ``[store] path`` (``~`` expanded), else :func:`default_store_path`."""
+        return Path(self.store.path).expanduser() if self.store.path else default_store_path()
 
     def credentials(self) -> tuple[str, str, str] | None:
         """(username, password, account_sid) for the twilio Client; API-key auth preferred when both are given."""
@@ -403,6 +420,17 @@ class Settings(BaseSettings):
             assert t.account_sid is not None
             return t.account_sid, t.auth_token.get_secret_value(), t.account_sid
         return None
+
+
+def default_store_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The SQLite store's file when ``[store] path`` is unset: ``$XDG_DATA_HOME/gatekeeper/gatekeeper.db``, else
+    ``~/.local/share/gatekeeper/gatekeeper.db`` (the XDG default). A per-user data directory rather than the
+    working directory: every process of one user (the app's workers, ``gatekeeper serve``, the CLI) opens the
+    same file, and so honours the same opt-outs, wherever it was started."""
+    env = os.environ if environ is None else environ
+    data_home = env.get("XDG_DATA_HOME", "")
+    base = Path(data_home) if os.path.isabs(data_home) else Path(env.get("HOME") or Path.home()) / ".local" / "share"
+    return base / "gatekeeper" / "gatekeeper.db"
 
 
 def _secret(environ: Mapping[str, str], name: str) -> str | None:
@@ -435,6 +463,7 @@ def _from_env(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, 
     put(("twilio", "region"), environ.get("TWILIO_REGION") or None)  # as the twilio SDK reads them
     put(("twilio", "edge"), environ.get("TWILIO_EDGE") or None)
     put(("redis", "url"), _secret(environ, "GATEKEEPER_REDIS_URL"))
+    put(("store", "path"), environ.get("GATEKEEPER_STORE_PATH") or None)
     hash_env = data.get("audit", {}).get("hash_key_env")
     if hash_env:
         put(("audit", "hash_key"), _secret(environ, str(hash_env)))

@@ -92,29 +92,53 @@ def _client(settings: Settings, creds: tuple[str, str, str], http: Any) -> Clien
 
 
 def build_stores(settings: Settings, *, asynchronous: bool = False) -> Stores:
-    """Redis for every store when a Redis URL is set (``redis.asyncio`` for the async gate), else the embedded
-    memory store."""
-    from gatekeeper.stores.memory import MemoryStore
+    """The stores ``settings`` name (``[store] backend``, ``[cache] backend``): by default one SQLite file, durable
+    and shared by every process of the host (the async gate runs its verbs in worker threads); Redis when a Redis
+    URL is set (``redis.asyncio`` for the async gate); the memory store only when asked for."""
+    built: dict[str, Any] = {}
 
-    memory = MemoryStore(max_entries=settings.cache.max_entries, max_audit=settings.audit.max_entries)
-    redis_store: Any = None
-    if settings.redis.url is not None:
+    def backend(name: str) -> Any:
+        if name not in built:
+            built[name] = _backend(settings, name, asynchronous=asynchronous)
+        return built[name]
+
+    stores = Stores.using(backend(settings.store_backend()))
+    stores.cache = backend(settings.cache_backend())
+    stores.closers.extend(store.close for name, store in built.items() if name != "memory")
+    return stores
+
+
+def _backend(settings: Settings, name: str, *, asynchronous: bool) -> Any:
+    if name == "sqlite":
+        from gatekeeper.stores.sqlite import SQLiteStore
+
+        path = settings.store_path()
+        if settings.store.path is None:  # the default place is ours to make, private to the user
+            try:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create {path.parent} for the store ({exc.strerror}): set [store] path", key="store.path"
+                ) from exc
+        return SQLiteStore(path, busy_timeout_ms=settings.store.busy_timeout_ms, max_audit=settings.audit.max_entries)
+    if name == "redis":
+        assert settings.redis.url is not None  # Settings refuses a Redis backend without a URL
         url, prefix = settings.redis.url.get_secret_value(), settings.redis.key_prefix
         timeout = settings.redis.timeout_ms / 1000
         if asynchronous:
             from gatekeeper.stores.redis_async import AsyncRedisStore
 
-            redis_store = AsyncRedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout)
-        else:
-            from gatekeeper.stores.redis import RedisStore
+            return AsyncRedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout)
+        from gatekeeper.stores.redis import RedisStore
 
-            redis_store = RedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout)
-    stores = Stores.using(redis_store or memory)
-    if settings.cache_backend() == "memory":
-        stores.cache = memory
-    if redis_store is not None:
-        stores.closers.append(redis_store.close)
-    return stores
+        return RedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout)
+    from gatekeeper.stores.memory import MemoryStore
+
+    if settings.store_backend() == "memory":
+        logging.getLogger("gatekeeper.stores").warning(
+            "[store] backend = 'memory': opt-outs live in this process only and are forgotten when it stops"
+        )
+    return MemoryStore(max_entries=settings.cache.max_entries, max_audit=settings.audit.max_entries)
 
 
 @contextmanager

@@ -4,6 +4,9 @@ Redis: the suite uses the server on 127.0.0.1:6379 when it answers; otherwise it
 starts a private ``redis-server`` on a free port; when neither is possible the
 Redis tests are skipped with a reason saying so (shown in pytest's summary).
 Every test gets a fresh key prefix, so tests never see each other's keys.
+
+SQLite: a gate built from settings keeps its store under ``$XDG_DATA_HOME``, which every test points
+at a directory of its own (``data_home``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,16 @@ from gatekeeper.stores.redis import RedisStore
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where a gate built from settings keeps its SQLite store by default: a fresh directory per test (inherited
+    by the processes it starts), never the user's data directory or the repository."""
+    home = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    monkeypatch.delenv("GATEKEEPER_STORE_PATH", raising=False)
+    return home
 
 
 @pytest.fixture

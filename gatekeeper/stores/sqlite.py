@@ -1,0 +1,589 @@
+"""The embedded default store: one SQLite file, durable, shared by every thread and process of one host.
+
+An opt-out is a legal record, so the default store keeps it on disk: a restart forgets nothing,
+and every worker process opening the same file sees the same opt-outs, failures, idempotency
+claims, Lookup cache and fill leases. Only the standard library's ``sqlite3`` is used.
+
+What each setting buys:
+
+* ``journal_mode = WAL``: a commit appends to ``<file>-wal`` instead of rewriting pages; readers
+  never wait for the writer nor the writer for readers, across processes. WAL needs shared memory
+  (``<file>-shm``), so the file must be on a local filesystem (not NFS), in a directory the process
+  can write (SQLite creates both side files there).
+* ``synchronous = FULL`` for consent, failures and suppressions, idempotency claims and delivery
+  statuses: the WAL is fsync'd before the commit returns, so an acknowledged opt-out survives
+  ``kill -9`` and power loss as far as the disk honours fsync. ``NORMAL`` (no fsync at commit)
+  survives a crashed or killed process but may lose the last commits on power loss; it is used
+  only for what is cheap to lose (the Lookup cache, fill leases, rate limits, the audit ring),
+  because an fsync on every decision's audit record would be the gate's slowest step. A FULL commit
+  syncs the WAL up to itself, so it makes every NORMAL commit before it durable too.
+* ``fullfsync``: on macOS, fsync leaves data in the drive's cache; this asks for F_FULLFSYNC (no
+  effect elsewhere).
+* ``busy_timeout``: how long a write waits for another connection's write lock; past it the verb
+  raises :class:`~gatekeeper.errors.StoreUnavailable` (the gate fails safe, webhooks answer 503).
+* ``BEGIN IMMEDIATE``: every read-modify-write takes the write lock before it reads, so two
+  processes cannot both read "unclaimed" and both win, and a transaction never fails half-way
+  upgrading a read lock.
+
+Threads share one connection per store and process, behind a lock: ``PRAGMA data_version`` (the
+suppression version, below) is per connection, so versions read on different connections cannot
+be compared, and the gate compares marks taken on any of its threads; SQLite admits one writer at
+a time anyway, and reads take microseconds. The cost: a read may wait behind this process's own
+commit (an fsync for consent). A process forked with the store open (gunicorn ``--preload``)
+opens its own connection on first use; the inherited one is neither used nor closed, as SQLite
+requires.
+
+Rows with a TTL carry ``expires_at`` on the store's ``clock``; a suppression's end and the failure window
+are judged on the caller's times, as the memory store does, and ``expires_at`` only says when the row
+may go. Reads ignore expired rows; each write purges at most ``_PURGE_BATCH`` expired rows of the
+table it writes, through an index: bounded work per call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+from pydantic import TypeAdapter
+
+from gatekeeper.errors import ConfigError, InvalidArgument, StoreUnavailable
+from gatekeeper.models import AuditEntry, StatusRecord
+from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange, Risk
+
+T = TypeVar("T")
+
+#: Bumped with every change to the tables below; a file written by a newer version is refused.
+SCHEMA_VERSION = 1
+APPLICATION = "gatekeeper"
+_APPLICATION_ID = 0x474B5052  # "GKPR" in the file header, so `file` and tools can tell what it is
+_CACHED = TypeAdapter(CachedLookup)
+_CONSENT_HISTORY = 50
+_PURGE_BATCH = 8
+_TTL_TABLES = ("lookups", "fill_leases", "failures", "suppressions", "claims", "statuses", "rates")
+
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE lookups (key TEXT PRIMARY KEY, entry BLOB NOT NULL, expires_at REAL NOT NULL)",
+    "CREATE TABLE fill_leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
+    "CREATE TABLE opt_outs (e164 TEXT NOT NULL, scope TEXT NOT NULL, source TEXT NOT NULL, at REAL NOT NULL,"
+    " PRIMARY KEY (e164, scope))",
+    "CREATE TABLE consent (id INTEGER PRIMARY KEY, e164 TEXT NOT NULL, scope TEXT NOT NULL,"
+    " opted_out INTEGER NOT NULL, source TEXT NOT NULL, at REAL NOT NULL)",
+    "CREATE INDEX consent_by_number ON consent (e164, id)",
+    "CREATE TABLE failures (e164 TEXT NOT NULL, event_id TEXT NOT NULL, at REAL NOT NULL, expires_at REAL NOT NULL,"
+    " UNIQUE (e164, event_id))",
+    "CREATE TABLE suppressions (e164 TEXT PRIMARY KEY, reason TEXT NOT NULL, until REAL NOT NULL,"
+    " expires_at REAL NOT NULL)",
+    "CREATE TABLE claims (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, state TEXT NOT NULL, token TEXT NOT NULL,"
+    " result BLOB, expires_at REAL NOT NULL)",
+    "CREATE TABLE statuses (sid TEXT PRIMARY KEY, status TEXT NOT NULL, rank INTEGER NOT NULL, error_code INTEGER,"
+    " at REAL NOT NULL, to_hash TEXT, expires_at REAL NOT NULL)",
+    "CREATE TABLE rates (bucket TEXT PRIMARY KEY, tat REAL NOT NULL, expires_at REAL NOT NULL)",
+    "CREATE TABLE audit (id INTEGER PRIMARY KEY, entry TEXT NOT NULL)",
+    *(f"CREATE INDEX {t}_expiry ON {t} (expires_at)" for t in _TTL_TABLES),
+)
+#: Per table with a TTL: delete a few expired rows (the expiry index finds them without a scan). The names
+#: are this module's constants, never input.
+_PURGE = {
+    t: f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE expires_at <= ? LIMIT ?)"  # noqa: S608
+    for t in _TTL_TABLES
+}
+
+_OPEN: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+#: Connections a forked child inherited: kept referenced so they are never closed (closing one would
+#: touch the parent's locks and WAL), and never used.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_OPEN):
+        store._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SQLiteStore:
+    """Every store protocol in one SQLite file (see the module docstring), for every thread and process on a host.
+
+    ``path`` is the database file; its directory must exist and be writable. Raises
+    :class:`~gatekeeper.errors.ConfigError` when it cannot be used (no such directory, not writable,
+    not a Gatekeeper database, written by a newer Gatekeeper); a verb that fails later raises
+    :class:`~gatekeeper.errors.StoreUnavailable`, never a ``sqlite3`` error.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_ms: int = 5_000,
+        max_audit: int = 100_000,
+        lock_poll_seconds: float = 0.005,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        if str(path) == ":memory:" or busy_timeout_ms < 0 or max_audit < 1:
+            raise InvalidArgument("SQLiteStore needs a file path, busy_timeout_ms >= 0 and max_audit >= 1")
+        self._clock = clock
+        self._busy_timeout = busy_timeout_ms / 1000
+        self._max_audit = max_audit
+        self._lock_poll = lock_poll_seconds
+        self._lock = threading.Lock()
+        self._durable: bool | None = None  # the connection's synchronous setting: FULL (True) or NORMAL
+        self._generation = 0  # a new connection starts a new data_version sequence: part of the version
+        self._writes = 0  # this process's suppressing commits (see suppression_version)
+        self._closed = False
+        self._conn: sqlite3.Connection | None = self._open()
+        _OPEN.add(self)
+
+    # -- the connection -----------------------------------------------------------------
+    def _unusable(self, why: str) -> ConfigError:
+        return ConfigError(f"store.path: {self.path} {why}", key="store.path")
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection to a checked, WAL-mode Gatekeeper database; ConfigError when the file cannot be one."""
+        if not self.path.parent.is_dir():
+            raise self._unusable("is in a directory that does not exist (create it, or set [store] path)")
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+            raise self._unusable("is in a directory this process cannot write (SQLite keeps -wal and -shm files there)")
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            raise self._unusable("is not readable and writable by this process")
+        with suppress(FileExistsError):  # opt-outs hold phone numbers: the file (and its -wal, -shm) is ours only
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        conn = None
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+            self._check_schema(conn)  # first, read only: another program's file is refused as it was
+            mode = self._wal(conn)
+            if mode.lower() != "wal":
+                raise self._unusable(f"cannot use SQLite's WAL mode (it stays {mode}): put it on a local filesystem")
+            conn.execute("PRAGMA fullfsync = ON")
+            conn.execute("PRAGMA checkpoint_fullfsync = ON")
+            conn.execute("BEGIN IMMEDIATE")  # several processes opening a new file at once: one creates the tables
+            try:
+                if not self._check_schema(conn):
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    meta = [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION))]
+                    conn.executemany("INSERT INTO meta VALUES (?, ?)", meta)
+                    conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise StoreUnavailable(f"SQLite store {self.path} is locked by another process: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise self._unusable(f"cannot be opened as a Gatekeeper database ({exc})") from exc
+            raise
+        self._durable = None
+        return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to WAL. Processes opening a new file at once contend for it, and SQLite answers "locked" at once,
+        without waiting (the busy timeout does not apply): retry within the busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(self._lock_poll)
+
+    def _check_schema(self, conn: sqlite3.Connection) -> bool:
+        """Whether the file holds Gatekeeper's tables (False: none yet); refuses one that is not ours or is newer."""
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
+        if tables and meta.get("application") != APPLICATION:
+            raise self._unusable("is not a Gatekeeper database")
+        if int(meta.get("schema_version", SCHEMA_VERSION)) > SCHEMA_VERSION:
+            raise self._unusable(f"has schema {meta['schema_version']}, newer than this Gatekeeper's: upgrade it")
+        return bool(tables)
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection (opened again after a fork); call with the lock held."""
+        if self._conn is None:
+            if self._closed:
+                raise StoreUnavailable(f"SQLite store {self.path} is closed")
+            try:
+                self._conn = self._open()
+            except ConfigError as exc:
+                raise StoreUnavailable(str(exc)) from exc
+        return self._conn
+
+    def _forked(self) -> None:
+        """In a forked child: a fresh lock (another thread may have held the parent's), and a new connection later."""
+        self._lock = threading.Lock()
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+            self._conn = None
+            self._generation += 1
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        return StoreUnavailable(f"SQLite store {self.path} unavailable: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        """Close this process's connection; later verbs raise StoreUnavailable."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                with suppress(sqlite3.Error):
+                    conn.close()
+        _OPEN.discard(self)
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._unavailable(exc) from exc
+
+    def _write(
+        self,
+        work: Callable[[sqlite3.Connection, float], T],
+        *,
+        durable: bool = True,
+        suppressing: bool = False,
+        single: bool = False,
+    ) -> T:
+        """Run ``work(conn, now)`` as one ``BEGIN IMMEDIATE`` transaction (``single``: its one statement is its own
+        transaction); ``durable``: commit with FULL."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                if self._durable is not durable:
+                    conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
+                    self._durable = durable
+                if not single:
+                    conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn, self._clock())
+                    if not single:
+                        conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._unavailable(exc) from exc
+            if suppressing:  # after the commit: a version read before it must not already count it
+                self._writes += 1
+            return result
+
+    @staticmethod
+    def _purge(conn: sqlite3.Connection, table: str, now: float) -> None:
+        conn.execute(_PURGE[table], (now, _PURGE_BATCH))
+
+    def durability(self) -> list[Risk]:
+        """None: consent, failures and claims are fsync'd before their verb returns (see the module docstring)."""
+        return []
+
+    # -- suppression version ----------------------------------------------------------------
+    def suppression_version(self) -> Hashable:
+        """Changes with every suppressing write to the file, by this process or any other; no table is read.
+
+        ``PRAGMA data_version`` changes when *another* connection commits (another process, or another
+        store on the file), read from the WAL index in shared memory; it does not change for this
+        connection's own commits, so this process counts its own suppressing commits too. Both are
+        needed: without the count a STOP recorded by this process would not move the version; without
+        data_version one recorded by another process would not. It is coarse across processes: any commit
+        by another process (an audit record, a cache fill) moves it, so with several busy processes the
+        gate re-reads consent more often, never less. When it cannot be read, it equals nothing, so the
+        gate reads the store (and fails safe if that fails too).
+        """
+        with self._lock:
+            try:
+                conn = self._connection()
+                return (self._generation, conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
+            except (sqlite3.Error, StoreUnavailable):
+                return object()
+
+    # -- lookup cache -----------------------------------------------------------------------
+    def get_lookup(self, key: str) -> CachedLookup | None:
+        rows = self._read("SELECT entry FROM lookups WHERE key = ? AND expires_at > ?", (key, self._clock()))
+        return _CACHED.validate_json(rows[0][0]) if rows else None
+
+    def put_lookup(self, key: str, entry: CachedLookup, *, ttl_seconds: float) -> None:
+        def work(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "INSERT INTO lookups (key, entry, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET entry = excluded.entry, expires_at = excluded.expires_at",
+                (key, _CACHED.dump_json(entry), now + ttl_seconds),
+            )
+            self._purge(conn, "lookups", now)
+
+        self._write(work, durable=False)
+
+    @contextmanager
+    def fill_lock(self, key: str, *, ttl_seconds: float, wait_seconds: float) -> Iterator[bool]:
+        """A lease row (owner token, expiry) polled until ``wait_seconds`` pass: one holder across processes.
+        A holder that dies leaves the lease to expire after ``ttl_seconds``."""
+        owner = secrets.token_hex(8)
+        deadline = time.monotonic() + max(wait_seconds, 0.0)
+        acquired = self._take_lease(key, owner, ttl_seconds)
+        while not acquired and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(self._lock_poll, left))
+            acquired = self._take_lease(key, owner, ttl_seconds)
+        try:
+            yield acquired
+        finally:
+            if acquired:  # the lease's expiry frees it if this fails
+                with suppress(StoreUnavailable):
+                    self._write(
+                        lambda conn, _: conn.execute(
+                            "DELETE FROM fill_leases WHERE key = ? AND owner = ?", (key, owner)
+                        ),
+                        durable=False,
+                    )
+
+    def _take_lease(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        held = self._read("SELECT 1 FROM fill_leases WHERE key = ? AND expires_at > ?", (key, self._clock()))
+        if held:  # polled without taking the write lock while someone holds the lease
+            return False
+
+        def work(conn: sqlite3.Connection, now: float) -> bool:
+            taken = conn.execute(
+                "INSERT INTO fill_leases (key, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET owner = excluded.owner, expires_at = excluded.expires_at WHERE fill_leases.expires_at <= ?",
+                (key, owner, now + ttl_seconds, now),
+            ).rowcount
+            self._purge(conn, "fill_leases", now)
+            return taken == 1
+
+        return self._write(work, durable=False)
+
+    # -- opt-outs ---------------------------------------------------------------------------
+    @staticmethod
+    def _note_consent(conn: sqlite3.Connection, change: ConsentChange) -> None:
+        conn.execute(
+            "INSERT INTO consent (e164, scope, opted_out, source, at) VALUES (?, ?, ?, ?, ?)",
+            (change.e164, change.scope, int(change.opted_out), change.source, change.at),
+        )
+        conn.execute(  # the newest _CONSENT_HISTORY changes per number, as the other stores keep
+            "DELETE FROM consent WHERE e164 = ? AND id <= "
+            "(SELECT id FROM consent WHERE e164 = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (change.e164, change.e164, _CONSENT_HISTORY),
+        )
+
+    def opt_out(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
+        def work(conn: sqlite3.Connection, _: float) -> bool:
+            had = conn.execute("SELECT 1 FROM opt_outs WHERE e164 = ? AND scope = ?", (e164, scope)).fetchone()
+            conn.execute(
+                "INSERT INTO opt_outs (e164, scope, source, at) VALUES (?, ?, ?, ?) ON CONFLICT (e164, scope)"
+                " DO UPDATE SET source = excluded.source, at = excluded.at",
+                (e164, scope, source, at),
+            )
+            self._note_consent(conn, ConsentChange(e164=e164, scope=scope, opted_out=True, source=source, at=at))
+            return had is None
+
+        return self._write(work, suppressing=True)
+
+    def opt_in(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
+        def work(conn: sqlite3.Connection, _: float) -> bool:
+            if scope == ACCOUNT_SCOPE:  # the account scope lifts every scope; a sender's only itself
+                lifted = conn.execute("DELETE FROM opt_outs WHERE e164 = ?", (e164,)).rowcount
+            else:
+                lifted = conn.execute("DELETE FROM opt_outs WHERE e164 = ? AND scope = ?", (e164, scope)).rowcount
+            self._note_consent(conn, ConsentChange(e164=e164, scope=scope, opted_out=False, source=source, at=at))
+            return lifted > 0
+
+        return self._write(work)
+
+    def opted_out_scope(self, e164: str, scopes: Sequence[str]) -> str | None:
+        if not scopes:
+            return None
+        marks = ", ".join("?" * len(scopes))
+        rows = self._read(
+            f"SELECT scope FROM opt_outs WHERE e164 = ? AND scope IN ({marks})",  # noqa: S608 - only "?"s
+            (e164, *scopes),
+        )
+        have = {row[0] for row in rows}
+        return next((s for s in scopes if s in have), None)
+
+    def consent_history(self, e164: str, *, limit: int = 50) -> list[ConsentChange]:
+        if limit <= 0:
+            return []
+        rows = self._read(
+            "SELECT scope, opted_out, source, at FROM consent WHERE e164 = ? ORDER BY id DESC LIMIT ?", (e164, limit)
+        )
+        return [ConsentChange(e164, scope, bool(out), source, at) for scope, out, source, at in rows]
+
+    # -- delivery failures and suppression --------------------------------------------------
+    def record_failure(self, e164: str, event_id: str, *, at: float, window_seconds: float) -> int:
+        def work(conn: sqlite3.Connection, now: float) -> int:
+            conn.execute(  # one event counts once, at its first time
+                "INSERT INTO failures (e164, event_id, at, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (e164, event_id) DO NOTHING",
+                (e164, event_id, at, now + window_seconds),
+            )
+            conn.execute("DELETE FROM failures WHERE e164 = ? AND at <= ?", (e164, at - window_seconds))
+            self._purge(conn, "failures", now)
+            return int(conn.execute("SELECT count(*) FROM failures WHERE e164 = ?", (e164,)).fetchone()[0])
+
+        return self._write(work, suppressing=True)
+
+    def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
+        def work(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(  # lasts until at + ttl on the caller's clock, as the failure window does
+                "INSERT INTO suppressions (e164, reason, until, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (e164)"
+                " DO UPDATE SET reason = excluded.reason, until = excluded.until, expires_at = excluded.expires_at",
+                (e164, reason, at + ttl_seconds, now + ttl_seconds),
+            )
+            self._purge(conn, "suppressions", now)
+
+        self._write(work, suppressing=True)
+
+    def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
+        reason, count = self._read(  # one statement: one snapshot of both
+            "SELECT (SELECT reason FROM suppressions WHERE e164 = ? AND until > ?),"
+            " (SELECT count(*) FROM failures WHERE e164 = ? AND at > ?)",
+            (e164, now, e164, now - window_seconds),
+        )[0]
+        if reason is not None:
+            return f"suppressed:{reason}"
+        return f"failures:{count}" if count >= threshold else None
+
+    def lift_suppression(self, e164: str) -> bool:
+        def work(conn: sqlite3.Connection, _: float) -> bool:
+            marker = conn.execute("DELETE FROM suppressions WHERE e164 = ?", (e164,)).rowcount
+            failures = conn.execute("DELETE FROM failures WHERE e164 = ?", (e164,)).rowcount
+            return marker + failures > 0
+
+        return self._write(work)
+
+    # -- idempotency ------------------------------------------------------------------------
+    def claim(self, key: str, fingerprint: str, *, ttl_seconds: float) -> Claim:
+        def work(conn: sqlite3.Connection, now: float) -> Claim:
+            row = conn.execute(
+                "SELECT fingerprint, state, result FROM claims WHERE key = ? AND expires_at > ?", (key, now)
+            ).fetchone()
+            if row is not None:
+                state = cast("Literal['pending', 'done', 'unknown']", row[1])
+                return Claim(won=False, state=state, fingerprint=row[0], result=row[2])
+            token = secrets.token_hex(8)
+            conn.execute(  # replaces an expired claim: a lapsed lease may be won again
+                "INSERT INTO claims (key, fingerprint, state, token, result, expires_at) VALUES (?, ?, 'pending', ?,"
+                " NULL, ?) ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, state = 'pending',"
+                " token = excluded.token, result = NULL, expires_at = excluded.expires_at",
+                (key, fingerprint, token, now + ttl_seconds),
+            )
+            self._purge(conn, "claims", now)
+            return Claim(won=True, state="pending", fingerprint=fingerprint, token=token)
+
+        return self._write(work)
+
+    def _settle(self, key: str, token: str, state: str | None, result: bytes | None, ttl_seconds: float) -> None:
+        """Only the owner (the token) of a live claim settles it: ``state`` None deletes it."""
+
+        def work(conn: sqlite3.Connection, now: float) -> None:
+            if state is None:
+                conn.execute("DELETE FROM claims WHERE key = ? AND token = ?", (key, token))
+            else:
+                conn.execute(
+                    "UPDATE claims SET state = ?, result = coalesce(?, result), expires_at = ?"
+                    " WHERE key = ? AND token = ? AND expires_at > ?",
+                    (state, result, now + ttl_seconds, key, token, now),
+                )
+
+        self._write(work)
+
+    def complete(self, key: str, token: str, result: bytes, *, ttl_seconds: float) -> None:
+        self._settle(key, token, "done", result, ttl_seconds)
+
+    def abandon(self, key: str, token: str) -> None:
+        self._settle(key, token, None, None, 0)
+
+    def mark_unknown(self, key: str, token: str, *, ttl_seconds: float) -> None:
+        self._settle(key, token, "unknown", None, ttl_seconds)
+
+    # -- delivery statuses ------------------------------------------------------------------
+    def apply_status(
+        self,
+        sid: str,
+        status: str,
+        rank: int,
+        *,
+        error_code: int | None,
+        at: float,
+        to_hash: str | None = None,
+        ttl_seconds: float,
+    ) -> bool:
+        def work(conn: sqlite3.Connection, now: float) -> bool:
+            applied = conn.execute(  # never moves back: a stored rank at or above this one (and alive) wins
+                "INSERT INTO statuses (sid, status, rank, error_code, at, to_hash, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sid) DO UPDATE SET status = excluded.status,"
+                " rank = excluded.rank, error_code = excluded.error_code, at = excluded.at,"
+                " to_hash = excluded.to_hash, expires_at = excluded.expires_at"
+                " WHERE statuses.rank < excluded.rank OR statuses.expires_at <= ?",
+                (sid, status, rank, error_code, at, to_hash, now + ttl_seconds, now),
+            ).rowcount
+            self._purge(conn, "statuses", now)
+            return applied == 1
+
+        return self._write(work)
+
+    def status_of(self, sid: str) -> StatusRecord | None:
+        rows = self._read(
+            "SELECT status, error_code, at, to_hash FROM statuses WHERE sid = ? AND expires_at > ?",
+            (sid, self._clock()),
+        )
+        if not rows:
+            return None
+        status, code, at, to_hash = rows[0]
+        return StatusRecord(sid=sid, status=status, error_code=code, updated_at=at, to_hash=to_hash)
+
+    # -- rate limits (GCRA) -----------------------------------------------------------------
+    def reserve(self, bucket: str, *, rate_per_second: float, burst: int, now: float) -> float:
+        """Reserve a permit on the caller's ``now`` (every process on one host shares its clock)."""
+        if rate_per_second <= 0 or burst < 1:
+            raise InvalidArgument("rate_per_second must be > 0 and burst >= 1")
+        interval = 1.0 / rate_per_second
+        tolerance = (burst - 1) * interval
+
+        def work(conn: sqlite3.Connection, clock_now: float) -> float:
+            row = conn.execute("SELECT tat FROM rates WHERE bucket = ?", (bucket,)).fetchone()
+            tat = max(row[0] if row else now, now)
+            new_tat = tat + interval
+            conn.execute(
+                "INSERT INTO rates (bucket, tat, expires_at) VALUES (?, ?, ?) ON CONFLICT (bucket) DO UPDATE"
+                " SET tat = excluded.tat, expires_at = excluded.expires_at",
+                (bucket, new_tat, clock_now + (new_tat - now) + tolerance + 1),
+            )
+            self._purge(conn, "rates", clock_now)
+            return max(0.0, tat - tolerance - now)
+
+        return self._write(work, durable=False)
+
+    # -- audit ------------------------------------------------------------------------------
+    def record(self, entry: AuditEntry) -> None:
+        record = json.dumps(entry.as_dict(), default=str)
+
+        def work(conn: sqlite3.Connection, _: float) -> None:
+            newest = conn.execute("INSERT INTO audit (entry) VALUES (?)", (record,)).lastrowid or 0
+            if newest % _PURGE_BATCH == 0:  # a ring of max_audit records (and fewer than _PURGE_BATCH more)
+                conn.execute("DELETE FROM audit WHERE id <= ?", (newest - self._max_audit,))
+
+        self._write(work, durable=False, single=True)  # on every decision: one statement, its own transaction
+
+    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        rows = self._read("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [json.loads(row[0]) for row in rows]
