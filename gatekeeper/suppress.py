@@ -130,7 +130,10 @@ class Suppression:
         read_o, read_f = version_reader(opt_outs, "opt_outs"), version_reader(failures, "failures")
         if read_o is None or read_f is None:
             return None
-        return (id(opt_outs), read_o(), id(failures), read_f())  # a store swapped for another is a new mark
+        version = read_o()
+        if failures is opt_outs:  # one store: its version counts every suppressing write, read it once
+            return (id(opt_outs), version)
+        return (id(opt_outs), version, id(failures), read_f())  # a store swapped for another is a new mark
 
     def clear_mark_steps(self) -> Steps[Hashable | None]:
         """:meth:`clear_mark` as store calls: each version is read as its store is (an async gate reads a
@@ -139,6 +142,8 @@ class Suppression:
         if version_reader(opt_outs, "opt_outs") is None or version_reader(failures, "failures") is None:
             return None
         read_o = yield Call("opt_outs", "suppression_version")
+        if failures is opt_outs:
+            return (id(opt_outs), read_o)
         read_f = yield Call("failures", "suppression_version")
         return (id(opt_outs), read_o, id(failures), read_f)  # a store swapped for another is a new mark
 

@@ -26,7 +26,7 @@ from gatekeeper.lookup import LookupService, Partial, answer
 from gatekeeper.models import Phone, PhoneFacts
 from gatekeeper.phone import mask
 from gatekeeper.retries import call_with_retries_async, network_error
-from gatekeeper.stores.base import Call
+from gatekeeper.stores.base import Call, blocking
 
 log = logging.getLogger("gatekeeper.lookup")
 
@@ -86,17 +86,20 @@ class AsyncLookupService:
 
     @asynccontextmanager
     async def _store_lock(self, key: str, phone: Phone) -> AsyncIterator[bool]:
-        """The cache's own fill lock when it has an async one (across processes); in-process coroutines are
-        already one at a time, which is all a blocking or in-memory cache could add."""
+        """The cache's own fill lock, across processes: an async store's awaited, a blocking store's (the SQLite
+        file, a custom store) taken and released in a worker thread. In-process coroutines are already one at a
+        time, which is all an in-memory cache could add, so one that never blocks is not asked."""
         cache = self._stores.stores.cache
-        if not inspect.iscoroutinefunction(cache.get_lookup):  # an async store's fill_lock is an async one
+        awaited = inspect.iscoroutinefunction(cache.get_lookup)  # an async store's fill_lock is an async one
+        if not awaited and not blocking(cache):
             yield True
             return
         config = self.rules.config
         ttl = config.timeout_seconds * (config.max_retries + 1) + 5
         lock: Any = cache.fill_lock(key, ttl_seconds=ttl, wait_seconds=config.fill_wait_seconds)
+        enter, leave = (lock.__aenter__, lock.__aexit__) if awaited else _in_thread(lock)
         try:
-            acquired = await lock.__aenter__()
+            acquired = await enter()
         except StoreUnavailable as exc:
             log.warning("lookup cache unavailable (%s); asking Lookup directly", exc)
             yield False
@@ -106,7 +109,7 @@ class AsyncLookupService:
         try:
             yield acquired
         finally:
-            await lock.__aexit__(None, None, None)
+            await leave(None, None, None)
 
     async def _cached(self, key: str, fields: tuple[str, ...], max_age: float | None) -> PhoneFacts | Partial | None:
         stamp = self.rules.stamp
@@ -170,3 +173,15 @@ class AsyncLookupService:
             return version.exception("GET", uri, response, "Unable to fetch record")
 
         return answer(e164, response, error)
+
+
+def _in_thread(lock: Any) -> tuple[Callable[[], Awaitable[Any]], Callable[..., Awaitable[Any]]]:
+    """A blocking context manager's enter and exit, each awaited in a worker thread."""
+
+    async def enter() -> Any:
+        return await asyncio.to_thread(lock.__enter__)
+
+    async def leave(*exc_info: Any) -> Any:
+        return await asyncio.to_thread(lock.__exit__, *exc_info)
+
+    return enter, leave

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -18,6 +19,7 @@ from threading import Barrier
 from typing import Any
 
 from gatekeeper import Gatekeeper, Settings
+from gatekeeper.aio import AsyncGatekeeper
 from gatekeeper.stores.sqlite import SQLiteStore
 
 FROM = "+15005550006"
@@ -42,7 +44,22 @@ def notify(gate: Gatekeeper, number: str) -> dict[str, Any]:
 
 
 def serve(pipe: Connection, config: str, sandbox_url: str, barrier: Barrier) -> None:
-    gate = Gatekeeper.from_settings(Settings.load(config, env={"GATEKEEPER_SANDBOX_URL": sandbox_url}))
+    settings = Settings.load(config, env={"GATEKEEPER_SANDBOX_URL": sandbox_url})
+    gate = Gatekeeper.from_settings(settings)
+
+    def decide_async(number: str) -> str | None:
+        """The same through an AsyncGatekeeper on the same file (its store run in worker threads)."""
+
+        async def main() -> str | None:
+            agate = AsyncGatekeeper.from_settings(settings)
+            try:
+                await asyncio.to_thread(barrier.wait, 30)
+                facts = (await agate.decide(number)).facts
+                return facts.source if facts else None
+            finally:
+                await agate.close()
+
+        return asyncio.run(main())
 
     def decide(number: str) -> str | None:
         barrier.wait(timeout=30)  # every worker asks at once
@@ -57,6 +74,7 @@ def serve(pipe: Connection, config: str, sandbox_url: str, barrier: Barrier) -> 
         "notify": lambda number: notify(gate, number),
         "opt_out": gate.opt_out,
         "decide": decide,
+        "decide_async": decide_async,
         "claim": claim,
         "store": lambda: (type(gate.stores.opt_outs).__name__, str(gate.stores.opt_outs.path)),  # type: ignore[attr-defined]
     }

@@ -471,3 +471,9 @@ def test_three_processes_share_one_file(workers: Any, sandbox: Sandbox) -> None:
     sources = ask_all("decide", new)
     assert sandbox.lookup_count(new) == 1
     assert sorted(sources) == ["cache", "cache", "lookup"]
+
+    other = "+14155550124"  # the same through three AsyncGatekeepers: the file's lease taken in a worker thread
+    sandbox.add_fault("latency", route="lookup", number=other, latency_seconds=0.3)
+    sources = ask_all("decide_async", other)
+    assert sandbox.lookup_count(other) == 1
+    assert sorted(sources) == ["cache", "cache", "lookup"]
