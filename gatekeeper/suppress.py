@@ -131,7 +131,7 @@ class Suppression:
         if read_o is None or read_f is None:
             return None
         version = read_o()
-        if failures is opt_outs:  # one store: its version counts every suppressing write, read it once
+        if id(failures) == id(opt_outs):  # one store: its version counts every suppressing write, read it once
             return (id(opt_outs), version)
         return (id(opt_outs), version, id(failures), read_f())  # a store swapped for another is a new mark
 
@@ -142,7 +142,7 @@ class Suppression:
         if version_reader(opt_outs, "opt_outs") is None or version_reader(failures, "failures") is None:
             return None
         read_o = yield Call("opt_outs", "suppression_version")
-        if failures is opt_outs:
+        if id(failures) == id(opt_outs):
             return (id(opt_outs), read_o)
         read_f = yield Call("failures", "suppression_version")
         return (id(opt_outs), read_o, id(failures), read_f)  # a store swapped for another is a new mark
