@@ -28,10 +28,21 @@ from gatekeeper.pipeline import Ask
 from gatekeeper.policy import Policy, Verdict
 from gatekeeper.router import Channel
 from gatekeeper.settings import Settings
-from gatekeeper.stores.base import Stores
+from gatekeeper.stores.base import Risk, Stores
 from gatekeeper.suppress import Suppression
 
 OUTCOME = TypeAdapter(Outcome)
+
+
+def health_report(stores: Mapping[str, bool], risks: list[Risk]) -> dict[str, Any]:
+    """``gate.health()``: ``ok`` when every store the webhooks write answers; ``durable`` when none of them may
+    lose an acknowledged opt-out, ``durability`` listing how they may (``persistence:none`` …)."""
+    return {
+        "ok": all(stores.values()),
+        "stores": {role: "ok" if up else "unavailable" for role, up in stores.items()},
+        "durable": not risks,
+        "durability": [{"code": risk.code, "detail": risk.detail} for risk in risks],
+    }
 
 
 class GateCore:

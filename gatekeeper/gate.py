@@ -25,7 +25,7 @@ from gatekeeper import phone as phones
 from gatekeeper import pipeline, router
 from gatekeeper import policy as policies
 from gatekeeper.channels import nothing_sent
-from gatekeeper.core import OUTCOME, GateCore
+from gatekeeper.core import OUTCOME, GateCore, health_report
 from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected
 from gatekeeper.idempotency import Once, check_key, fingerprint_of
 from gatekeeper.lookup import Route, local_facts
@@ -303,6 +303,10 @@ class Gatekeeper(GateCore):
     def status_of(self, sid: str) -> StatusRecord | None:
         """The stored delivery status for a message or call SID (None if never seen)."""
         return self.stores.statuses.status_of(sid)
+
+    def health(self) -> dict[str, Any]:
+        """Whether the stores answer, and how they may lose an opt-out (see ``core.health_report``)."""
+        return health_report(self.stores.health(), self.stores.durability())
 
 
 __all__ = ["Gatekeeper"]

@@ -158,6 +158,9 @@ class RedisSettings(_Section):
     url: SecretStr | None = None
     key_prefix: str = "gk:"
     timeout_ms: int = Field(2_000, gt=0)
+    # Refuse to start (ConfigError) when the stores may lose an acknowledged opt-out: a Redis without AOF, an
+    # allkeys-* eviction policy, the memory store. False: the risks are logged and reported by health().
+    require_persistence: bool = False
 
 
 class PurposeSettings(_Section):

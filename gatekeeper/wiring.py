@@ -7,6 +7,7 @@ the CLI's ``--sandbox``).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,9 +15,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from twilio.rest import Client
 
-from gatekeeper.errors import ConfigError
+from gatekeeper.errors import ConfigError, StoreUnavailable
 from gatekeeper.settings import Settings
-from gatekeeper.stores.base import Stores
+from gatekeeper.stores.base import DurabilityReport, Risk, Stores
 
 if TYPE_CHECKING:
     from gatekeeper.sandbox import SandboxServer
@@ -105,7 +106,47 @@ def build_stores(settings: Settings, *, asynchronous: bool = False) -> Stores:
     stores = Stores.using(backend(settings.store_backend()))
     stores.cache = backend(settings.cache_backend())
     stores.closers.extend(store.close for name, store in built.items() if name != "memory")
+    try:
+        _check_durability(settings, built[settings.store_backend()])
+    except ConfigError:
+        for name, store in built.items():
+            done = store.close() if name != "memory" else None
+            if inspect.iscoroutine(done):  # an async store that has not connected yet: nothing to await
+                done.close()
+        raise
     return stores
+
+
+def _check_durability(settings: Settings, store: Any) -> None:
+    """At start: log each way the consent store may lose an acknowledged opt-out, or, with ``[redis]
+    require_persistence``, refuse to start. An async Redis store is checked through a blocking connection
+    (there may be no event loop yet)."""
+    from gatekeeper.stores.redis import RedisStore
+    from gatekeeper.stores.redis_async import AsyncRedisStore
+
+    log = logging.getLogger("gatekeeper.stores")
+    probe = store
+    if isinstance(store, AsyncRedisStore):
+        assert settings.redis.url is not None
+        probe = RedisStore.from_url(
+            settings.redis.url.get_secret_value(), prefix=settings.redis.key_prefix,
+            timeout_seconds=settings.redis.timeout_ms / 1000,
+        )  # fmt: skip
+    try:
+        risks = probe.durability() if isinstance(probe, DurabilityReport) else []
+    except StoreUnavailable as exc:
+        risks = [Risk("durability:unchecked", f"the store could not be asked how it keeps what it stores: {exc}")]
+    finally:
+        if probe is not store:
+            probe.close()
+    for risk in risks:
+        log.warning("store durability: %s: %s", risk.code, risk.detail)
+    if risks and settings.redis.require_persistence:
+        raise ConfigError(
+            "[redis] require_persistence is set, but the store may lose an acknowledged opt-out: "
+            + "; ".join(f"{r.code} ({r.detail})" for r in risks),
+            key="redis.require_persistence",
+        )
 
 
 def _backend(settings: Settings, name: str, *, asynchronous: bool) -> Any:
@@ -134,10 +175,6 @@ def _backend(settings: Settings, name: str, *, asynchronous: bool) -> Any:
         return RedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout)
     from gatekeeper.stores.memory import MemoryStore
 
-    if settings.store_backend() == "memory":
-        logging.getLogger("gatekeeper.stores").warning(
-            "[store] backend = 'memory': opt-outs live in this process only and are forgotten when it stops"
-        )
     return MemoryStore(max_entries=settings.cache.max_entries, max_audit=settings.audit.max_entries)
 
 

@@ -25,7 +25,7 @@ from gatekeeper import pipeline, router
 from gatekeeper.aio.lookup import AsyncLookupService
 from gatekeeper.aio.stores import AsyncStores
 from gatekeeper.channels import nothing_sent
-from gatekeeper.core import OUTCOME, GateCore
+from gatekeeper.core import OUTCOME, GateCore, health_report
 from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected, StoreUnavailable
 from gatekeeper.idempotency import SleepStep, check_key, fingerprint_of, once
 from gatekeeper.lookup import Route, local_facts
@@ -304,6 +304,10 @@ class AsyncGatekeeper(GateCore):
         """The stored delivery status for a message or call SID (None if never seen)."""
         found: StatusRecord | None = await self.awaited.call(Call("statuses", "status_of", (sid,)))
         return found
+
+    async def health(self) -> dict[str, Any]:
+        """Whether the stores answer, and how they may lose an opt-out; see ``Gatekeeper.health``."""
+        return health_report(await self.awaited.health(), await self.awaited.durability())
 
 
 def _import_sdk(client: Client) -> tuple[object, ...]:

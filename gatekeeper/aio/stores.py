@@ -18,7 +18,7 @@ import logging
 from typing import Any, TypeVar
 
 from gatekeeper.errors import StoreUnavailable
-from gatekeeper.stores.base import Call, Steps, Stores, blocking
+from gatekeeper.stores.base import Call, Risk, Steps, Stores, blocking, unchecked
 
 log = logging.getLogger("gatekeeper")
 
@@ -61,6 +61,16 @@ class AsyncStores:
                 answer = await self.call(call)
             except StoreUnavailable as exc:
                 failure = exc
+
+    async def durability(self) -> list[Risk]:
+        """How the stores may lose what they acknowledged, as ``Stores.durability`` says, awaited."""
+        risks: list[Risk] = []
+        for probe in self.stores.durability_probes():
+            try:
+                risks.extend(await self.call(probe))
+            except StoreUnavailable as exc:
+                risks.append(unchecked(exc))
+        return list(dict.fromkeys(risks))
 
     async def health(self) -> dict[str, bool]:
         """Whether each store the webhooks write can be read, as ``Stores.health`` says, awaited."""

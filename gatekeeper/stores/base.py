@@ -248,6 +248,19 @@ class DurabilityReport(Protocol):
         """The risks, none when what the store acknowledged survives a restart of it and of this process."""
 
 
+def unchecked(exc: StoreUnavailable) -> Risk:
+    """The risk of a store that could not say how it keeps what it stores (it is unreachable)."""
+    return Risk("durability:unchecked", f"the store could not say how it keeps what it stores: {exc}")
+
+
+def checked_durability(report: Callable[[], list[Risk]]) -> list[Risk]:
+    """A store's durability report, or the risk that it could not give one."""
+    try:
+        return report()
+    except StoreUnavailable as exc:
+        return [unchecked(exc)]
+
+
 @runtime_checkable
 class IdempotencyStore(Protocol):
     def claim(self, key: str, fingerprint: str, *, ttl_seconds: float) -> Claim:
@@ -375,6 +388,27 @@ class Stores:
                 healthy = False
             out.update(dict.fromkeys(self.roles_of(probe), healthy))
         return out
+
+    def durability_probes(self) -> list[Call]:
+        """A ``durability`` call per distinct backend the webhooks write that can report its risks."""
+        return [
+            Call(probe.role, "durability")
+            for probe in self.health_probes()
+            if isinstance(getattr(self, probe.role), DurabilityReport)
+        ]
+
+    def durability(self) -> list[Risk]:
+        """How the stores the webhooks write may lose what they acknowledged (see :class:`DurabilityReport`);
+        ``await AsyncStores(stores).durability()`` for stores whose verbs are coroutines."""
+        risks: list[Risk] = []
+        for probe in self.durability_probes():
+            verb = getattr(getattr(self, probe.role), probe.verb)
+            if inspect.iscoroutinefunction(verb):
+                raise InvalidArgumentType(
+                    f"the {probe.role} store is async: use await gatekeeper.aio.AsyncStores(stores).durability()"
+                )
+            risks.extend(checked_durability(verb))
+        return list(dict.fromkeys(risks))
 
     @classmethod
     def memory(cls, *, max_entries: int = 100_000) -> Stores:

@@ -4,14 +4,19 @@ keys without a TTL; and under memory pressure a volatile-* policy evicts the cac
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from stores.contract import entry
 from support import PrivateRedis
 
+from gatekeeper import Gatekeeper, Settings
+from gatekeeper.aio import AsyncGatekeeper
+from gatekeeper.errors import ConfigError
 from gatekeeper.stores.base import ACCOUNT_SCOPE, DurabilityReport, lookup_key
 from gatekeeper.stores.memory import MemoryStore
 from gatekeeper.stores.redis import RedisStore
@@ -112,3 +117,70 @@ def test_memory_pressure_evicts_the_cache_never_the_opt_outs(private_redis: Priv
     finally:
         store.close()
         admin.close()
+
+
+# -- at start, and in health() ----------------------------------------------------------------------------
+def redis_settings(url: str, *, required: bool) -> Settings:
+    return Settings(
+        redis={"url": url, "key_prefix": "gkdur:", "require_persistence": required},
+        twilio={"sandbox_url": "http://127.0.0.1:9"},  # never called: nothing is sent here
+    )
+
+
+@pytest.mark.parametrize("gate_class", [Gatekeeper, AsyncGatekeeper])
+def test_require_persistence_refuses_to_start_on_a_redis_that_forgets(
+    private_redis: PrivateRedis, gate_class: type[Any]
+) -> None:
+    """With [redis] require_persistence, a gate built from settings on a Redis with no AOF does not start: a
+    ConfigError naming the key and the risk, before anything is sent."""
+    with pytest.raises(ConfigError) as refused:
+        gate_class.from_settings(redis_settings(private_redis.url, required=True))
+    assert refused.value.key == "redis.require_persistence"
+    assert "persistence:none" in str(refused.value)
+
+
+def test_an_allkeys_policy_is_refused_too(tmp_path: Path) -> None:
+    server = PrivateRedis(persist_dir=tmp_path).start()
+    try:
+        redis.Redis.from_url(server.url).config_set("maxmemory-policy", "allkeys-lru")
+        with pytest.raises(ConfigError, match="eviction:allkeys-lru"):
+            Gatekeeper.from_settings(redis_settings(server.url, required=True))
+    finally:
+        server.stop()
+
+
+def test_without_the_requirement_the_risk_is_logged_and_reported(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not required: the gate starts, logs the risk once, and health() (and so /healthz) reports it."""
+    with caplog.at_level(logging.WARNING, logger="gatekeeper.stores"):
+        gate = Gatekeeper.from_settings(redis_settings(private_redis.url, required=False))
+    try:
+        assert any("persistence:none" in r.getMessage() for r in caplog.records)
+        health = gate.health()
+        assert (health["ok"], health["durable"]) == (True, False)
+        assert [risk["code"] for risk in health["durability"]] == ["persistence:none"]
+    finally:
+        gate.close()
+
+
+def test_a_persistent_redis_starts_under_the_requirement_and_reports_nothing(tmp_path: Path) -> None:
+    server = PrivateRedis(persist_dir=tmp_path).start()
+    try:
+        gate = Gatekeeper.from_settings(redis_settings(server.url, required=True))
+        try:
+            assert gate.health()["durable"] is True
+        finally:
+            gate.close()
+
+        async def main() -> dict[str, Any]:
+            agate = AsyncGatekeeper.from_settings(redis_settings(server.url, required=True))
+            try:
+                return await agate.health()
+            finally:
+                await agate.close()
+
+        health = asyncio.run(main())
+        assert (health["ok"], health["durable"], health["durability"]) == (True, True, [])
+    finally:
+        server.stop()
