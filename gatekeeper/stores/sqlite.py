@@ -45,21 +45,17 @@ import json
 import os
 import secrets
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 
 from pydantic import TypeAdapter
 
-from gatekeeper.errors import ConfigError, InvalidArgument, StoreUnavailable
+from gatekeeper.errors import InvalidArgument, StoreUnavailable
 from gatekeeper.models import AuditEntry, StatusRecord
 from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange, Risk
-
-T = TypeVar("T")
+from gatekeeper.stores.sqlite_file import SQLiteFile
 
 #: Bumped with every change to the tables below; a file written by a newer version is refused.
 SCHEMA_VERSION = 1
@@ -71,7 +67,6 @@ _PURGE_BATCH = 8
 _TTL_TABLES = ("lookups", "fill_leases", "failures", "suppressions", "claims", "statuses", "rates")
 
 _SCHEMA = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE lookups (key TEXT PRIMARY KEY, entry BLOB NOT NULL, expires_at REAL NOT NULL)",
     "CREATE TABLE fill_leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
     "CREATE TABLE opt_outs (e164 TEXT NOT NULL, scope TEXT NOT NULL, source TEXT NOT NULL, at REAL NOT NULL,"
@@ -98,22 +93,7 @@ _PURGE = {
     for t in _TTL_TABLES
 }
 
-_OPEN: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
-#: Connections a forked child inherited: kept referenced so they are never closed (closing one would
-#: touch the parent's locks and WAL), and never used.
-_INHERITED: list[sqlite3.Connection] = []
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_OPEN):
-        store._forked()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class SQLiteStore:
+class SQLiteStore(SQLiteFile):
     """Every store protocol in one SQLite file (see the module docstring), for every thread and process on a host.
 
     ``path`` is the database file; its directory must exist and be writable. Raises
@@ -121,6 +101,12 @@ class SQLiteStore:
     not a Gatekeeper database, written by a newer Gatekeeper); a verb that fails later raises
     :class:`~gatekeeper.errors.StoreUnavailable`, never a ``sqlite3`` error.
     """
+
+    schema = _SCHEMA
+    label = "Gatekeeper database"
+    application = APPLICATION
+    application_id = _APPLICATION_ID
+    schema_version = SCHEMA_VERSION
 
     def __init__(
         self,
@@ -131,161 +117,10 @@ class SQLiteStore:
         max_audit: int = 100_000,
         lock_poll_seconds: float = 0.005,
     ) -> None:
-        self.path = Path(path).expanduser()
-        if str(path) == ":memory:" or busy_timeout_ms < 0 or max_audit < 1:
-            raise InvalidArgument("SQLiteStore needs a file path, busy_timeout_ms >= 0 and max_audit >= 1")
-        self._clock = clock
-        self._busy_timeout = busy_timeout_ms / 1000
+        if max_audit < 1:
+            raise InvalidArgument("SQLiteStore needs max_audit >= 1")
         self._max_audit = max_audit
-        self._lock_poll = lock_poll_seconds
-        self._lock = threading.Lock()
-        self._durable: bool | None = None  # the connection's synchronous setting: FULL (True) or NORMAL
-        self._generation = 0  # a new connection starts a new data_version sequence: part of the version
-        self._writes = 0  # this process's suppressing commits (see suppression_version)
-        self._closed = False
-        self._conn: sqlite3.Connection | None = self._open()
-        _OPEN.add(self)
-
-    # -- the connection -----------------------------------------------------------------
-    def _unusable(self, why: str) -> ConfigError:
-        return ConfigError(f"store.path: {self.path} {why}", key="store.path")
-
-    def _open(self) -> sqlite3.Connection:
-        """A connection to a checked, WAL-mode Gatekeeper database; ConfigError when the file cannot be one."""
-        if not self.path.parent.is_dir():
-            raise self._unusable("is in a directory that does not exist (create it, or set [store] path)")
-        if not os.access(self.path.parent, os.W_OK | os.X_OK):
-            raise self._unusable("is in a directory this process cannot write (SQLite keeps -wal and -shm files there)")
-        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
-            raise self._unusable("is not readable and writable by this process")
-        with suppress(FileExistsError):  # opt-outs hold phone numbers: the file (and its -wal, -shm) is ours only
-            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        conn = None
-        try:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
-            self._check_schema(conn)  # first, read only: another program's file is refused as it was
-            mode = self._wal(conn)
-            if mode.lower() != "wal":
-                raise self._unusable(f"cannot use SQLite's WAL mode (it stays {mode}): put it on a local filesystem")
-            conn.execute("PRAGMA fullfsync = ON")
-            conn.execute("PRAGMA checkpoint_fullfsync = ON")
-            conn.execute("BEGIN IMMEDIATE")  # several processes opening a new file at once: one creates the tables
-            try:
-                if not self._check_schema(conn):
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    meta = [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION))]
-                    conn.executemany("INSERT INTO meta VALUES (?, ?)", meta)
-                    conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except BaseException as exc:
-            if conn is not None:
-                conn.close()
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise StoreUnavailable(f"SQLite store {self.path} is locked by another process: {exc}") from exc
-            if isinstance(exc, sqlite3.Error):
-                raise self._unusable(f"cannot be opened as a Gatekeeper database ({exc})") from exc
-            raise
-        self._durable = None
-        return conn
-
-    def _wal(self, conn: sqlite3.Connection) -> str:
-        """Switch to WAL. Processes opening a new file at once contend for it, and SQLite answers "locked" at once,
-        without waiting (the busy timeout does not apply): retry within the busy timeout."""
-        deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(self._lock_poll)
-
-    def _check_schema(self, conn: sqlite3.Connection) -> bool:
-        """Whether the file holds Gatekeeper's tables (False: none yet); refuses one that is not ours or is newer."""
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
-        if tables and meta.get("application") != APPLICATION:
-            raise self._unusable("is not a Gatekeeper database")
-        if int(meta.get("schema_version", SCHEMA_VERSION)) > SCHEMA_VERSION:
-            raise self._unusable(f"has schema {meta['schema_version']}, newer than this Gatekeeper's: upgrade it")
-        return bool(tables)
-
-    def _connection(self) -> sqlite3.Connection:
-        """This process's connection (opened again after a fork); call with the lock held."""
-        if self._conn is None:
-            if self._closed:
-                raise StoreUnavailable(f"SQLite store {self.path} is closed")
-            try:
-                self._conn = self._open()
-            except ConfigError as exc:
-                raise StoreUnavailable(str(exc)) from exc
-        return self._conn
-
-    def _forked(self) -> None:
-        """In a forked child: a fresh lock (another thread may have held the parent's), and a new connection later."""
-        self._lock = threading.Lock()
-        if self._conn is not None:
-            _INHERITED.append(self._conn)
-            self._conn = None
-            self._generation += 1
-
-    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
-        return StoreUnavailable(f"SQLite store {self.path} unavailable: {type(exc).__name__}: {exc}")
-
-    def close(self) -> None:
-        """Close this process's connection; later verbs raise StoreUnavailable."""
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                with suppress(sqlite3.Error):
-                    conn.close()
-        _OPEN.discard(self)
-
-    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        with self._lock:
-            conn = self._connection()
-            try:
-                return conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise self._unavailable(exc) from exc
-
-    def _write(
-        self,
-        work: Callable[[sqlite3.Connection, float], T],
-        *,
-        durable: bool = True,
-        suppressing: bool = False,
-        single: bool = False,
-    ) -> T:
-        """Run ``work(conn, now)`` as one ``BEGIN IMMEDIATE`` transaction (``single``: its one statement is its own
-        transaction); ``durable``: commit with FULL."""
-        with self._lock:
-            conn = self._connection()
-            try:
-                if self._durable is not durable:
-                    conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
-                    self._durable = durable
-                if not single:
-                    conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(conn, self._clock())
-                    if not single:
-                        conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._unavailable(exc) from exc
-            if suppressing:  # after the commit: a version read before it must not already count it
-                self._writes += 1
-            return result
+        super().__init__(path, clock=clock, busy_timeout_ms=busy_timeout_ms, lock_poll_seconds=lock_poll_seconds)
 
     @staticmethod
     def _purge(conn: sqlite3.Connection, table: str, now: float) -> None:
@@ -310,8 +145,7 @@ class SQLiteStore:
         """
         with self._lock:
             try:
-                conn = self._connection()
-                return (self._generation, conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
+                return (*self._data_version(), self._writes)
             except (sqlite3.Error, StoreUnavailable):
                 return object()
 
