@@ -147,7 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from flask import Flask
 
     from gatekeeper.gate import Gatekeeper
-    from gatekeeper.webhooks import init_app
+    from gatekeeper.webhooks import init_app, webhook_urls
 
     settings = _settings(args)
     if args.public_url:
@@ -163,6 +163,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return prometheus_client.generate_latest(), 200, {"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
 
         sys.stdout.write(f"Gatekeeper webhooks on http://{args.host}:{args.port}{args.prefix} (waitress)\n")
+        wh = settings.webhooks
+        base = wh.public_base_url or "https://<the host Twilio calls>"
+        sys.stdout.write("Give Twilio these URLs (the fragment sets how Twilio retries: connection overrides):\n")
+        for what, url in webhook_urls(base, args.prefix, wh.connection_overrides).items():
+            sys.stdout.write(f"  {what}: {url}\n")
         sys.stdout.flush()
         waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="gatekeeper")
     finally:

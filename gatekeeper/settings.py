@@ -310,6 +310,13 @@ class WebhookSettings(_Section):
     opt_out_scope: Literal["account", "sender"] = "account"
     # A STOP on WhatsApp (or another channel with opt-outs of its own) silences that channel only, or all.
     channel_opt_outs: Literal["channel", "account"] = "channel"
+    # Events the shared store cannot take are kept in a local journal and answered 2xx (see stores/journal.py):
+    # "auto" when the store is Redis (on another host), "on", "off" (503, and Twilio may not retry).
+    journal: Literal["auto", "on", "off"] = "auto"
+    journal_path: str | None = None  # None: journal.db beside the SQLite store's default file
+    journal_retry_seconds: float = Field(2.0, gt=0)  # how often a waiting journal is offered to the shared store
+    # The connection overrides to put on every webhook URL (a fragment): how often Twilio retries, and on what.
+    connection_overrides: str = "rc=5&rp=all"
 
 
 class SandboxSettings(_Section):
@@ -396,6 +403,14 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         """The SQLite store's file: ``[store] path`` (``~`` expanded), else :func:`default_store_path`."""
         return Path(self.store.path).expanduser() if self.store.path else default_store_path()
+
+    def journal_path(self) -> Path | None:
+        """The webhooks' journal file, or None when there is none: ``[webhooks] journal`` "on", or "auto" with
+        a Redis store (a SQLite store is on this host's disk already)."""
+        wh = self.webhooks
+        if wh.journal == "off" or (wh.journal == "auto" and self.store_backend() != "redis"):
+            return None
+        return Path(wh.journal_path).expanduser() if wh.journal_path else default_store_path().with_name("journal.db")
 
     def credentials(self) -> tuple[str, str, str] | None:
         """(username, password, account_sid) for the twilio Client; API-key auth preferred when both are given."""

@@ -113,6 +113,10 @@ class Suppression:
         assert key is not None
         wh = self._settings
         try:
+            if self._stores.journal is not None and (yield Call("journal", "holds", (key,))):
+                # A webhook event about this number (a STOP, perhaps) waits in this host's journal for the shared
+                # store: until it is applied, nothing goes to the number.
+                return policies.refuse("store_unavailable", "consent:journal_pending")
             scope = (yield Call("opt_outs", "opted_out_scope", (key, scopes))) if policy.opt_outs_block else None
             window = {"now": self._clock(), "window_seconds": wh.failure_window_seconds}
             suppression = yield Call("failures", "suppression", (key,), {**window, "threshold": wh.failure_threshold})
@@ -128,7 +132,7 @@ class Suppression:
         gate's hot path: the versions read directly (:meth:`clear_mark_steps` is the same, as store calls)."""
         opt_outs, failures = self._stores.opt_outs, self._stores.failures
         read_o, read_f = version_reader(opt_outs, "opt_outs"), version_reader(failures, "failures")
-        if read_o is None or read_f is None:
+        if read_o is None or read_f is None or self._stores.journal is not None:  # a journal: screened every time
             return None
         version = read_o()
         if id(failures) == id(opt_outs):  # one store: its version counts every suppressing write, read it once
@@ -139,7 +143,8 @@ class Suppression:
         """:meth:`clear_mark` as store calls: each version is read as its store is (an async gate reads a
         store that may block in a worker thread, like any of its verbs)."""
         opt_outs, failures = self._stores.opt_outs, self._stores.failures
-        if version_reader(opt_outs, "opt_outs") is None or version_reader(failures, "failures") is None:
+        unversioned = version_reader(opt_outs, "opt_outs") is None or version_reader(failures, "failures") is None
+        if unversioned or self._stores.journal is not None:
             return None
         read_o = yield Call("opt_outs", "suppression_version")
         if id(failures) == id(opt_outs):

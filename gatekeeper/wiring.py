@@ -11,6 +11,7 @@ import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from twilio.rest import Client
@@ -106,6 +107,14 @@ def build_stores(settings: Settings, *, asynchronous: bool = False) -> Stores:
     stores = Stores.using(backend(settings.store_backend()))
     stores.cache = backend(settings.cache_backend())
     stores.closers.extend(store.close for name, store in built.items() if name != "memory")
+    journal_path = settings.journal_path()
+    if journal_path is not None:
+        from gatekeeper.stores.journal import Journal
+
+        if settings.webhooks.journal_path is None:
+            _private_directory(journal_path, "webhooks.journal_path")
+        stores.journal = journal = Journal(journal_path, busy_timeout_ms=settings.store.busy_timeout_ms)
+        stores.closers.append(journal.close)
     try:
         _check_durability(settings, built[settings.store_backend()])
     except ConfigError:
@@ -115,6 +124,15 @@ def build_stores(settings: Settings, *, asynchronous: bool = False) -> Stores:
                 done.close()
         raise
     return stores
+
+
+def _private_directory(path: Path, setting: str) -> None:
+    """Make the default directory of a file Gatekeeper keeps, private to the user (mode 0700)."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        section, key = setting.split(".")
+        raise ConfigError(f"cannot create {path.parent} ({exc.strerror}): set [{section}] {key}", key=setting) from exc
 
 
 def _check_durability(settings: Settings, store: Any) -> None:
@@ -155,12 +173,7 @@ def _backend(settings: Settings, name: str, *, asynchronous: bool) -> Any:
 
         path = settings.store_path()
         if settings.store.path is None:  # the default place is ours to make, private to the user
-            try:
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot create {path.parent} for the store ({exc.strerror}): set [store] path", key="store.path"
-                ) from exc
+            _private_directory(path, "store.path")
         return SQLiteStore(path, busy_timeout_ms=settings.store.busy_timeout_ms, max_audit=settings.audit.max_entries)
     if name == "redis":
         assert settings.redis.url is not None  # Settings refuses a Redis backend without a URL

@@ -162,6 +162,10 @@ def test_serve_mounts_the_webhooks() -> None:
     proc, first = _start(["serve", "--port", str(sock_port), "--public-url", f"http://127.0.0.1:{sock_port}"], env)
     try:
         assert f":{sock_port}/twilio" in first
+        advice = [proc.stdout.readline() for _ in range(5)]  # type: ignore[union-attr]
+        assert "connection overrides" in advice[0]
+        assert f"http://127.0.0.1:{sock_port}/twilio/messages/inbound#rc=5&rp=all" in advice[1]
+        assert "/twilio/calls/status#rc=5&rp=all" in advice[3]
         base = f"http://127.0.0.1:{sock_port}/twilio"
         deadline = time.monotonic() + 10
         while True:

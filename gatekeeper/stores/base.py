@@ -262,6 +262,31 @@ def checked_durability(report: Callable[[], list[Risk]]) -> list[Risk]:
 
 
 @runtime_checkable
+class EventJournal(Protocol):
+    """Webhook events kept on this host until the shared store takes them (see ``gatekeeper.stores.journal``)."""
+
+    def append(
+        self, kind: str, subject: str | None, params: Sequence[tuple[str, str]], token: str | None, body: bytes
+    ) -> int:
+        """Keep one verified event, durably, before the webhook answers 2xx; its sequence number."""
+
+    def pending(self, limit: int = 100) -> list[Any]:
+        """The oldest events waiting (``JournalEntry``), oldest first."""
+
+    def count(self) -> int:
+        """How many events wait."""
+
+    def holds(self, subject: str) -> bool:
+        """Whether an event about ``subject`` (a number's key) waits."""
+
+    def applied(self, seq: int) -> None:
+        """Forget an event the shared store now holds."""
+
+    def replaying(self, ttl_seconds: float) -> AbstractContextManager[bool]:
+        """The lease that lets one process at a time replay."""
+
+
+@runtime_checkable
 class IdempotencyStore(Protocol):
     def claim(self, key: str, fingerprint: str, *, ttl_seconds: float) -> Claim:
         """Atomically claim ``key`` or report the existing claim."""
@@ -333,6 +358,9 @@ class Stores:
     statuses: StatusStore
     rate_limits: RateLimiter
     audit: AuditLog
+    #: Optional: webhook events this host could not store yet (``gatekeeper.stores.journal``); while one about
+    #: a number waits, the gate refuses to send to it.
+    journal: EventJournal | None = None
     closers: list[Any] = field(default_factory=list, repr=False)
 
     @classmethod

@@ -9,7 +9,7 @@ or, the Flask-extension way, ``init_app(app, gate, url_prefix="/twilio")``.
 See ``docs/webhooks.md``.
 """
 
-from gatekeeper.webhooks.blueprint import WebhookState, create_blueprint, init_app
+from gatekeeper.webhooks.blueprint import WebhookState, create_blueprint, init_app, webhook_urls
 from gatekeeper.webhooks.events import ConsentEvent, InboundEvent, StatusEvent
 from gatekeeper.webhooks.keywords import Classification, Classifier, Intent
 
@@ -23,4 +23,5 @@ __all__ = [
     "WebhookState",
     "create_blueprint",
     "init_app",
+    "webhook_urls",
 ]

@@ -17,7 +17,7 @@ progress (Twilio retries).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ from gatekeeper.errors import (
 )
 from gatekeeper.webhooks import request as incoming
 from gatekeeper.webhooks.events import ConsentEvent, EventProcessor, InboundEvent, StatusEvent
+from gatekeeper.webhooks.relay import Relay
 from gatekeeper.webhooks.request import Incoming
 from gatekeeper.webhooks.signature import SignatureVerifier, resolve_tokens
 
@@ -54,6 +55,8 @@ class WebhookState:
     verifier: SignatureVerifier
     processor: EventProcessor
     blueprint_name: str
+    handlers: Mapping[str, Callable[[Incoming], Response]]
+    relay: Relay | None = None  # with a journal: events the store cannot take are journalled, answered 2xx
 
 
 def _text(status: int, message: str) -> Response:
@@ -67,12 +70,15 @@ def _twiml(text: str) -> Response:
     return Response(str(reply), status=200, mimetype="text/xml")
 
 
-def _guarded(state: WebhookState, handle: Callable[[Incoming], Response]) -> Response:
-    """Read and verify the request, run ``handle``, and map every expected failure to its status."""
+def _guarded(state: WebhookState, kind: str) -> Response:
+    """Read and verify the request, process it (through the journal's relay when there is one), and map every
+    expected failure to its status."""
     try:
         limit = state.gate.settings.webhooks.max_body_bytes
         verified = incoming.read(request, state.verifier, max_body_bytes=limit)
-        return handle(verified)
+        if state.relay is not None:
+            return state.relay.handle(kind, verified)
+        return state.handlers[kind](verified)
     except BodyTooLarge:
         return _text(413, "request body too large")
     except InvalidSignature as exc:
@@ -89,6 +95,21 @@ def _guarded(state: WebhookState, handle: Callable[[Incoming], Response]) -> Res
         response = _text(503, "store unavailable; retry")
         response.headers["Retry-After"] = "5"
         return response
+
+
+ROUTES = {
+    "incoming messages (the number's or Messaging Service's webhook)": "/messages/inbound",
+    "message status callbacks ([routing] status_callback)": "/messages/status",
+    "call status callbacks ([routing] call_status_callback)": "/calls/status",
+    "Verify events (optional)": "/verify/events",
+}
+
+
+def webhook_urls(base_url: str, prefix: str, overrides: str) -> dict[str, str]:
+    """The URL to give Twilio for each route: ``base_url`` (the public root) and ``prefix``, with the connection
+    overrides as the fragment, so Twilio retries as they say (by default it retries once, and not every failure)."""
+    fragment = f"#{overrides.lstrip('#')}" if overrides else ""
+    return {what: f"{base_url.rstrip('/')}{prefix}{path}{fragment}" for what, path in ROUTES.items()}
 
 
 def create_blueprint(
@@ -116,23 +137,9 @@ def create_blueprint(
         public_base_url=wh.public_base_url,
         trusted_proxy_hops=wh.trusted_proxy_hops,
         allowed_hosts=wh.allowed_hosts,
+        url_fragment=wh.connection_overrides,
     )
     processor = EventProcessor(gate, on_inbound=on_inbound, on_consent=on_consent, on_status=on_status)
-    state = WebhookState(gate=gate, verifier=verifier, processor=processor, blueprint_name=name)
-    bp = Blueprint(name, __name__)
-
-    def registered(setup: BlueprintSetupState) -> None:
-        app = setup.app
-        if not verifier.pinned and not (app.debug or app.testing):
-            raise ConfigError(
-                "the webhooks would check signatures against the URL the request's Host header names, so a "
-                "request Twilio signed for another of the account's hosts could be replayed here: set [webhooks] "
-                "public_base_url (the public URL of this app) or allowed_hosts (the host names Twilio calls)",
-                key="webhooks.public_base_url",
-            )
-        app.extensions.setdefault(EXTENSION_KEY, state)
-
-    bp.record_once(registered)
 
     def inbound_message(verified: Incoming) -> Response:
         result = processor.inbound(verified)
@@ -150,21 +157,53 @@ def create_blueprint(
         processor.verify_event(verified)
         return _text(200, "ok")
 
+    def journalled(kind: str, verified: Incoming) -> Response:
+        """The answer to an event kept in the journal: what processing it would answer, decided without the store."""
+        if kind == "inbound":
+            reply = processor.reply_without_store(verified)
+            return _twiml(getattr(wh.replies, reply) if reply else "")
+        return _text(200, "ok")
+
+    handlers = {"inbound": inbound_message, "message": message_status, "call": call_status, "verify": verify_event}
+    journal = gate.stores.journal
+    relay = (
+        Relay(journal, processor, handlers, journalled, retry_seconds=wh.journal_retry_seconds)
+        if journal is not None
+        else None
+    )
+    state = WebhookState(
+        gate=gate, verifier=verifier, processor=processor, blueprint_name=name, handlers=handlers, relay=relay
+    )
+    bp = Blueprint(name, __name__)
+
+    def registered(setup: BlueprintSetupState) -> None:
+        app = setup.app
+        if not verifier.pinned and not (app.debug or app.testing):
+            raise ConfigError(
+                "the webhooks would check signatures against the URL the request's Host header names, so a "
+                "request Twilio signed for another of the account's hosts could be replayed here: set [webhooks] "
+                "public_base_url (the public URL of this app) or allowed_hosts (the host names Twilio calls)",
+                key="webhooks.public_base_url",
+            )
+        app.extensions.setdefault(EXTENSION_KEY, state)
+
+    bp.record_once(registered)
+
     @bp.post("/messages/inbound")
     def messages_inbound() -> Response:
-        return _guarded(state, inbound_message)
+        return _guarded(state, "inbound")
 
     @bp.post("/messages/status")
     def messages_status() -> Response:
-        return _guarded(state, message_status)
+        return _guarded(state, "message")
 
     @bp.post("/calls/status")
     def calls_status() -> Response:
-        return _guarded(state, call_status)
+        return _guarded(state, "call")
 
     @bp.post("/verify/events")
     def verify_events() -> Response:
-        return _guarded(state, verify_event)
+        return _guarded(state, "verify")
 
     @bp.get("/healthz")
     def healthz() -> tuple[Response, int]:

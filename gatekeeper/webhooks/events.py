@@ -171,6 +171,20 @@ class EventProcessor:
         phone = phones.normalize(_strip_channel(raw), self.gate.default_country)
         return phone.key if phone.ok else None
 
+    def subject_of(self, kind: str, incoming: Incoming) -> str | None:
+        """Whose number an event is about, as the gate screens it: the writer of an inbound message (raises
+        MalformedEvent for a writer that is no number or address), the recipient of a status; None for Verify."""
+        if kind == "inbound":
+            return self._sender(incoming.get("From"), "From").key
+        if kind in ("message", "call"):
+            return self._maybe_number(incoming.get("To"))
+        return None
+
+    def reply_without_store(self, incoming: Incoming) -> str:
+        """Which configured reply answers an inbound message, decided from its words alone (for an event
+        journalled while the store is down: the reply does not wait for the store)."""
+        return self.reply_for(self.classifier.classify(incoming.params.get("Body", ""), incoming.get("OptOutType")))
+
     # -- consent -------------------------------------------------------------------
     def _consent_event(self, recorded: Recorded, event_sid: str) -> ConsentEvent:
         c = recorded.change

@@ -103,6 +103,7 @@ class SignatureVerifier:
         public_base_url: str | None = None,
         trusted_proxy_hops: int = 0,
         allowed_hosts: Iterable[str] = (),
+        url_fragment: str = "",
     ) -> None:
         self._validators = [RequestValidator(t) for t in tokens]
         if not self._validators:
@@ -110,6 +111,7 @@ class SignatureVerifier:
         self._base = public_base_url.rstrip("/") if public_base_url else None
         self._hops = trusted_proxy_hops
         self._hosts = frozenset(h.lower().rstrip(".") for h in allowed_hosts)
+        self._fragment = url_fragment.lstrip("#")
 
     @property
     def pinned(self) -> bool:
@@ -179,7 +181,7 @@ class SignatureVerifier:
                 text = body.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidSignature("body_not_utf8") from None
-            if any(v.validate(url, text, signature) for v in self._validators):
+            if any(v.validate(u, text, signature) for v in self._validators for u in self._signed(url)):
                 return
             if self._validators[0].compute_hash(text) != expected_hash:
                 raise InvalidSignature("body_hash_mismatch")
@@ -187,8 +189,14 @@ class SignatureVerifier:
         if body and request.mimetype != _FORM:
             # Twilio signs a form's fields, or a JSON body through bodySHA256; anything else is not covered.
             raise InvalidSignature("unsigned_body")
-        if not any(v.validate(url, form, signature) for v in self._validators):
+        if not any(v.validate(u, form, signature) for v in self._validators for u in self._signed(url)):
             raise InvalidSignature("mismatch")
+
+    def _signed(self, url: str) -> tuple[str, ...]:
+        """The URLs Twilio may have signed: the one requested, and, with connection overrides configured, the
+        same with them as its fragment (a server never receives the fragment; Twilio's docs do not say whether
+        the signature covers it, so either is accepted: both are signed with the account's token)."""
+        return (url, f"{url}#{self._fragment}") if self._fragment else (url,)
 
 
 def _hostname(host: str) -> str:

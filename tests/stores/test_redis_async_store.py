@@ -561,7 +561,8 @@ def test_build_stores_asynchronous_gives_async_redis_backends(
         backend = stores.opt_outs
         assert isinstance(backend, AsyncRedisStore)
         assert all(getattr(stores, role) is backend for role in roles)
-        assert stores.closers == [backend.close]
+        assert stores.journal is not None  # a Redis store gets the webhooks' local journal
+        assert stores.closers == [backend.close, stores.journal.close]
         agate = AsyncGatekeeper.from_settings(settings, stores=stores)
         try:
             assert await agate.opt_out(NUMBER) is True

@@ -103,3 +103,19 @@ def test_an_error_inside_the_check_is_a_403(monkeypatch: pytest.MonkeyPatch) -> 
     with app.test_client() as client:
         assert post(client, "/messages/inbound", inbound("STOP"), base_url=OURS).status_code == 403
     assert recorder.inbound == []
+
+
+# -- connection overrides: the URL fragment ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("signed_fragment", "status"),
+    [("", 200), ("#rc=5&rp=all", 200), ("#rc=1", 403)],
+    ids=["without", "with-the-configured-overrides", "with-other-overrides"],
+)
+def test_a_signature_with_or_without_the_configured_fragment_verifies(signed_fragment: str, status: int) -> None:
+    """The fragment never reaches the server, and Twilio's docs do not say whether its signature covers it: the
+    URL as requested and the URL with the configured overrides both verify; any other fragment does not."""
+    app, _, _ = deployed_app(public_base_url=OURS, connection_overrides="rc=5&rp=all")
+    url = f"{OURS}{PREFIX}/messages/inbound"
+    with app.test_client() as client:
+        answer = post(client, "/messages/inbound", inbound("hi"), base_url=OURS, signed_url=url + signed_fragment)
+    assert answer.status_code == status
