@@ -21,14 +21,14 @@ from gatekeeper import channels, pipeline, router
 from gatekeeper import phone as phones
 from gatekeeper import policy as policies
 from gatekeeper.audit import Auditor
-from gatekeeper.errors import GateRefused, InvalidArgument, SendRejected
+from gatekeeper.errors import GateRefused, InvalidArgument, InvalidArgumentType, SendRejected
 from gatekeeper.lookup import LookupConfig, LookupService, Routes
 from gatekeeper.models import Action, Decision, Outcome, Phone, SendRequest
 from gatekeeper.pipeline import Ask
 from gatekeeper.policy import Policy, Verdict
 from gatekeeper.router import Channel
 from gatekeeper.settings import Settings
-from gatekeeper.stores.base import Risk, Stores
+from gatekeeper.stores.base import Call, Erasure, Risk, Stores
 from gatekeeper.suppress import Suppression
 
 OUTCOME = TypeAdapter(Outcome)
@@ -81,7 +81,7 @@ class GateCore:
         )
         self.routes = Routes(self.lookup, s.cache.route_memo_entries)
         self.suppression = Suppression(self.stores, s.webhooks, default_country=self.default_country, clock=clock)
-        self.audit = Auditor(self.stores, s.audit, clock=clock)
+        self.auditor = Auditor(self.stores, s.audit, clock=clock)
         r = s.routing
         send_policy = channels.SendPolicy(max_retries=s.twilio.max_send_retries, sleep=sleep, sleep_async=sleep_async)
         self.channels = channels.registry(
@@ -94,6 +94,38 @@ class GateCore:
         # A pending claim is a short lease, so a process that dies mid-send frees its key soon.
         attempts = s.twilio.max_send_retries + 1
         self._lease_seconds = max(60.0, 2 * attempts * (s.twilio.timeout_ms / 1000 + 5))
+
+    def _audit_query(self, number: str | None, limit: int) -> tuple[str | None, int]:
+        """The pseudonym to look for (None: every record) and how many of the newest records to read."""
+        if not isinstance(limit, int) or limit < 0:
+            raise InvalidArgument("limit must be a non-negative integer")
+        if number is None:
+            return None, limit
+        return self.auditor.digest(self._subject(number, None)), max(limit, self.settings.audit.max_entries)
+
+    @staticmethod
+    def _audit_filtered(records: list[dict[str, Any]], wanted: str | None, limit: int) -> list[dict[str, Any]]:
+        return [r for r in records if wanted is None or r.get("to_hash") == wanted][:limit]
+
+    def _subject(self, number: str, country: str | None) -> str:
+        """The number a record is about (a channel address's number), or InvalidNumber."""
+        return self.suppression.destination(number, country)[0]
+
+    def _erasure(self, number: str, country: str | None) -> list[Call]:
+        """One ``erase`` per distinct store holding the number's records; the process forgets what it holds."""
+        subject = self._subject(number, country)
+        to_hash = self.auditor.digest(subject)
+        calls, seen = [], set()
+        for role in ("opt_outs", "failures", "cache", "statuses", "audit"):
+            backend = getattr(self.stores, role)
+            if id(backend) in seen:
+                continue
+            seen.add(id(backend))
+            if not isinstance(backend, Erasure):
+                raise InvalidArgumentType(f"the {role} store ({type(backend).__name__}) cannot erase a number")
+            calls.append(Call(role, "erase", (subject,), {"to_hash": to_hash, "at": self.clock()}))
+        self.lookup.forget(subject)
+        return calls
 
     def _policy(self, purpose: str) -> Policy:
         try:

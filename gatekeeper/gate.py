@@ -45,7 +45,7 @@ class Gatekeeper(GateCore):
     ``Gatekeeper(twilio_client)`` uses built-in defaults and reads no file or environment;
     :meth:`from_settings` builds everything from :class:`Settings`. Its parts are public and
     named for their step: ``suppression`` (step 2 and the consent writer), ``lookup`` (step 3),
-    ``channels`` (step 5), ``once`` (idempotency), ``audit``, and the ``stores`` under them.
+    ``channels`` (step 5), ``once`` (idempotency), ``auditor``, and the ``stores`` under them.
     """
 
     def __init__(
@@ -136,7 +136,7 @@ class Gatekeeper(GateCore):
         except StopIteration as end:
             decided: pipeline.Decided = end.value
         decision = decided.decision
-        self.audit.record(decision, decided.number, ask.channel, (*decided.marks, time.perf_counter()))
+        self.auditor.record(decision, decided.number, ask.channel, (*decided.marks, time.perf_counter()))
         if decision.cache_hit and decided.phone is not None:
             scopes = self.suppression.scopes(ask.sender, ask.country, pipeline.consent_channel(decided.phone, ask))
             self.routes.keep(key, decision, decided.phone, pol, scopes)
@@ -152,7 +152,8 @@ class Gatekeeper(GateCore):
         else:
             self.routes.cleared(key, route, mark)
         t1 = time.perf_counter()
-        self.audit.record(decision, route.phone.key or decision.to, ask.channel, (t0, t0, t1, t1, time.perf_counter()))
+        number = route.phone.key or decision.to
+        self.auditor.record(decision, number, ask.channel, (t0, t0, t1, t1, time.perf_counter()))
         return decision
 
     def _enrich(self, phone: Phone, pol: Policy) -> tuple[PhoneFacts, str | None]:
@@ -307,6 +308,19 @@ class Gatekeeper(GateCore):
     def health(self) -> dict[str, Any]:
         """Whether the stores answer, and how they may lose an opt-out (see ``core.health_report``)."""
         return health_report(self.stores.health(), self.stores.durability())
+
+    def audit(self, number: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest audit records (masked number, keyed hash, facts, reasons), newest first: all, or ``number``'s
+        among the newest ``[audit] max_entries``."""
+        wanted, scan = self._audit_query(number, limit)
+        return self._audit_filtered(self.stores.audit.recent(scan), wanted, limit)
+
+    def erase(self, number: str, *, country: str | None = None) -> None:
+        """Forget ``number`` (an erasure request): its Lookup answers, consent history, failures, statuses and audit
+        records, here and in the stores; what stays is a do-not-contact tombstone (an account-wide opt-out, kept
+        under a keyed hash), so it is never messaged again. Raises InvalidArgumentType when a store cannot erase."""
+        for call in self._erasure(number, country):
+            getattr(getattr(self.stores, call.role), call.verb)(*call.args, **call.kwargs)
 
 
 __all__ = ["Gatekeeper"]

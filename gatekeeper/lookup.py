@@ -38,7 +38,7 @@ from gatekeeper.phone import mask
 from gatekeeper.policy import Policy
 from gatekeeper.retries import Backoff, TransientError, call_with_retries, parse_retry_after
 from gatekeeper.settings import Settings
-from gatekeeper.stores.base import CachedLookup, Call, LookupCache, Steps, lookup_key, run
+from gatekeeper.stores.base import CachedLookup, Call, LookupCache, Steps, lookup_key, lookup_prefix, run
 
 log = logging.getLogger("gatekeeper.lookup")
 
@@ -331,6 +331,12 @@ class LookupService:
             else self.config.positive_ttl_seconds
         )
         return facts, entry, ttl
+
+    def forget(self, e164: str) -> None:
+        """Drop what this process holds about ``e164`` (an erasure): its routes go with it (they need the facts)."""
+        prefix = lookup_prefix(e164)
+        for key in [k for k in self._memo if k.startswith(prefix)]:
+            self._memo.pop(key, None)
 
     def filled(self, key: str, entry: CachedLookup) -> None:
         """This process fetched ``entry``: what it held for the number is older now, the next decision uses this."""

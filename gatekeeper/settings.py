@@ -274,6 +274,7 @@ class AuditSettings(_Section):
     hash_key_env: str | None = None  # name of an env var holding a key for the number pseudonyms
     hash_key: SecretStr | None = None
     max_entries: int = Field(10_000, gt=0)
+    retention_seconds: int | None = Field(90 * 86_400, gt=0)  # records older than this are dropped; None: kept
 
 
 class Replies(_Section):

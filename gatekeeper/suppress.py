@@ -170,7 +170,7 @@ class Suppression:
         verdict = yield from self.screen_steps(phone, policy, scopes)
         return verdict, (now if verdict is None else None)
 
-    def _destination(self, number: str, country: str | None) -> tuple[str, str | None]:
+    def destination(self, number: str, country: str | None) -> tuple[str, str | None]:
         """The key ``number``'s consent is kept under and the channel with opt-outs of its own, or InvalidNumber."""
         phone = phones.normalize(number, country or self._default_country)
         if not phone.ok or phone.key is None:
@@ -196,7 +196,7 @@ class Suppression:
     def set_consent_steps(
         self, number: str, opted_out: bool, sender: str | None, country: str | None, source: str
     ) -> Steps[bool]:
-        key, channel = self._destination(number, country)
+        key, channel = self.destination(number, country)
         scope = self.scope_of(sender, country, channel)
         recorded = yield from self.record_consent_steps(key, scope, opted_out, source, once_per_source=False)
         return recorded.changed
@@ -205,7 +205,7 @@ class Suppression:
         return run(self._stores, self.is_opted_out_steps(number, sender, country))
 
     def is_opted_out_steps(self, number: str, sender: str | None, country: str | None) -> Steps[bool]:
-        key, channel = self._destination(number, country)
+        key, channel = self.destination(number, country)
         scope = yield Call("opt_outs", "opted_out_scope", (key, self.scopes(sender, country, channel)))
         return scope is not None
 

@@ -168,13 +168,19 @@ def _check_durability(settings: Settings, store: Any) -> None:
 
 
 def _backend(settings: Settings, name: str, *, asynchronous: bool) -> Any:
+    keep = settings.audit.retention_seconds  # how long audit records are kept (None: until the ring is full)
     if name == "sqlite":
         from gatekeeper.stores.sqlite import SQLiteStore
 
         path = settings.store_path()
         if settings.store.path is None:  # the default place is ours to make, private to the user
             _private_directory(path, "store.path")
-        return SQLiteStore(path, busy_timeout_ms=settings.store.busy_timeout_ms, max_audit=settings.audit.max_entries)
+        return SQLiteStore(
+            path,
+            busy_timeout_ms=settings.store.busy_timeout_ms,
+            max_audit=settings.audit.max_entries,
+            audit_max_age_seconds=keep,
+        )
     if name == "redis":
         assert settings.redis.url is not None  # Settings refuses a Redis backend without a URL
         url, prefix = settings.redis.url.get_secret_value(), settings.redis.key_prefix
@@ -182,13 +188,15 @@ def _backend(settings: Settings, name: str, *, asynchronous: bool) -> Any:
         if asynchronous:
             from gatekeeper.stores.redis_async import AsyncRedisStore
 
-            return AsyncRedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout)
+            return AsyncRedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout, audit_max_age_seconds=keep)
         from gatekeeper.stores.redis import RedisStore
 
-        return RedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout)
+        return RedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout, audit_max_age_seconds=keep)
     from gatekeeper.stores.memory import MemoryStore
 
-    return MemoryStore(max_entries=settings.cache.max_entries, max_audit=settings.audit.max_entries)
+    return MemoryStore(
+        max_entries=settings.cache.max_entries, max_audit=settings.audit.max_entries, audit_max_age_seconds=keep
+    )
 
 
 @contextmanager

@@ -222,6 +222,28 @@ def drop_prefix(url: str, prefix: str) -> None:
         conn.close()
 
 
+def stored_redis_text(url: str, prefix: str) -> str:
+    """Everything a Redis holds under ``prefix`` as text, one line per key: its name, type and whole value (strings,
+    hashes, lists, sets, sorted sets with scores, streams with their IDs). A type it cannot read fails loudly, so a
+    test asserting something is *not* stored cannot pass by reading nothing."""
+    readers: dict[str, Callable[[redis.Redis, bytes], Any]] = {
+        "string": lambda r, k: r.get(k),
+        "hash": lambda r, k: r.hgetall(k),
+        "list": lambda r, k: r.lrange(k, 0, -1),
+        "set": lambda r, k: sorted(r.smembers(k)),
+        "zset": lambda r, k: r.zrange(k, 0, -1, withscores=True),
+        "stream": lambda r, k: r.xrange(k),
+    }
+    with redis.Redis.from_url(url, socket_timeout=2) as conn:
+        lines = []
+        for key in sorted(conn.scan_iter(match=f"{prefix}*", count=500)):
+            kind = conn.type(key).decode()
+            if kind == "none":  # expired between SCAN and TYPE
+                continue
+            lines.append(f"{key!r} {kind} {readers[kind](conn, key)!r}")
+        return "\n".join(lines)
+
+
 def run_threads(n: int, target: Callable[[int], Any]) -> list[Any]:
     """Run ``target(i)`` in ``n`` threads released at once; returns results (or exceptions) in order."""
     barrier = threading.Barrier(n)

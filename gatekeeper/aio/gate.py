@@ -157,11 +157,12 @@ class AsyncGatekeeper(GateCore):
             return local_facts(phone), exc.reason
 
     async def _audit(self, decision: Decision, number: str, channel: str | None, marks: Any) -> None:
-        entry = self.audit.entry(decision, number, channel, marks)
-        if entry is None:
-            return
         try:
-            await self.awaited.call(Call("audit", "record", (entry,)))
+            if self.auditor.needs_key:  # once per process: the store's pseudonym key, read off the event loop
+                await self.awaited.run(self.auditor.key_steps())
+            entry = self.auditor.entry(decision, number, channel, marks)
+            if entry is not None:
+                await self.awaited.call(Call("audit", "record", (entry,)))
         except StoreUnavailable as exc:
             log.warning("audit record dropped: %s", exc)
 
@@ -308,6 +309,21 @@ class AsyncGatekeeper(GateCore):
     async def health(self) -> dict[str, Any]:
         """Whether the stores answer, and how they may lose an opt-out; see ``Gatekeeper.health``."""
         return health_report(await self.awaited.health(), await self.awaited.durability())
+
+    async def audit(self, number: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest audit records, masked; see ``Gatekeeper.audit``."""
+        if self.auditor.needs_key:
+            await self.awaited.run(self.auditor.key_steps())
+        wanted, scan = self._audit_query(number, limit)
+        records: list[dict[str, Any]] = await self.awaited.call(Call("audit", "recent", (scan,)))
+        return self._audit_filtered(records, wanted, limit)
+
+    async def erase(self, number: str, *, country: str | None = None) -> None:
+        """Forget a number but keep it uncontactable; see ``Gatekeeper.erase``."""
+        if self.auditor.needs_key:
+            await self.awaited.run(self.auditor.key_steps())
+        for call in self._erasure(number, country):
+            await self.awaited.call(call)
 
 
 def _import_sdk(client: Client) -> tuple[object, ...]:

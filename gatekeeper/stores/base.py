@@ -5,24 +5,28 @@ backend (one Redis command or one Lua script), so callers cannot build
 check-then-act races out of them. Times are epoch seconds passed in by the
 caller, so tests drive a fake clock.
 
-Key layout (Redis; the memory store uses the same strings). Every key carries
-the phone number or SID as a ``{hash tag}`` so one number's keys live on one
-Redis Cluster slot::
+Key layout (Redis; the memory store keys its maps by the same identifiers). Every key carries a
+``{hash tag}`` so the keys of one number, subject, SID or to_hash live on one Redis Cluster slot. A number's
+consent, failures and suppression are filed under its ``subject`` (:func:`subject_key`: a keyed hash, so the store
+does not name the number); only the Lookup cache, which sending needs, holds the number itself::
 
+    {prefix}secret:{name}                               32 random bytes, made once (SET NX): see SecretKeeper
     {prefix}lookup:v2:{e164}:{fields_hash}:{country}   cached Lookup answer
     {prefix}fill:{...same...}                           single-flight lock for that answer
-    {prefix}optout:{e164}                               hash  scope -> change record
-    {prefix}consent:{e164}                              list  consent history, newest first
-    {prefix}fail:{e164}                                 zset  failure event -> time
-    {prefix}supp:{e164}                                 suppression marker (TTL)
+    {prefix}optout:{subject}                            hash  scope -> change record
+    {prefix}consent:{subject}                           list  consent history, newest first (no number in it)
+    {prefix}fail:{subject}                              zset  failure event -> time
+    {prefix}supp:{subject}                              suppression marker (TTL)
     {prefix}idem:{key}                                  idempotency claim
     {prefix}status:{sid}                                latest delivery status
+    {prefix}status_by:{to_hash}                         set   the SIDs of that to_hash's statuses (erasure's index)
     {prefix}rate:{bucket}                               GCRA theoretical arrival time
     {prefix}audit                                       stream of decision records
 """
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import logging
 from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
@@ -98,7 +102,12 @@ def run(stores: object, steps: Steps[T]) -> T:
 
 def lookup_key(e164: str, fields_hash: str, country: str) -> str:
     """The cache key of one Lookup answer (without the store's prefix)."""
-    return f"lookup:v2:{{{e164}}}:{fields_hash}:{country}"
+    return f"{lookup_prefix(e164)}{fields_hash}:{country}"
+
+
+def lookup_prefix(e164: str) -> str:
+    """What every cache key of ``e164``'s Lookup answers starts with (an erasure finds them by it)."""
+    return f"lookup:v2:{{{e164}}}:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +268,34 @@ def checked_durability(report: Callable[[], list[Risk]]) -> list[Risk]:
         return report()
     except StoreUnavailable as exc:
         return [unchecked(exc)]
+
+
+@runtime_checkable
+class SecretKeeper(Protocol):
+    """Optional: a store that keeps secrets for the processes sharing it (the audit's pseudonym key)."""
+
+    def secret(self, name: str) -> bytes:
+        """32 random bytes kept under ``name``, made on first use; the same for every process sharing the store."""
+
+
+@runtime_checkable
+class Erasure(Protocol):
+    """Optional: a store that can forget one number (a data-subject erasure request)."""
+
+    def erase(self, e164: str, *, to_hash: str, at: float) -> None:
+        """Forget ``e164``: its Lookup answers, consent history, failures and suppression, and the statuses and
+        audit records under ``to_hash`` (the audit's pseudonym of it); keep a do-not-contact tombstone, an
+        account-wide opt-out with source ``erased`` at ``at``."""
+
+
+def subject_key(secret: bytes, e164: str) -> str:
+    """How a store keys a number's consent, failures and suppression: a keyed hash (HMAC-SHA256 under the store's
+    ``consent`` secret), so what it holds does not name the number."""
+    return hmac.digest(secret, e164.encode(), "sha256").hex()[:40]
+
+
+#: The source of the consent change :meth:`Erasure.erase` leaves behind.
+ERASED = "erased"
 
 
 @runtime_checkable

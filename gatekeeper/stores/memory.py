@@ -16,12 +16,21 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar
 
 from gatekeeper.errors import InvalidArgument, StoreUnavailable
 from gatekeeper.models import AuditEntry, StatusRecord
-from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange, Risk
+from gatekeeper.stores.base import (
+    ACCOUNT_SCOPE,
+    ERASED,
+    CachedLookup,
+    Claim,
+    ConsentChange,
+    Risk,
+    lookup_prefix,
+    subject_key,
+)
 
 V = TypeVar("V")
 
@@ -80,6 +89,7 @@ class MemoryStore:
         max_entries: int = 100_000,
         max_opt_outs: int = 1_000_000,
         max_audit: int = 10_000,
+        audit_max_age_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_entries < 1:
@@ -99,7 +109,9 @@ class MemoryStore:
         self._status_rank: dict[str, int] = {}
         self._rates: _LRU[float] = _LRU(max_entries, clock)
         self._audit: deque[AuditEntry] = deque(maxlen=max_audit)
+        self._audit_max_age = audit_max_age_seconds
         self._suppressing_writes = 0  # see suppression_version
+        self._secrets: dict[str, bytes] = {}
 
     def durability(self) -> list[Risk]:
         """Everything here lives in this process: for tests and explicit use, not for consent in production."""
@@ -138,6 +150,16 @@ class MemoryStore:
                 else:
                     self._fill_locks[key] = (lock, users - 1)
 
+    # -- secrets and subjects -------------------------------------------------------
+    def secret(self, name: str) -> bytes:
+        """Random per store object: this store lives in one process."""
+        with self._lock:
+            return self._secrets.setdefault(name, secrets.token_bytes(32))
+
+    def _subject(self, e164: str) -> str:
+        """The key of a number's consent, failures and suppression (see ``stores.base.subject_key``)."""
+        return subject_key(self.secret("consent"), e164)
+
     # -- opt-outs -------------------------------------------------------------------
     def _note_consent(self, change: ConsentChange) -> None:
         history = self._consent.get(change.e164)
@@ -147,32 +169,34 @@ class MemoryStore:
         self._consent.put(change.e164, history, 10 * 365 * 86400)
 
     def opt_out(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
+        subject = self._subject(e164)
         with self._lock:
-            scopes = self._opt_outs.get(e164)
+            scopes = self._opt_outs.get(subject)
             if scopes is None:
                 if len(self._opt_outs) >= self._max_opt_outs:
                     raise StoreUnavailable(
                         f"memory store holds {self._max_opt_outs} opted-out numbers; use the Redis store"
                     )
-                scopes = self._opt_outs[e164] = {}
+                scopes = self._opt_outs[subject] = {}
             changed = scope not in scopes
             self._suppressing_writes += 1
-            change = ConsentChange(e164=e164, scope=scope, opted_out=True, source=source, at=at)
+            change = ConsentChange(e164=subject, scope=scope, opted_out=True, source=source, at=at)
             scopes[scope] = change
             self._note_consent(change)
             return changed
 
     def opt_in(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
+        subject = self._subject(e164)
         with self._lock:
-            scopes = self._opt_outs.get(e164, {})
+            scopes = self._opt_outs.get(subject, {})
             if scope == ACCOUNT_SCOPE:
                 changed = bool(scopes)
-                self._opt_outs.pop(e164, None)
+                self._opt_outs.pop(subject, None)
             else:
                 changed = scopes.pop(scope, None) is not None
                 if not scopes:
-                    self._opt_outs.pop(e164, None)
-            self._note_consent(ConsentChange(e164=e164, scope=scope, opted_out=False, source=source, at=at))
+                    self._opt_outs.pop(subject, None)
+            self._note_consent(ConsentChange(e164=subject, scope=scope, opted_out=False, source=source, at=at))
             return changed
 
     def suppression_version(self) -> int:
@@ -180,50 +204,78 @@ class MemoryStore:
         return self._suppressing_writes
 
     def opted_out_scope(self, e164: str, scopes: Sequence[str]) -> str | None:
+        subject = self._subject(e164)
         with self._lock:
-            have = self._opt_outs.get(e164)
+            have = self._opt_outs.get(subject)
             if not have:
                 return None
             return next((s for s in scopes if s in have), None)
 
     def consent_history(self, e164: str, *, limit: int = 50) -> list[ConsentChange]:
+        subject = self._subject(e164)
         with self._lock:
-            history = self._consent.get(e164)
-            return list(history)[:limit] if history else []
+            history = self._consent.get(subject)
+            return [replace(c, e164=e164) for c in list(history)[:limit]] if history else []
 
     # -- delivery failures and suppression -----------------------------------------
     def record_failure(self, e164: str, event_id: str, *, at: float, window_seconds: float) -> int:
+        subject = self._subject(e164)
         with self._lock:
-            events = self._failures.get(e164) or {}
+            events = self._failures.get(subject) or {}
             self._suppressing_writes += 1
             events.setdefault(event_id, at)
             cutoff = at - window_seconds
             events = {k: t for k, t in events.items() if t > cutoff}
-            self._failures.put(e164, events, window_seconds)
+            self._failures.put(subject, events, window_seconds)
             return len(events)
 
     def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
+        subject = self._subject(e164)
         with self._lock:
             # Expiry is judged against the caller's ``now`` (as the failure window is), so a fake clock drives it.
             self._suppressing_writes += 1
-            self._suppressed.put(e164, (at + ttl_seconds, reason), float("inf"))
+            self._suppressed.put(subject, (at + ttl_seconds, reason), float("inf"))
 
     def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
+        subject = self._subject(e164)
         with self._lock:
-            marker = self._suppressed.get(e164)
+            marker = self._suppressed.get(subject)
             if marker is not None and marker[0] > now:
                 return f"suppressed:{marker[1]}"
-            events = self._failures.get(e164)
+            events = self._failures.get(subject)
             if not events:
                 return None
             count = sum(1 for t in events.values() if t > now - window_seconds)
             return f"failures:{count}" if count >= threshold else None
 
     def lift_suppression(self, e164: str) -> bool:
+        subject = self._subject(e164)
         with self._lock:
-            had_supp = self._suppressed.pop(e164) is not None
-            had_fail = self._failures.pop(e164) is not None
+            had_supp = self._suppressed.pop(subject) is not None
+            had_fail = self._failures.pop(subject) is not None
             return had_supp or had_fail
+
+    # -- erasure --------------------------------------------------------------------
+    def erase(self, e164: str, *, to_hash: str, at: float) -> None:
+        """Forget the number (see ``stores.base.Erasure``), keeping a do-not-contact tombstone."""
+        subject = self._subject(e164)
+        prefix = lookup_prefix(e164)
+        with self._lock:
+            for key in [k for k in self._lookups._data if k.startswith(prefix)]:
+                self._lookups.pop(key)
+            self._consent.pop(subject)
+            self._failures.pop(subject)
+            self._suppressed.pop(subject)
+            for sid in [s for s, (_, r) in self._statuses._data.items() if r.to_hash == to_hash]:
+                self._statuses.pop(sid)
+                self._status_rank.pop(sid, None)
+            kept = [e for e in self._audit if e.to_hash != to_hash]
+            self._audit.clear()
+            self._audit.extend(kept)
+            tombstone = ConsentChange(e164=subject, scope=ACCOUNT_SCOPE, opted_out=True, source=ERASED, at=at)
+            self._opt_outs[subject] = {ACCOUNT_SCOPE: tombstone}
+            self._note_consent(tombstone)
+            self._suppressing_writes += 1
 
     # -- idempotency ---------------------------------------------------------------
     def claim(self, key: str, fingerprint: str, *, ttl_seconds: float) -> Claim:
@@ -302,8 +354,17 @@ class MemoryStore:
     def record(self, entry: AuditEntry) -> None:
         with self._lock:
             self._audit.append(entry)  # immutable: kept as is, formatted only when read
+            self._expire_audit()
+
+    def _expire_audit(self) -> None:
+        """Drop records past the retention (oldest first: the ring is in time order)."""
+        if self._audit_max_age is not None:
+            cutoff = self._clock() - self._audit_max_age
+            while self._audit and self._audit[0].at < cutoff:
+                self._audit.popleft()
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
+            self._expire_audit()
             newest = list(self._audit)[-limit:][::-1] if limit > 0 else []
         return [e.as_dict() for e in newest]

@@ -10,12 +10,18 @@ Each verb is written once, as a generator that yields the Redis commands it need
 into the verb's result. :class:`RedisStore` carries the commands out with redis-py's
 blocking client, :class:`~gatekeeper.stores.redis_async.AsyncRedisStore` with
 ``redis.asyncio``: the logic and the key layout cannot drift apart.
+
+A number's opt-outs, consent history, failures and suppression are filed under its subject key (a keyed hash,
+``stores.base.subject_key``, under the ``consent`` secret kept in Redis), never under the number: the verbs that
+need it ask for the secret first (:meth:`RedisVerbs._secret`), one round trip per store object, ever. The key
+layout is in ``stores.base``'s docstring.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -27,7 +33,16 @@ from redis.exceptions import LockError, RedisError
 
 from gatekeeper.errors import InvalidArgument, StoreUnavailable
 from gatekeeper.models import AuditEntry, StatusRecord
-from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange, Risk
+from gatekeeper.stores.base import (
+    ACCOUNT_SCOPE,
+    ERASED,
+    CachedLookup,
+    Claim,
+    ConsentChange,
+    Risk,
+    lookup_prefix,
+    subject_key,
+)
 
 _CACHED = TypeAdapter(CachedLookup)
 _CONSENT_HISTORY = 50
@@ -85,6 +100,20 @@ redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_
 return math.floor(wait * 1e6)
 """
 
+# KEYS[1] audit stream; ARGV: record json, max entries, max age ms or ''. The stream ID and the retention cutoff
+# are both Redis's clock (see RedisVerbs._record); with a retention the stream expires when its newest record ages out.
+_RECORD = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
+if ARGV[3] ~= '' then
+  local cutoff = tonumber(string.match(id, '^%d+')) - tonumber(ARGV[3])
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', cutoff))
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return id
+"""
+#: Erasure reads the audit stream this many records at a time.
+_AUDIT_PAGE = 1000
+
 
 class Op(NamedTuple):
     """One Redis command (``name`` is the client's method), or ``script:<name>`` with ``keys`` and ``args``."""
@@ -108,6 +137,7 @@ SCRIPTS = {
     "settle": _SETTLE,
     "apply_status": _APPLY_STATUS,
     "reserve": _RESERVE,
+    "record": _RECORD,
 }
 
 
@@ -119,6 +149,11 @@ def _script(name: str, key: str, *args: Any) -> Op:
     return Op(f"script:{name}", (), {"keys": [key], "args": list(args)})
 
 
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a SCAN MATCH pattern (``{`` and ``}`` are literal there already)."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
 def unavailable(exc: RedisError) -> StoreUnavailable:
     """redis-py's error as the one kind callers handle."""
     return StoreUnavailable(f"Redis store unavailable: {type(exc).__name__}: {exc}")
@@ -127,9 +162,13 @@ def unavailable(exc: RedisError) -> StoreUnavailable:
 class RedisVerbs:
     """The store's verbs as Redis commands, and the key layout; no connection (see the module docstring)."""
 
-    def __init__(self, *, prefix: str, audit_max: int) -> None:
+    def __init__(self, *, prefix: str, audit_max: int, audit_max_age_seconds: float | None = None) -> None:
+        if audit_max_age_seconds is not None and audit_max_age_seconds <= 0:
+            raise InvalidArgument("audit_max_age_seconds must be > 0 (or None: kept until audit_max pushes it out)")
         self._p = prefix
         self._audit_max = audit_max
+        self._audit_max_age = audit_max_age_seconds
+        self._secrets: dict[str, bytes] = {}  # name -> secret, as Redis keeps it: read once per store object
 
     def _k(self, kind: str, ident: str) -> str:
         return f"{self._p}{kind}:{{{ident}}}"
@@ -142,17 +181,35 @@ class RedisVerbs:
     def _put_lookup(self, key: str, entry: CachedLookup, ttl_seconds: float) -> Verb:
         yield Op("set", (self._p + key, _CACHED.dump_json(entry)), {"px": _ms(ttl_seconds)})
 
+    # -- secrets and subjects -------------------------------------------------------
+    def _secret(self, name: str) -> Generator[Op | Pipe, Any, bytes]:
+        """The secret ``name``: made by whichever process asks first (SET NX), then read back in the same round trip,
+        so every process gets the winner's; cached, since it never changes. Not a MULTI: a secret is never
+        rewritten or deleted, so the GET after the SET NX on one connection reads the one value there is."""
+        kept = self._secrets.get(name)
+        if kept is None:
+            key = self._k("secret", name)
+            _, kept = yield Pipe((Op("set", (key, secrets.token_bytes(32)), {"nx": True}), Op("get", (key,))))
+            self._secrets[name] = kept = bytes(kept)
+        return kept
+
+    def _subject(self, e164: str) -> Generator[Op | Pipe, Any, str]:
+        """The key a number's consent, failures and suppression are filed under (``stores.base.subject_key``)."""
+        return subject_key((yield from self._secret("consent")), e164)
+
     # -- opt-outs -------------------------------------------------------------------
     def _opt_out(self, e164: str, scope: str, source: str, at: float) -> Verb:
+        subject = yield from self._subject(e164)
         change = json.dumps({"scope": scope, "opted_out": True, "source": source, "at": at})
-        history = self._k("consent", e164)
-        hset = Op("hset", (self._k("optout", e164), scope, change))
+        history = self._k("consent", subject)
+        hset = Op("hset", (self._k("optout", subject), scope, change))
         added, *_ = yield Pipe((hset, *self._history(history, change)), transaction=True)
         return bool(added)
 
     def _opt_in(self, e164: str, scope: str, source: str, at: float) -> Verb:
+        subject = yield from self._subject(e164)
         change = json.dumps({"scope": scope, "opted_out": False, "source": source, "at": at})
-        key, history = self._k("optout", e164), self._k("consent", e164)
+        key, history = self._k("optout", subject), self._k("consent", subject)
         lift = Op("delete", (key,)) if scope == ACCOUNT_SCOPE else Op("hdel", (key, scope))
         removed, *_ = yield Pipe((lift, *self._history(history, change)), transaction=True)
         return bool(removed)
@@ -164,12 +221,14 @@ class RedisVerbs:
     def _opted_out_scope(self, e164: str, scopes: Sequence[str]) -> Verb:
         if not scopes:
             return None
-        found = yield Op("hmget", (self._k("optout", e164), list(scopes)))
+        subject = yield from self._subject(e164)
+        found = yield Op("hmget", (self._k("optout", subject), list(scopes)))
         return next((s for s, v in zip(scopes, found, strict=False) if v is not None), None)
 
     def _consent_history(self, e164: str, limit: int) -> Verb:
-        rows = yield Op("lrange", (self._k("consent", e164), 0, max(limit, 1) - 1))
-        out = []
+        subject = yield from self._subject(e164)
+        rows = yield Op("lrange", (self._k("consent", subject), 0, max(limit, 1) - 1))
+        out = []  # the records hold no number: each is told of the one asked about
         for raw in rows:
             d = json.loads(raw)
             out.append(ConsentChange(e164, d["scope"], d["opted_out"], d["source"], d["at"]))
@@ -177,23 +236,65 @@ class RedisVerbs:
 
     # -- delivery failures and suppression -----------------------------------------
     def _record_failure(self, e164: str, event_id: str, at: float, window_seconds: float) -> Verb:
-        count = yield _script("record_failure", self._k("fail", e164), event_id, at, window_seconds)
+        subject = yield from self._subject(e164)
+        count = yield _script("record_failure", self._k("fail", subject), event_id, at, window_seconds)
         return int(count)
 
     def _suppress(self, e164: str, ttl_seconds: float, reason: str) -> Verb:
-        yield Op("set", (self._k("supp", e164), reason), {"px": _ms(ttl_seconds)})
+        subject = yield from self._subject(e164)
+        yield Op("set", (self._k("supp", subject), reason), {"px": _ms(ttl_seconds)})
 
     def _suppression(self, e164: str, now: float, window_seconds: float, threshold: int) -> Verb:
-        marker = Op("get", (self._k("supp", e164),))
-        failures = Op("zcount", (self._k("fail", e164), f"({now - window_seconds}", "+inf"))
+        subject = yield from self._subject(e164)
+        marker = Op("get", (self._k("supp", subject),))
+        failures = Op("zcount", (self._k("fail", subject), f"({now - window_seconds}", "+inf"))
         reason, count = yield Pipe((marker, failures))
         if reason is not None:
             return f"suppressed:{reason.decode()}"
         return f"failures:{count}" if int(count) >= threshold else None
 
     def _lift_suppression(self, e164: str) -> Verb:
-        removed = yield Op("delete", (self._k("supp", e164), self._k("fail", e164)))
+        subject = yield from self._subject(e164)
+        removed = yield Op("delete", (self._k("supp", subject), self._k("fail", subject)))
         return bool(removed)
+
+    # -- erasure --------------------------------------------------------------------
+    def _erase(self, e164: str, to_hash: str, at: float) -> Verb:
+        """Forget the number (see ``stores.base.Erasure``). The tombstone comes first, in one MULTI with the deletion
+        of the subject's keys (one slot): should a later step fail, the number is already uncontactable and a retry
+        finishes the rest. Each step is idempotent."""
+        subject = yield from self._subject(e164)
+        optout, history = self._k("optout", subject), self._k("consent", subject)
+        tombstone = json.dumps({"scope": ACCOUNT_SCOPE, "opted_out": True, "source": ERASED, "at": at})
+        forget = Op("delete", (optout, history, self._k("fail", subject), self._k("supp", subject)))
+        keep = (Op("hset", (optout, ACCOUNT_SCOPE, tombstone)), Op("lpush", (history, tombstone)))
+        yield Pipe((forget, *keep), transaction=True)
+        # The Lookup answers (SCAN, never KEYS), with the keys that filed this number's consent under the number
+        # itself before it was keyed by subject: all share the number's slot.
+        doomed = [self._k(kind, e164) for kind in ("optout", "consent", "fail", "supp")]
+        match, cursor = glob_escape(self._p + lookup_prefix(e164)) + "*", None
+        while cursor != 0:
+            cursor, keys = yield Op("scan", (cursor or 0,), {"match": match, "count": 1000})
+            doomed.extend(keys)
+        yield Op("delete", tuple(doomed))
+        index = self._k("status_by", to_hash)
+        sids = yield Op("smembers", (index,))
+        if sids:  # one DEL per status: they live on different slots
+            gone = [Op("delete", (self._k("status", sid.decode()),)) for sid in sids]
+            yield Pipe((*gone, Op("srem", (index, *sids))))  # SREM, not DEL: a sid indexed meanwhile stays
+        yield from self._forget_audit(to_hash)
+
+    def _forget_audit(self, to_hash: str) -> Verb:
+        """XDEL every audit record of ``to_hash``, reading the capped stream newest first a page at a time."""
+        stream, top, needle = f"{self._p}audit", "+", to_hash.encode()
+        while True:
+            rows = yield Op("xrevrange", (stream,), {"max": top, "count": _AUDIT_PAGE})
+            mine = [i for i, f in rows if needle in f[b"e"] and json.loads(f[b"e"]).get("to_hash") == to_hash]
+            if mine:
+                yield Op("xdel", (stream, *mine))
+            if len(rows) < _AUDIT_PAGE:
+                return
+            top = "(" + rows[-1][0].decode()
 
     # -- idempotency ---------------------------------------------------------------
     def _claim(self, key: str, fingerprint: str, ttl_seconds: float) -> Verb:
@@ -217,7 +318,12 @@ class RedisVerbs:
         self, sid: str, status: str, rank: int, *, error_code: int | None, at: float, to_hash: str | None, ttl: float
     ) -> Verb:
         code = "" if error_code is None else error_code
-        applied = yield _script("apply_status", self._k("status", sid), rank, status, code, at, to_hash or "", _ms(ttl))
+        apply = _script("apply_status", self._k("status", sid), rank, status, code, at, to_hash or "", _ms(ttl))
+        if not to_hash:
+            return bool((yield apply))
+        # The index erasure reads, in the same round trip (not the script: another slot), kept as long as the status.
+        index = self._k("status_by", to_hash)
+        applied, *_ = yield Pipe((apply, Op("sadd", (index, sid)), Op("pexpire", (index, _ms(ttl)))))
         return bool(applied)
 
     def _status_of(self, sid: str) -> Verb:
@@ -243,13 +349,23 @@ class RedisVerbs:
 
     # -- audit ---------------------------------------------------------------------
     def _record(self, entry: AuditEntry) -> Verb:
+        """Append, trimming to ``audit_max`` (about) and, exactly, to ``audit_max_age_seconds``. Age is judged on
+        Redis's clock, as the stream ID is: not on ``entry.at`` (the recording host's clock), since IDs must grow
+        and hosts' clocks differ; a skewed host can neither trim fresh records nor keep stale ones."""
         record = json.dumps(entry.as_dict(), default=str)
-        yield Op("xadd", (f"{self._p}audit", {"e": record}), {"maxlen": self._audit_max, "approximate": True})
+        age = "" if self._audit_max_age is None else _ms(self._audit_max_age)
+        yield _script("record", f"{self._p}audit", record, self._audit_max, age)
 
     def _recent(self, limit: int) -> Verb:
         if limit <= 0:
             return []
-        rows = yield Op("xrevrange", (f"{self._p}audit",), {"count": limit})
+        read = Op("xrevrange", (f"{self._p}audit",), {"count": limit})
+        if self._audit_max_age is None:
+            rows = yield read
+        else:  # records past the retention but not yet trimmed (no record since) are not shown
+            (seconds, micros), rows = yield Pipe((Op("time"), read))
+            cutoff = seconds * 1000 + micros // 1000 - _ms(self._audit_max_age)
+            rows = [(i, f) for i, f in rows if int(i.split(b"-")[0]) >= cutoff]
         return [json.loads(fields[b"e"]) for _, fields in rows]
 
 
@@ -285,8 +401,8 @@ def durability_risks(info: dict[str, Any], save: str | None) -> list[Risk]:
         risks.append(
             Risk(
                 f"eviction:{policy}",
-                f"maxmemory-policy {policy} may evict opt-outs under memory "
-                "pressure: use noeviction, or volatile-* (opt-outs have no TTL)",
+                f"maxmemory-policy {policy} may evict opt-outs, or the secret they are keyed under, under memory "
+                "pressure: use noeviction, or volatile-* (neither has a TTL)",
             )
         )
     return risks
@@ -301,15 +417,23 @@ class RedisStore(RedisVerbs):
         *,
         prefix: str = "gk:",
         audit_max: int = 100_000,
+        audit_max_age_seconds: float | None = None,
         lock_poll_seconds: float = 0.005,
     ) -> None:
-        super().__init__(prefix=prefix, audit_max=audit_max)
+        super().__init__(prefix=prefix, audit_max=audit_max, audit_max_age_seconds=audit_max_age_seconds)
         self._r = client
         self._lock_poll = lock_poll_seconds
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "gk:", timeout_seconds: float = 2.0) -> RedisStore:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "gk:",
+        timeout_seconds: float = 2.0,
+        audit_max_age_seconds: float | None = None,
+    ) -> RedisStore:
         """Connect with timeouts set, so a dead Redis fails fast instead of hanging a send."""
         client = redis.Redis.from_url(
             url,
@@ -317,7 +441,7 @@ class RedisStore(RedisVerbs):
             socket_connect_timeout=timeout_seconds,
             health_check_interval=30,
         )
-        return cls(client, prefix=prefix)
+        return cls(client, prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
 
     def close(self) -> None:
         self._r.close()
@@ -384,6 +508,15 @@ class RedisStore(RedisVerbs):
                 # Expired under us or Redis went away: the lock's TTL frees it either way.
                 with suppress(LockError, RedisError):
                     lock.release()
+
+    # -- secrets and erasure --------------------------------------------------------
+    def secret(self, name: str) -> bytes:
+        """32 random bytes kept in Redis under ``name``: the same for every process on this prefix."""
+        return cast("bytes", self._run(self._secret(name)))
+
+    def erase(self, e164: str, *, to_hash: str, at: float) -> None:
+        """Forget the number, keeping a do-not-contact tombstone (see ``stores.base.Erasure``)."""
+        self._run(self._erase(e164, to_hash, at))
 
     # -- opt-outs -------------------------------------------------------------------
     def opt_out(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:

@@ -32,21 +32,29 @@ class AsyncRedisStore(RedisVerbs):
         *,
         prefix: str = "gk:",
         audit_max: int = 100_000,
+        audit_max_age_seconds: float | None = None,
         lock_poll_seconds: float = 0.005,
     ) -> None:
-        super().__init__(prefix=prefix, audit_max=audit_max)
+        super().__init__(prefix=prefix, audit_max=audit_max, audit_max_age_seconds=audit_max_age_seconds)
         self._r = client
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_poll = lock_poll_seconds
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "gk:", timeout_seconds: float = 2.0) -> AsyncRedisStore:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "gk:",
+        timeout_seconds: float = 2.0,
+        audit_max_age_seconds: float | None = None,
+    ) -> AsyncRedisStore:
         """Connect with timeouts set, so a dead Redis fails fast instead of holding a send."""
         client = aioredis.Redis.from_url(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds, health_check_interval=30
         )
-        return cls(client, prefix=prefix)
+        return cls(client, prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
 
     async def close(self) -> None:
         self._same_loop()
@@ -128,6 +136,15 @@ class AsyncRedisStore(RedisVerbs):
             if acquired:
                 with suppress(LockError, RedisError):  # expired, or Redis went away: the TTL frees it
                     await lock.release()
+
+    # -- secrets and erasure --------------------------------------------------------
+    async def secret(self, name: str) -> bytes:
+        """32 random bytes kept in Redis under ``name``: the same for every store on this prefix, blocking or async."""
+        return cast("bytes", await self._run(self._secret(name)))
+
+    async def erase(self, e164: str, *, to_hash: str, at: float) -> None:
+        """Forget the number, keeping a do-not-contact tombstone (see ``stores.base.Erasure``)."""
+        await self._run(self._erase(e164, to_hash, at))
 
     # -- opt-outs -------------------------------------------------------------------
     async def opt_out(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:

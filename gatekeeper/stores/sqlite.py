@@ -36,7 +36,15 @@ requires.
 Rows with a TTL carry ``expires_at`` on the store's ``clock``; a suppression's end and the failure window
 are judged on the caller's times, as the memory store does, and ``expires_at`` only says when the row
 may go. Reads ignore expired rows; each write purges at most ``_PURGE_BATCH`` expired rows of the
-table it writes, through an index: bounded work per call.
+table it writes, through an index: bounded work per call. The audit is a ring of ``max_audit`` records,
+and with ``audit_max_age_seconds`` records older than that (on the store's clock) are not read and go a
+few per ``record``, through an index on their time.
+
+Opt-outs, consent history, failures and suppressions are keyed by a subject, a keyed hash of the number
+(``stores.base.subject_key``) under the file's ``consent`` secret, so those tables do not name it; only
+the Lookup cache, which sending needs, holds numbers. Secrets (:meth:`SQLiteStore.secret`) are made on
+first use and kept in the ``meta`` table, so every process opening the file shares them.
+:meth:`SQLiteStore.erase` forgets a number in one transaction and leaves a do-not-contact tombstone.
 """
 
 from __future__ import annotations
@@ -54,7 +62,16 @@ from pydantic import TypeAdapter
 
 from gatekeeper.errors import InvalidArgument, StoreUnavailable
 from gatekeeper.models import AuditEntry, StatusRecord
-from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange, Risk
+from gatekeeper.stores.base import (
+    ACCOUNT_SCOPE,
+    ERASED,
+    CachedLookup,
+    Claim,
+    ConsentChange,
+    Risk,
+    lookup_prefix,
+    subject_key,
+)
 from gatekeeper.stores.sqlite_file import SQLiteFile
 
 #: Bumped with every change to the tables below; a file written by a newer version is refused.
@@ -69,21 +86,25 @@ _TTL_TABLES = ("lookups", "fill_leases", "failures", "suppressions", "claims", "
 _SCHEMA = (
     "CREATE TABLE lookups (key TEXT PRIMARY KEY, entry BLOB NOT NULL, expires_at REAL NOT NULL)",
     "CREATE TABLE fill_leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
-    "CREATE TABLE opt_outs (e164 TEXT NOT NULL, scope TEXT NOT NULL, source TEXT NOT NULL, at REAL NOT NULL,"
-    " PRIMARY KEY (e164, scope))",
-    "CREATE TABLE consent (id INTEGER PRIMARY KEY, e164 TEXT NOT NULL, scope TEXT NOT NULL,"
+    # Consent, failures and suppressions are keyed by ``subject``, a keyed hash of the number (never the number).
+    "CREATE TABLE opt_outs (subject TEXT NOT NULL, scope TEXT NOT NULL, source TEXT NOT NULL, at REAL NOT NULL,"
+    " PRIMARY KEY (subject, scope))",
+    "CREATE TABLE consent (id INTEGER PRIMARY KEY, subject TEXT NOT NULL, scope TEXT NOT NULL,"
     " opted_out INTEGER NOT NULL, source TEXT NOT NULL, at REAL NOT NULL)",
-    "CREATE INDEX consent_by_number ON consent (e164, id)",
-    "CREATE TABLE failures (e164 TEXT NOT NULL, event_id TEXT NOT NULL, at REAL NOT NULL, expires_at REAL NOT NULL,"
-    " UNIQUE (e164, event_id))",
-    "CREATE TABLE suppressions (e164 TEXT PRIMARY KEY, reason TEXT NOT NULL, until REAL NOT NULL,"
+    "CREATE INDEX consent_by_subject ON consent (subject, id)",
+    "CREATE TABLE failures (subject TEXT NOT NULL, event_id TEXT NOT NULL, at REAL NOT NULL,"
+    " expires_at REAL NOT NULL, UNIQUE (subject, event_id))",
+    "CREATE TABLE suppressions (subject TEXT PRIMARY KEY, reason TEXT NOT NULL, until REAL NOT NULL,"
     " expires_at REAL NOT NULL)",
     "CREATE TABLE claims (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, state TEXT NOT NULL, token TEXT NOT NULL,"
     " result BLOB, expires_at REAL NOT NULL)",
     "CREATE TABLE statuses (sid TEXT PRIMARY KEY, status TEXT NOT NULL, rank INTEGER NOT NULL, error_code INTEGER,"
     " at REAL NOT NULL, to_hash TEXT, expires_at REAL NOT NULL)",
     "CREATE TABLE rates (bucket TEXT PRIMARY KEY, tat REAL NOT NULL, expires_at REAL NOT NULL)",
-    "CREATE TABLE audit (id INTEGER PRIMARY KEY, entry TEXT NOT NULL)",
+    "CREATE INDEX statuses_by_hash ON statuses (to_hash)",  # an erasure finds a number's statuses by it
+    "CREATE TABLE audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, to_hash TEXT, entry TEXT NOT NULL)",
+    "CREATE INDEX audit_by_time ON audit (at)",  # retention
+    "CREATE INDEX audit_by_hash ON audit (to_hash)",  # erasure
     *(f"CREATE INDEX {t}_expiry ON {t} (expires_at)" for t in _TTL_TABLES),
 )
 #: Per table with a TTL: delete a few expired rows (the expiry index finds them without a scan). The names
@@ -92,6 +113,7 @@ _PURGE = {
     t: f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE expires_at <= ? LIMIT ?)"  # noqa: S608
     for t in _TTL_TABLES
 }
+
 
 class SQLiteStore(SQLiteFile):
     """Every store protocol in one SQLite file (see the module docstring), for every thread and process on a host.
@@ -115,11 +137,16 @@ class SQLiteStore(SQLiteFile):
         clock: Callable[[], float] = time.time,
         busy_timeout_ms: int = 5_000,
         max_audit: int = 100_000,
+        audit_max_age_seconds: float | None = None,
         lock_poll_seconds: float = 0.005,
     ) -> None:
         if max_audit < 1:
             raise InvalidArgument("SQLiteStore needs max_audit >= 1")
+        if audit_max_age_seconds is not None and audit_max_age_seconds <= 0:
+            raise InvalidArgument("SQLiteStore needs audit_max_age_seconds > 0 (or None: kept as long as the ring)")
         self._max_audit = max_audit
+        self._audit_max_age = audit_max_age_seconds
+        self._secrets: dict[str, bytes] = {}  # read once: a secret never changes
         super().__init__(path, clock=clock, busy_timeout_ms=busy_timeout_ms, lock_poll_seconds=lock_poll_seconds)
 
     @staticmethod
@@ -203,39 +230,70 @@ class SQLiteStore(SQLiteFile):
 
         return self._write(work, durable=False)
 
+    # -- secrets and subjects ------------------------------------------------------------------
+    def secret(self, name: str) -> bytes:
+        """32 random bytes kept in the file's ``meta`` table under ``secret:<name>``, made by the first process to
+        ask (the write lock makes one of several at once the maker; the others read its bytes), durable before
+        it is used; read once per store object, as it never changes."""
+        kept = self._secrets.get(name)
+        if kept is not None:
+            return kept
+        key = f"secret:{name}"
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        if not rows:  # nobody made it yet: make it, unless another process gets there first
+            made = secrets.token_hex(32)
+
+            def work(conn: sqlite3.Connection, _: float) -> list[Any]:
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, made))
+                return conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchall()
+
+            rows = self._write(work)
+        return self._secrets.setdefault(name, bytes.fromhex(rows[0][0]))
+
+    def _subject(self, e164: str) -> str:
+        """The key of a number's consent, failures and suppression (see ``stores.base.subject_key``); call it before
+        taking the lock (it may read or write the secret)."""
+        return subject_key(self.secret("consent"), e164)
+
     # -- opt-outs ---------------------------------------------------------------------------
     @staticmethod
-    def _note_consent(conn: sqlite3.Connection, change: ConsentChange) -> None:
+    def _note_consent(conn: sqlite3.Connection, subject: str, change: ConsentChange) -> None:
         conn.execute(
-            "INSERT INTO consent (e164, scope, opted_out, source, at) VALUES (?, ?, ?, ?, ?)",
-            (change.e164, change.scope, int(change.opted_out), change.source, change.at),
+            "INSERT INTO consent (subject, scope, opted_out, source, at) VALUES (?, ?, ?, ?, ?)",
+            (subject, change.scope, int(change.opted_out), change.source, change.at),
         )
         conn.execute(  # the newest _CONSENT_HISTORY changes per number, as the other stores keep
-            "DELETE FROM consent WHERE e164 = ? AND id <= "
-            "(SELECT id FROM consent WHERE e164 = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (change.e164, change.e164, _CONSENT_HISTORY),
+            "DELETE FROM consent WHERE subject = ? AND id <= "
+            "(SELECT id FROM consent WHERE subject = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (subject, subject, _CONSENT_HISTORY),
         )
 
     def opt_out(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
+        subject = self._subject(e164)
+
         def work(conn: sqlite3.Connection, _: float) -> bool:
-            had = conn.execute("SELECT 1 FROM opt_outs WHERE e164 = ? AND scope = ?", (e164, scope)).fetchone()
+            had = conn.execute("SELECT 1 FROM opt_outs WHERE subject = ? AND scope = ?", (subject, scope)).fetchone()
             conn.execute(
-                "INSERT INTO opt_outs (e164, scope, source, at) VALUES (?, ?, ?, ?) ON CONFLICT (e164, scope)"
+                "INSERT INTO opt_outs (subject, scope, source, at) VALUES (?, ?, ?, ?) ON CONFLICT (subject, scope)"
                 " DO UPDATE SET source = excluded.source, at = excluded.at",
-                (e164, scope, source, at),
+                (subject, scope, source, at),
             )
-            self._note_consent(conn, ConsentChange(e164=e164, scope=scope, opted_out=True, source=source, at=at))
+            change = ConsentChange(e164=e164, scope=scope, opted_out=True, source=source, at=at)
+            self._note_consent(conn, subject, change)
             return had is None
 
         return self._write(work, suppressing=True)
 
     def opt_in(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
+        subject = self._subject(e164)
+
         def work(conn: sqlite3.Connection, _: float) -> bool:
             if scope == ACCOUNT_SCOPE:  # the account scope lifts every scope; a sender's only itself
-                lifted = conn.execute("DELETE FROM opt_outs WHERE e164 = ?", (e164,)).rowcount
+                lifted = conn.execute("DELETE FROM opt_outs WHERE subject = ?", (subject,)).rowcount
             else:
-                lifted = conn.execute("DELETE FROM opt_outs WHERE e164 = ? AND scope = ?", (e164, scope)).rowcount
-            self._note_consent(conn, ConsentChange(e164=e164, scope=scope, opted_out=False, source=source, at=at))
+                lifted = conn.execute("DELETE FROM opt_outs WHERE subject = ? AND scope = ?", (subject, scope)).rowcount
+            change = ConsentChange(e164=e164, scope=scope, opted_out=False, source=source, at=at)
+            self._note_consent(conn, subject, change)
             return lifted > 0
 
         return self._write(work)
@@ -243,64 +301,100 @@ class SQLiteStore(SQLiteFile):
     def opted_out_scope(self, e164: str, scopes: Sequence[str]) -> str | None:
         if not scopes:
             return None
+        subject = self._subject(e164)
         marks = ", ".join("?" * len(scopes))
         rows = self._read(
-            f"SELECT scope FROM opt_outs WHERE e164 = ? AND scope IN ({marks})",  # noqa: S608 - only "?"s
-            (e164, *scopes),
+            f"SELECT scope FROM opt_outs WHERE subject = ? AND scope IN ({marks})",  # noqa: S608 - only "?"s
+            (subject, *scopes),
         )
         have = {row[0] for row in rows}
         return next((s for s in scopes if s in have), None)
 
     def consent_history(self, e164: str, *, limit: int = 50) -> list[ConsentChange]:
+        """The number's changes, newest first, naming ``e164`` (the table holds only its subject)."""
         if limit <= 0:
             return []
         rows = self._read(
-            "SELECT scope, opted_out, source, at FROM consent WHERE e164 = ? ORDER BY id DESC LIMIT ?", (e164, limit)
+            "SELECT scope, opted_out, source, at FROM consent WHERE subject = ? ORDER BY id DESC LIMIT ?",
+            (self._subject(e164), limit),
         )
         return [ConsentChange(e164, scope, bool(out), source, at) for scope, out, source, at in rows]
 
     # -- delivery failures and suppression --------------------------------------------------
     def record_failure(self, e164: str, event_id: str, *, at: float, window_seconds: float) -> int:
+        subject = self._subject(e164)
+
         def work(conn: sqlite3.Connection, now: float) -> int:
             conn.execute(  # one event counts once, at its first time
-                "INSERT INTO failures (e164, event_id, at, expires_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (e164, event_id) DO NOTHING",
-                (e164, event_id, at, now + window_seconds),
+                "INSERT INTO failures (subject, event_id, at, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (subject, event_id) DO NOTHING",
+                (subject, event_id, at, now + window_seconds),
             )
-            conn.execute("DELETE FROM failures WHERE e164 = ? AND at <= ?", (e164, at - window_seconds))
+            conn.execute("DELETE FROM failures WHERE subject = ? AND at <= ?", (subject, at - window_seconds))
             self._purge(conn, "failures", now)
-            return int(conn.execute("SELECT count(*) FROM failures WHERE e164 = ?", (e164,)).fetchone()[0])
+            return int(conn.execute("SELECT count(*) FROM failures WHERE subject = ?", (subject,)).fetchone()[0])
 
         return self._write(work, suppressing=True)
 
     def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
+        subject = self._subject(e164)
+
         def work(conn: sqlite3.Connection, now: float) -> None:
             conn.execute(  # lasts until at + ttl on the caller's clock, as the failure window does
-                "INSERT INTO suppressions (e164, reason, until, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (e164)"
-                " DO UPDATE SET reason = excluded.reason, until = excluded.until, expires_at = excluded.expires_at",
-                (e164, reason, at + ttl_seconds, now + ttl_seconds),
+                "INSERT INTO suppressions (subject, reason, until, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (subject) DO UPDATE SET reason = excluded.reason, until = excluded.until,"
+                " expires_at = excluded.expires_at",
+                (subject, reason, at + ttl_seconds, now + ttl_seconds),
             )
             self._purge(conn, "suppressions", now)
 
         self._write(work, suppressing=True)
 
     def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
+        subject = self._subject(e164)
         reason, count = self._read(  # one statement: one snapshot of both
-            "SELECT (SELECT reason FROM suppressions WHERE e164 = ? AND until > ?),"
-            " (SELECT count(*) FROM failures WHERE e164 = ? AND at > ?)",
-            (e164, now, e164, now - window_seconds),
+            "SELECT (SELECT reason FROM suppressions WHERE subject = ? AND until > ?),"
+            " (SELECT count(*) FROM failures WHERE subject = ? AND at > ?)",
+            (subject, now, subject, now - window_seconds),
         )[0]
         if reason is not None:
             return f"suppressed:{reason}"
         return f"failures:{count}" if count >= threshold else None
 
     def lift_suppression(self, e164: str) -> bool:
+        subject = self._subject(e164)
+
         def work(conn: sqlite3.Connection, _: float) -> bool:
-            marker = conn.execute("DELETE FROM suppressions WHERE e164 = ?", (e164,)).rowcount
-            failures = conn.execute("DELETE FROM failures WHERE e164 = ?", (e164,)).rowcount
+            marker = conn.execute("DELETE FROM suppressions WHERE subject = ?", (subject,)).rowcount
+            failures = conn.execute("DELETE FROM failures WHERE subject = ?", (subject,)).rowcount
             return marker + failures > 0
 
         return self._write(work)
+
+    # -- erasure ----------------------------------------------------------------------------
+    def erase(self, e164: str, *, to_hash: str, at: float) -> None:
+        """Forget the number (see ``stores.base.Erasure``) in one durable transaction: its Lookup answers (a range of
+        keys, so no ``LIKE`` wildcard in a key can match another number's), consent history, failures, suppression,
+        and the statuses and audit records under ``to_hash`` (through their indexes); what stays is the tombstone, an
+        account-wide opt-out from ``erased`` and a history of just that change. A suppressing write."""
+        subject = self._subject(e164)
+        prefix = lookup_prefix(e164)
+        after = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first key past every key starting with the prefix
+
+        def work(conn: sqlite3.Connection, _: float) -> None:
+            conn.execute("DELETE FROM lookups WHERE key >= ? AND key < ?", (prefix, after))
+            for table in ("consent", "failures", "suppressions", "opt_outs"):
+                conn.execute(f"DELETE FROM {table} WHERE subject = ?", (subject,))  # noqa: S608 - names are ours
+            conn.execute("DELETE FROM statuses WHERE to_hash = ?", (to_hash,))
+            conn.execute("DELETE FROM audit WHERE to_hash = ?", (to_hash,))
+            conn.execute(
+                "INSERT INTO opt_outs (subject, scope, source, at) VALUES (?, ?, ?, ?)",
+                (subject, ACCOUNT_SCOPE, ERASED, at),
+            )
+            tombstone = ConsentChange(e164=e164, scope=ACCOUNT_SCOPE, opted_out=True, source=ERASED, at=at)
+            self._note_consent(conn, subject, tombstone)
+
+        self._write(work, suppressing=True)
 
     # -- idempotency ------------------------------------------------------------------------
     def claim(self, key: str, fingerprint: str, *, ttl_seconds: float) -> Claim:
@@ -407,17 +501,37 @@ class SQLiteStore(SQLiteFile):
 
     # -- audit ------------------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:
+        """Append one record: one statement, its own transaction (it runs on every decision). Every
+        ``_PURGE_BATCH``-th record also trims the ring to ``max_audit`` and, with a retention, deletes at most
+        ``2 * _PURGE_BATCH`` records past it (twice the pace they arrive at, so a backlog drains)."""
         record = json.dumps(entry.as_dict(), default=str)
 
-        def work(conn: sqlite3.Connection, _: float) -> None:
-            newest = conn.execute("INSERT INTO audit (entry) VALUES (?)", (record,)).lastrowid or 0
+        def work(conn: sqlite3.Connection, now: float) -> None:
+            newest = (
+                conn.execute(
+                    "INSERT INTO audit (at, to_hash, entry) VALUES (?, ?, ?)", (entry.at, entry.to_hash, record)
+                ).lastrowid
+                or 0
+            )
             if newest % _PURGE_BATCH == 0:  # a ring of max_audit records (and fewer than _PURGE_BATCH more)
                 conn.execute("DELETE FROM audit WHERE id <= ?", (newest - self._max_audit,))
+                if self._audit_max_age is not None:
+                    conn.execute(
+                        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? LIMIT ?)",
+                        (now - self._audit_max_age, 2 * _PURGE_BATCH),
+                    )
 
-        self._write(work, durable=False, single=True)  # on every decision: one statement, its own transaction
+        self._write(work, durable=False, single=True)
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest records, newest first; none older than the retention, deleted yet or not."""
         if limit <= 0:
             return []
-        rows = self._read("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        if self._audit_max_age is None:
+            rows = self._read("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        else:  # "+at": walk the ids down from the newest, not the time index (nearly every record is inside)
+            rows = self._read(
+                "SELECT entry FROM audit WHERE +at >= ? ORDER BY id DESC LIMIT ?",
+                (self._clock() - self._audit_max_age, limit),
+            )
         return [json.loads(row[0]) for row in rows]

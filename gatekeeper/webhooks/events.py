@@ -296,7 +296,7 @@ class EventProcessor:
                 statuses.rank(kind, status),
                 error_code=error_code,
                 to=to,
-                to_hash=self.gate.audit.digest(to) if to else None,
+                to_hash=self.gate.auditor.digest(to) if to else None,
                 failure_id=key.failure_id,
             )
             holder.append(

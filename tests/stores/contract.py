@@ -17,11 +17,13 @@ from gatekeeper.stores.base import (
     AuditEntry,
     AuditLog,
     CachedLookup,
+    Erasure,
     FailureStore,
     IdempotencyStore,
     LookupCache,
     OptOutStore,
     RateLimiter,
+    SecretKeeper,
     StatusStore,
     SuppressionVersion,
     lookup_key,
@@ -51,11 +53,36 @@ def entry(line_type: str = "mobile", negative: bool = False) -> CachedLookup:
     )
 
 
+def audit_entry(at: float, to_hash: str) -> AuditEntry:
+    return AuditEntry(
+        at=at,
+        purpose="notify",
+        to="+1415555****",
+        to_hash=to_hash,
+        action="sms",
+        channel=None,
+        reasons=("r",),
+        twilio_code=None,
+        enforced=True,
+        cache_hit=False,
+        facts=None,
+        clock_marks=(10.0, 10.000001, 10.000003, 10.000006, 10.000006),
+    )
+
+
 class StoreContract:
-    """Behaviour every backend shares: MemoryStore, RedisStore and custom stores alike."""
+    """Behaviour every backend shares: MemoryStore, RedisStore and custom stores alike.
+
+    A subclass gives ``store``, ``pass_time`` and ``now``, and may give ``stored_text``: a callable returning
+    everything the store holds, as text, for the tests that check what it keeps (None: those tests skip).
+    """
 
     store: Any
     pass_time: Callable[[float], None]
+
+    @pytest.fixture
+    def stored_text(self) -> Callable[[], str] | None:
+        return None
 
     def test_implements_every_protocol(self, store: Any) -> None:
         """The backend satisfies each runtime-checkable store Protocol."""
@@ -214,27 +241,67 @@ class StoreContract:
     def test_audit_newest_first(self, store: Any) -> None:
         """Audit records come back newest first, limited."""
         for i in range(5):
-            store.record(
-                AuditEntry(
-                    at=T0 + i,
-                    purpose="notify",
-                    to="+1415555****",
-                    to_hash="h",
-                    action="sms",
-                    channel=None,
-                    reasons=("r",),
-                    twilio_code=None,
-                    enforced=True,
-                    cache_hit=False,
-                    facts=None,
-                    clock_marks=(10.0, 10.000001, 10.000003, 10.000006, 10.000006),
-                )
-            )
+            store.record(audit_entry(T0 + i, "h"))
         recent = store.recent(3)
         assert [r["at"] for r in recent] == [T0 + 4, T0 + 3, T0 + 2]
         assert recent[0]["timings_us"] == {"normalize": 1.0, "suppress": 2.0, "enrich": 3.0, "total": 6.0}
         assert recent[0]["reasons"] == ["r"]
         assert store.recent(0) == []
+
+    # -- secrets, pseudonyms, erasure ---------------------------------------------------
+    def test_a_secret_is_made_once_and_kept(self, store: Any) -> None:
+        """A store that keeps secrets makes each on first use (32 random bytes) and gives the same one after."""
+        if not isinstance(store, SecretKeeper):
+            pytest.skip("this store keeps no secrets (the gate falls back to its own key, per process)")
+        audit = store.secret("audit")
+        assert isinstance(audit, bytes) and len(audit) == 32
+        assert store.secret("audit") == audit
+        assert store.secret("consent") not in (audit, b"")
+
+    def test_consent_history_names_the_number_asked(self, store: Any) -> None:
+        """However a store keys consent, the history it returns speaks of the number it was asked about."""
+        store.opt_out(E164, source="sms:STOP", at=T0)
+        assert [c.e164 for c in store.consent_history(E164)] == [E164]
+
+    def test_consent_and_failures_are_not_kept_under_the_number(self, store: Any, stored_text: Any) -> None:
+        """Opt-outs, consent history, failures and suppressions are keyed by a keyed hash: what the store holds
+        does not contain the number (only the Lookup cache, which sending needs, may)."""
+        if stored_text is None:
+            pytest.skip("no way to read this store's raw contents")
+        store.opt_out(E164, "+15005550006", source="sms:STOP", at=T0)
+        store.opt_in(E164, "+15005550006", source="sms:START", at=T0 + 1)
+        store.opt_out(E164, source="sms:STOP", at=T0 + 2)
+        store.record_failure(E164, "SM1:failed", at=T0, window_seconds=100)
+        store.suppress(E164, ttl_seconds=100, reason="failures", at=T0)
+        assert E164.lstrip("+") not in stored_text()
+
+    def test_erase_forgets_a_number_but_keeps_it_uncontactable(self, store: Any) -> None:
+        """erase: the number's Lookup answers, consent history, failures, suppression, statuses and audit records
+        (by their hash) are gone; what stays is a do-not-contact tombstone, an account-wide opt-out."""
+        if not isinstance(store, Erasure):
+            pytest.skip("this store cannot erase")
+        other = "+14155550000"
+        key = lookup_key(E164, "abc", "US")
+        store.put_lookup(key, entry(), ttl_seconds=60)
+        store.opt_in(E164, source="sms:START", at=T0)
+        store.record_failure(E164, "SM1:failed", at=T0, window_seconds=100)
+        store.suppress(E164, ttl_seconds=100, reason="failures", at=T0)
+        store.apply_status("SM" + "1" * 32, "delivered", 5, error_code=None, at=T0, to_hash="mine", ttl_seconds=60)
+        store.apply_status("SM" + "2" * 32, "delivered", 5, error_code=None, at=T0, to_hash="theirs", ttl_seconds=60)
+        store.record(audit_entry(T0, "mine"))
+        store.record(audit_entry(T0 + 1, "theirs"))
+        store.opt_out(other, source="sms:STOP", at=T0)
+
+        store.erase(E164, to_hash="mine", at=T0 + 5)
+
+        assert store.get_lookup(key) is None
+        assert store.suppression(E164, now=T0 + 1, window_seconds=100, threshold=1) is None
+        assert store.status_of("SM" + "1" * 32) is None
+        assert store.status_of("SM" + "2" * 32) is not None
+        assert [r["to_hash"] for r in store.recent(10)] == ["theirs"]
+        assert store.opted_out_scope(E164, [ACCOUNT_SCOPE]) == ACCOUNT_SCOPE  # do not contact, ever
+        assert [(c.opted_out, c.source) for c in store.consent_history(E164)] == [(True, "erased")]
+        assert store.opted_out_scope(other, [ACCOUNT_SCOPE]) == ACCOUNT_SCOPE  # nobody else's records moved
 
     # -- suppression version ----------------------------------------------------------
     def test_suppression_version_if_any(self, store: Any, now: Callable[[], float]) -> None:

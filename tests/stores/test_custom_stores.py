@@ -67,6 +67,13 @@ class OwnOptOutSet(MemoryStore):
         with self.guard:
             return self.history.get(e164, [])[:limit]
 
+    def erase(self, e164: str, *, to_hash: str, at: float) -> None:
+        """Its own opt-outs are its own to erase; the rest is the memory store's."""
+        super().erase(e164, to_hash=to_hash, at=at)
+        with self.guard:
+            self.opted_out = {(n, s) for n, s in self.opted_out if n != e164} | {(e164, ACCOUNT_SCOPE)}
+            self.history[e164] = [ConsentChange(e164, ACCOUNT_SCOPE, True, "erased", at)]
+
 
 class ScratchStore:
     """Every store Protocol from scratch: plain dicts under one lock, entries expiring on the injected clock.

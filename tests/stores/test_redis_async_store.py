@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
+import json
 import socket
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 from stores.contract import E164, FROM, T0, StoreContract, entry
-from support import PrivateRedis, drop_prefix, free_port
+from support import PrivateRedis, drop_prefix, free_port, stored_redis_text
 
 from gatekeeper import Action, Gatekeeper, Settings, Stores
 from gatekeeper.aio import AsyncGatekeeper, AsyncStores
@@ -39,6 +40,7 @@ from gatekeeper.stores.base import (
     StatusStore,
     SuppressionVersion,
     lookup_key,
+    subject_key,
     version_reader,
 )
 from gatekeeper.stores.redis import RedisStore
@@ -163,6 +165,10 @@ class TestAsyncRedisContract(StoreContract):
     def now(self) -> Callable[[], float]:
         return time.time
 
+    @pytest.fixture
+    def stored_text(self, redis_url: str, redis_prefix: str) -> Callable[[], str]:
+        return lambda: stored_redis_text(redis_url, redis_prefix)
+
 
 def test_every_verb_is_awaited_not_threaded() -> None:
     """Each protocol verb is a coroutine (fill_lock an async context manager), so the async gate awaits it in
@@ -173,6 +179,12 @@ def test_every_verb_is_awaited_not_threaded() -> None:
             assert inspect.isasyncgenfunction(inspect.unwrap(method)), name
         else:
             assert inspect.iscoroutinefunction(method), name
+
+
+def test_secret_and_erase_are_coroutines() -> None:
+    """The optional verbs (SecretKeeper, Erasure) are awaited like the rest."""
+    assert inspect.iscoroutinefunction(AsyncRedisStore.secret)
+    assert inspect.iscoroutinefunction(AsyncRedisStore.erase)
 
 
 def test_async_store_has_no_suppression_version(async_store: Blocking) -> None:
@@ -330,12 +342,84 @@ def test_failures_statuses_rates_and_audit_are_shared(
     run_with_store(redis_url, redis_prefix, body)
 
 
-def audit_entry(at: float) -> AuditEntry:
+def test_secrets_are_shared_both_ways(redis_store: RedisStore, redis_url: str, redis_prefix: str) -> None:
+    """Blocking and async stores on one prefix share each secret, whichever makes it, so both file a number's
+    consent under one subject key; the async store also caches what it read."""
+    import redis
+
+    async def body(aio: AsyncRedisStore) -> None:
+        made = await aio.secret("consent")  # the async store makes it
+        assert redis_store.secret("consent") == made
+        assert redis_store.secret("audit") == await aio.secret("audit")  # the blocking one makes this one
+        assert await aio.secret("consent") is made  # kept, not read again
+        key = f"{redis_prefix}optout:{{{subject_key(made, E164)}}}"
+        await aio.opt_out(E164, source="sms:STOP", at=T0)
+        with redis.Redis.from_url(redis_url) as raw:
+            assert raw.exists(key) == 1
+
+    run_with_store(redis_url, redis_prefix, body)
+
+
+def test_erase_by_the_async_store_is_seen_by_the_blocking_one(
+    redis_store: RedisStore, redis_url: str, redis_prefix: str
+) -> None:
+    """What the blocking store wrote about a number, the async store erases: the blocking store then finds no
+    Lookup answer, failure, status or audit record of it, only the tombstone; nothing under the prefix names it."""
+    key, sid = lookup_key(E164, "abc", "US"), "SM" + "c" * 32
+    redis_store.put_lookup(key, entry(), ttl_seconds=60)
+    redis_store.opt_in(E164, source="sms:START", at=T0)
+    redis_store.record_failure(E164, "SM1:failed", at=T0, window_seconds=100)
+    redis_store.apply_status(sid, "delivered", 5, error_code=None, at=T0, to_hash="h", ttl_seconds=60)
+    redis_store.record(audit_entry(T0))
+    redis_store.record(audit_entry(T0 + 1, "other"))
+
+    async def body(aio: AsyncRedisStore) -> None:
+        await aio.erase(E164, to_hash="h", at=T0 + 5)
+
+    run_with_store(redis_url, redis_prefix, body)
+    assert redis_store.get_lookup(key) is None
+    assert redis_store.suppression(E164, now=T0 + 1, window_seconds=100, threshold=1) is None
+    assert redis_store.status_of(sid) is None
+    assert [r["to_hash"] for r in redis_store.recent(10)] == ["other"]
+    assert redis_store.opted_out_scope(E164, [ACCOUNT_SCOPE]) == ACCOUNT_SCOPE
+    assert [(c.e164, c.source, c.at) for c in redis_store.consent_history(E164)] == [(E164, "erased", T0 + 5)]
+    assert E164.lstrip("+") not in stored_redis_text(redis_url, redis_prefix)
+
+
+def test_audit_retention_of_the_async_store(redis_store: RedisStore, redis_url: str, redis_prefix: str) -> None:
+    """AsyncRedisStore.from_url takes audit_max_age_seconds: its record trims what is older (by Redis's clock) and
+    sets the stream to expire with its newest record; its recent hides what the blocking store keeps showing."""
+    import redis
+
+    stream = f"{redis_prefix}audit"
+    with redis.Redis.from_url(redis_url) as raw:
+        seconds, _ = raw.time()
+        raw.xadd(stream, {"e": json.dumps(audit_entry(T0, "old").as_dict())}, id=f"{seconds * 1000 - 90_000}-0")
+
+    async def body(aio: AsyncRedisStore) -> list[str]:
+        hidden = [r["to_hash"] for r in await aio.recent(10)]
+        await aio.record(audit_entry(T0, "new"))
+        return hidden
+
+    async def main() -> list[str]:
+        store = AsyncRedisStore.from_url(redis_url, prefix=redis_prefix, audit_max_age_seconds=60)
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == []
+    assert [r["to_hash"] for r in redis_store.recent(10)] == ["new"]
+    with redis.Redis.from_url(redis_url) as raw:
+        assert 59_000 < raw.pttl(stream) <= 60_000
+
+
+def audit_entry(at: float, to_hash: str = "h") -> AuditEntry:
     return AuditEntry(
         at=at,
         purpose="notify",
         to="+1415555****",
-        to_hash="h",
+        to_hash=to_hash,
         action="sms",
         channel=None,
         reasons=("r",),

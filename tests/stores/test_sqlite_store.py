@@ -14,13 +14,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from stores.contract import E164, FROM, T0, OnFakeClock, entry
+from stores.contract import E164, FROM, T0, OnFakeClock, audit_entry, entry
 from support import FakeClock
 
 from gatekeeper import Action, Gatekeeper, Settings, Stores
@@ -28,7 +28,16 @@ from gatekeeper.aio import AsyncGatekeeper
 from gatekeeper.cli import main
 from gatekeeper.errors import ConfigError, StoreUnavailable
 from gatekeeper.sandbox import Sandbox, SandboxServer
-from gatekeeper.stores.base import AuditEntry, SuppressionVersion, blocking, lookup_key, version_reader
+from gatekeeper.stores.base import (
+    AuditEntry,
+    Erasure,
+    SecretKeeper,
+    SuppressionVersion,
+    blocking,
+    lookup_key,
+    subject_key,
+    version_reader,
+)
 from gatekeeper.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 from gatekeeper.wiring import build_stores
 
@@ -44,6 +53,23 @@ class TestSQLiteContract(OnFakeClock):
         store = SQLiteStore(tmp_path / "gk.db", clock=clock)
         yield store
         store.close()
+
+    @pytest.fixture
+    def stored_text(self, store: SQLiteStore) -> Callable[[], str]:
+        """Every byte of the database file and its WAL (where the latest commits are until a checkpoint), as
+        latin-1 text: the live rows and any stale page copies alike."""
+        wal = Path(f"{store.path}-wal")
+        return lambda: "".join(p.read_bytes().decode("latin-1") for p in (store.path, wal) if p.exists())
+
+    def test_stored_text_sees_what_the_store_holds(self, store: SQLiteStore, stored_text: Callable[[], str]) -> None:
+        """The raw-bytes reading is not blind: a number the store does keep (in the Lookup cache) is found in it, so
+        the contract's check that consent and failures are not kept under the number can fail."""
+        assert E164.lstrip("+") not in stored_text()
+        store.opt_out(E164, source="sms:STOP", at=T0)
+        store.put_lookup(lookup_key(E164, "h", "US"), entry(), ttl_seconds=60)
+        assert E164.lstrip("+") in stored_text()
+        subject = subject_key(store.secret("consent"), E164)
+        assert subject in stored_text()  # the opt-out is there, under the subject
 
 
 @pytest.fixture
@@ -118,6 +144,113 @@ def test_the_audit_is_a_ring(db: Path) -> None:
         store.record(AUDIT._replace(at=T0 + i))
     assert 10 <= len(store.recent(100)) < 18
     assert [r["at"] for r in store.recent(2)] == [T0 + 39, T0 + 38]
+
+
+def test_a_secret_is_kept_in_the_file_and_shared_by_every_connection(db: Path) -> None:
+    """Two stores on one file (two connections, as two processes have) get the same secret, made once and kept in
+    the meta table; a store opened later reads it back; a subprocess opening the file sees the same bytes."""
+    first, second = SQLiteStore(db), SQLiteStore(db)
+    assert isinstance(first, SecretKeeper)
+    made = second.secret("consent")
+    assert first.secret("consent") == made and len(made) == 32
+    assert first.secret("audit") not in (made, second.secret("consent"))
+    assert second.secret("audit") == first.secret("audit")
+    assert dict(query(db, "SELECT key, value FROM meta WHERE key LIKE 'secret:%'")) == {
+        "secret:consent": made.hex(),
+        "secret:audit": first.secret("audit").hex(),
+    }
+    first.close()
+    second.close()
+    assert SQLiteStore(db).secret("consent") == made
+    script = (
+        "import sys\nfrom gatekeeper.stores.sqlite import SQLiteStore\n"
+        "print(SQLiteStore(sys.argv[1]).secret('consent').hex())"
+    )
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    other = subprocess.run(
+        [sys.executable, "-c", script, str(db)], check=False, capture_output=True, text=True, env=env, timeout=60
+    )
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == made.hex()
+
+
+def test_consent_is_shared_across_stores_on_one_file_under_its_subject(db: Path) -> None:
+    """An opt-out one store records, another store on the file finds (both key it by the file's secret), and the
+    consent tables name only the subject."""
+    first, second = SQLiteStore(db), SQLiteStore(db)
+    first.opt_out(E164, source="sms:STOP", at=T0)
+    first.record_failure(E164, "SM1:failed", at=T0, window_seconds=100)
+    assert second.opted_out_scope(E164, ["*"]) == "*"
+    assert [(c.e164, c.source) for c in second.consent_history(E164)] == [(E164, "sms:STOP")]
+    assert second.suppression(E164, now=T0, window_seconds=100, threshold=1) == "failures:1"
+    subject = subject_key(first.secret("consent"), E164)
+    assert query(db, "SELECT subject FROM opt_outs UNION ALL SELECT subject FROM consent") == [(subject,), (subject,)]
+    assert query(db, "SELECT subject FROM failures") == [(subject,)]
+
+
+def test_audit_retention_on_the_stores_clock(db: Path, clock: FakeClock) -> None:
+    """With audit_max_age_seconds, records older than the store's clock minus it are not read at once, and go from
+    the file at most 16 per 8 records (bounded work per record) until none is left; younger ones stay."""
+    store = SQLiteStore(db, clock=clock, audit_max_age_seconds=100)
+
+    def count() -> int:
+        """Records in the file older than the retention."""
+        with closing(raw(db)) as conn:
+            return int(conn.execute("SELECT count(*) FROM audit WHERE at < ?", (clock() - 100,)).fetchone()[0])
+
+    start = clock()
+    for i in range(20):
+        store.record(audit_entry(start - 50 + i, "old"))
+    assert len(store.recent(100)) == 20 and count() == 0
+    clock.advance(60)  # the first 10 are now older than 100 s
+    assert [r["at"] for r in store.recent(100)] == [start - 50 + i for i in range(19, 9, -1)]
+    assert count() == 10
+    for _ in range(4):  # ids 21..24: the 24th record purges
+        store.record(audit_entry(clock(), "new"))
+    assert count() == 0
+    for _ in range(16):
+        store.record(audit_entry(clock(), "new"))
+    clock.advance(1000)  # all 30 in the file are past the retention
+    assert store.recent(100) == [] and count() == 30
+    for _ in range(8):  # one purge: at most 16 of the 30 go
+        store.record(audit_entry(clock(), "newer"))
+    assert count() == 30 - 16
+    for _ in range(8):
+        store.record(audit_entry(clock(), "newer"))
+    assert count() == 0
+    assert len(store.recent(100)) == 16
+    with pytest.raises(ValueError, match="audit_max_age_seconds"):
+        SQLiteStore(db, audit_max_age_seconds=0)
+
+
+def test_erase_is_a_durable_suppressing_write_that_leaves_other_numbers(db: Path, clock: FakeClock) -> None:
+    """erase moves the suppression version (a gate that found the number clear must read it again), as seen by
+    another store on the file too; the Lookup keys of a number whose prefix differs by one digit stay (a range,
+    no wildcard); it deletes through indexes, in one transaction."""
+    store, other = SQLiteStore(db, clock=clock), SQLiteStore(db, clock=clock)
+    assert isinstance(store, Erasure)
+    mine = lookup_key(E164, "h", "US")
+    near = [lookup_key(n, "h", "US") for n in (E164 + "1", E164[:-1], "+14155552672")]
+    for key in (mine, *near):
+        store.put_lookup(key, entry(), ttl_seconds=60)
+    before, theirs_before = store.suppression_version(), other.suppression_version()
+    statements: list[str] = []
+    assert store._conn is not None
+    store.secret("consent")
+    store._conn.set_trace_callback(statements.append)
+    store.erase(E164, to_hash="h", at=T0)
+    store._conn.set_trace_callback(None)
+    assert store.suppression_version() != before and other.suppression_version() != theirs_before
+    assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert store.get_lookup(mine) is None and all(store.get_lookup(k) == entry() for k in near)
+    assert other.opted_out_scope(E164, ["*"]) == "*"
+    assert [(c.e164, c.source, c.at) for c in other.consent_history(E164)] == [(E164, "erased", T0)]
+    with closing(raw(db)) as conn:
+        plans = [
+            conn.execute(f"EXPLAIN QUERY PLAN DELETE FROM {table} WHERE to_hash = 'h'").fetchall()[0][3]  # noqa: S608
+            for table in ("audit", "statuses")
+        ]
+    assert plans == [f"SEARCH {t} USING INDEX {t}_by_hash (to_hash=?)" for t in ("audit", "statuses")]
 
 
 def test_suppression_version_follows_other_connections_and_reads_no_table(db: Path, clock: FakeClock) -> None:
