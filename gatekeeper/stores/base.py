@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from gatekeeper.errors import InvalidArgumentType, StoreUnavailable
@@ -288,6 +289,7 @@ class Erasure(Protocol):
         account-wide opt-out with source ``erased`` at ``at``."""
 
 
+@lru_cache(maxsize=8_192)  # screening a repeated number need not hash it again
 def subject_key(secret: bytes, e164: str) -> str:
     """How a store keys a number's consent, failures and suppression: a keyed hash (HMAC-SHA256 under the store's
     ``consent`` secret), so what it holds does not name the number."""

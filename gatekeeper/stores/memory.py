@@ -153,6 +153,9 @@ class MemoryStore:
     # -- secrets and subjects -------------------------------------------------------
     def secret(self, name: str) -> bytes:
         """Random per store object: this store lives in one process."""
+        found = self._secrets.get(name)
+        if found is not None:
+            return found
         with self._lock:
             return self._secrets.setdefault(name, secrets.token_bytes(32))
 
