@@ -53,7 +53,7 @@ def entry(line_type: str = "mobile", negative: bool = False) -> CachedLookup:
     )
 
 
-def audit_entry(at: float, to_hash: str) -> AuditEntry:
+def audit_entry(at: float, to_hash: str = "h") -> AuditEntry:
     return AuditEntry(
         at=at,
         purpose="notify",

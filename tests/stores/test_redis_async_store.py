@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import pytest
-from stores.contract import E164, FROM, T0, StoreContract, entry
+from stores.contract import E164, FROM, T0, StoreContract, audit_entry, entry
 from support import PrivateRedis, drop_prefix, free_port, stored_redis_text
 
 from gatekeeper import Action, Gatekeeper, Settings, Stores
@@ -30,7 +30,6 @@ from gatekeeper.errors import InvalidArgument, InvalidArgumentType, StoreUnavail
 from gatekeeper.sandbox import Sandbox, SandboxServer
 from gatekeeper.stores.base import (
     ACCOUNT_SCOPE,
-    AuditEntry,
     AuditLog,
     FailureStore,
     IdempotencyStore,
@@ -412,23 +411,6 @@ def test_audit_retention_of_the_async_store(redis_store: RedisStore, redis_url: 
     assert [r["to_hash"] for r in redis_store.recent(10)] == ["new"]
     with redis.Redis.from_url(redis_url) as raw:
         assert 59_000 < raw.pttl(stream) <= 60_000
-
-
-def audit_entry(at: float, to_hash: str = "h") -> AuditEntry:
-    return AuditEntry(
-        at=at,
-        purpose="notify",
-        to="+1415555****",
-        to_hash=to_hash,
-        action="sms",
-        channel=None,
-        reasons=("r",),
-        twilio_code=None,
-        enforced=True,
-        cache_hit=False,
-        facts=None,
-        clock_marks=(10.0, 10.0, 10.0, 10.0, 10.0),
-    )
 
 
 # -- 3. Redis gone ---------------------------------------------------------------------------
