@@ -186,6 +186,10 @@ def create_blueprint(
                 key="webhooks.public_base_url",
             )
         app.extensions.setdefault(EXTENSION_KEY, state)
+        if wh.public_base_url:
+            prefix = setup.url_prefix or ""
+            for what, url in webhook_urls(wh.public_base_url, prefix, wh.connection_overrides).items():
+                log.info("give Twilio, for %s: %s", what, url)
 
     bp.record_once(registered)
 

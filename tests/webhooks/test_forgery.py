@@ -119,3 +119,12 @@ def test_a_signature_with_or_without_the_configured_fragment_verifies(signed_fra
     with app.test_client() as client:
         answer = post(client, "/messages/inbound", inbound("hi"), base_url=OURS, signed_url=url + signed_fragment)
     assert answer.status_code == status
+
+
+def test_registering_logs_the_urls_to_give_twilio(caplog: pytest.LogCaptureFixture) -> None:
+    """With public_base_url known, registration logs each route's URL with the connection overrides."""
+    with caplog.at_level("INFO", logger="gatekeeper.webhooks"):
+        deployed_app(public_base_url=OURS)
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.endswith(f"{OURS}/twilio/messages/inbound#rc=5&rp=all") for m in said), said
+    assert any(m.endswith(f"{OURS}/twilio/calls/status#rc=5&rp=all") for m in said), said
