@@ -3,6 +3,9 @@
 Every command reads the same settings (``--config`` or ``GATEKEEPER_CONFIG``, then the
 environment), masks phone numbers in its logs, and turns an error into one line on stderr
 with a non-zero exit status.
+
+Parsing needs only the standard library: each command imports what it uses when it runs, so ``gatekeeper
+--help`` and ``--version`` start in a fraction of the time ``import twilio.rest`` takes (``bench/imports.py``).
 """
 
 from __future__ import annotations
@@ -13,21 +16,19 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter
-from rich.console import Console
-
-from gatekeeper.errors import GatekeeperError
-from gatekeeper.models import Decision
-from gatekeeper.phone import MaskNumbers, mask, mask_text
-from gatekeeper.settings import Settings
+if TYPE_CHECKING:
+    from gatekeeper.models import Decision
+    from gatekeeper.settings import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 3  # argparse itself exits 2 on a usage error
 log = logging.getLogger("gatekeeper.cli")
 
 
 def _setup_logging(verbose: int) -> None:
+    from gatekeeper.phone import MaskNumbers
+
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(MaskNumbers())  # a safety net under every log line, whoever logged it
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -37,6 +38,8 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from gatekeeper.settings import Settings
+
     return Settings.load(args.config)
 
 
@@ -58,12 +61,18 @@ def _gate(args: argparse.Namespace) -> Iterator[Any]:
 
 # -- commands ---------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from gatekeeper import demo
 
     return EXIT_OK if demo.run(Console()) else EXIT_ERROR
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from pydantic import TypeAdapter
+
+    from gatekeeper.models import Decision
+
     with _gate(args) as gate:
         decision: Decision = gate.decide(args.number, purpose=args.purpose, country=args.country)
     if args.json:
@@ -74,7 +83,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _print_decision(decision: Decision) -> None:
+    from rich.console import Console
     from rich.table import Table
+
+    from gatekeeper.phone import mask
 
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
@@ -96,6 +108,7 @@ def _print_decision(decision: Decision) -> None:
 
 
 def cmd_enrich(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from gatekeeper.batch import ProgressEvent, enrich_file
@@ -183,6 +196,20 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 # -- parsing ----------------------------------------------------------------------------
+class _Version(argparse.Action):
+    """``--version``: argparse's own action wants the text up front; reading the installed metadata costs more
+    than parsing, so this one reads it only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from gatekeeper import __version__
+
+        sys.stdout.write(f"{parser.prog} {__version__}\n")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
 def _positive(kind: type[float] | type[int]) -> Any:
     def parse(text: str) -> float | int:
         try:
@@ -214,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gatekeeper",
         description="Decide, before a Twilio call costs money or breaks a rule, whether and how to reach a number.",
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     _common_options(parser, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
     _common_options(common, defaults=False)  # also accepted after the command name
@@ -264,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(exc: BaseException) -> str:
+    from gatekeeper.phone import mask_text
+
     if isinstance(exc, OSError) and exc.strerror:
         text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     else:
@@ -273,8 +303,10 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help, --version and usage errors exit here, having imported nothing heavy
     _setup_logging(args.verbose)
+    from gatekeeper.errors import GatekeeperError
+
     try:
         code: int = args.func(args)
         return code

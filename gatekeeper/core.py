@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pydantic import TypeAdapter
 from twilio.rest import Client
@@ -22,14 +22,18 @@ from gatekeeper import phone as phones
 from gatekeeper import policy as policies
 from gatekeeper.audit import Auditor
 from gatekeeper.errors import GateRefused, InvalidArgument, InvalidArgumentType, SendRejected
-from gatekeeper.lookup import LookupConfig, LookupService, Routes
+from gatekeeper.lookup import LookupConfig, LookupService
 from gatekeeper.models import Action, Decision, Outcome, Phone, SendRequest
 from gatekeeper.pipeline import Ask
 from gatekeeper.policy import Policy, Verdict
+from gatekeeper.rates import Api, Breaker, Budgets, LookupGuard
 from gatekeeper.router import Channel
+from gatekeeper.routes import Routes
 from gatekeeper.settings import Settings
-from gatekeeper.stores.base import Call, Erasure, Risk, Stores
+from gatekeeper.stores.base import Call, Erasure, Risk, Steps, Stores, run
 from gatekeeper.suppress import Suppression
+
+T = TypeVar("T")
 
 OUTCOME = TypeAdapter(Outcome)
 
@@ -80,10 +84,18 @@ class GateCore:
             twilio_client, self.stores.cache, LookupConfig.from_settings(s), clock=clock, sleep=sleep
         )
         self.routes = Routes(self.lookup, s.cache.route_memo_entries)
+        self.budgets = Budgets(self.stores, s.rates, clock=clock)
+        self.breaker = Breaker(
+            self.stores, failures=s.lookup.breaker_failures, interval=s.lookup.breaker_interval_seconds, clock=clock
+        )
+        self.lookup.guard = LookupGuard(self.stores, self.budgets, self.breaker, s.lookup.max_concurrent)
+        self._pace, self._pace_async = sleep, sleep_async
         self.suppression = Suppression(self.stores, s.webhooks, default_country=self.default_country, clock=clock)
         self.auditor = Auditor(self.stores, s.audit, clock=clock)
         r = s.routing
-        send_policy = channels.SendPolicy(max_retries=s.twilio.max_send_retries, sleep=sleep, sleep_async=sleep_async)
+        send_policy = channels.SendPolicy(
+            max_retries=s.twilio.max_send_retries, sleep=sleep, sleep_async=sleep_async, budget=_SendBudget(self)
+        )
         self.channels = channels.registry(
             send_policy,
             voice=r.voice,
@@ -94,6 +106,11 @@ class GateCore:
         # A pending claim is a short lease, so a process that dies mid-send frees its key soon.
         attempts = s.twilio.max_send_retries + 1
         self._lease_seconds = max(60.0, 2 * attempts * (s.twilio.timeout_ms / 1000 + 5))
+
+    async def _run_async(self, steps: Steps[T]) -> T:
+        """Carry out store steps from a coroutine: in a worker thread here (the blocking gate's stores); the async
+        gate awaits them instead."""
+        return await asyncio.to_thread(run, self.stores, steps)
 
     def _audit_query(self, number: str | None, limit: int) -> tuple[str | None, int]:
         """The pseudonym to look for (None: every record) and how many of the newest records to read."""
@@ -196,3 +213,31 @@ class GateCore:
         if email is not None and not phones.is_email(email):
             raise InvalidArgument("email must be an address like name@example.com")
         return SendRequest(wanted[1], verify_service_sid=verify_service_sid, email=email, params=params), wanted[0]
+
+
+class _SendBudget:
+    """``[rates]`` for the channels (``channels.base.SendBudget``): the gate's budgets, driven blocking or awaited
+    as the gate drives its other store steps; an API without a rate and without a pause costs nothing."""
+
+    def __init__(self, core: GateCore) -> None:
+        self._core = core
+        self.max_wait = core.budgets.max_wait
+
+    def permit(self, api: str, account: str | None) -> None:
+        budgets = self._core.budgets
+        if budgets.free(api, account):
+            return
+        wait = run(self._core.stores, budgets.take_steps(cast("Api", api), account))
+        if wait:
+            self._core._pace(wait)
+
+    async def permit_async(self, api: str, account: str | None) -> None:
+        budgets = self._core.budgets
+        if budgets.free(api, account):
+            return
+        wait = await self._core._run_async(budgets.take_steps(cast("Api", api), account))
+        if wait:
+            await self._core._pace_async(wait)
+
+    def paused(self, api: str, account: str | None, seconds: float) -> None:
+        run(self._core.stores, self._core.budgets.pause_steps(cast("Api", api), account, seconds))

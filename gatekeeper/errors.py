@@ -12,6 +12,7 @@
     ├── StoreUnavailable            a store could not be read or written
     ├── IdempotencyConflict         a key reused with another payload, still in flight, or unknown
     ├── SendFailed                  a send that did not go out as asked
+    │   ├── RateLimited             the API's budget (or Twilio's Retry-After) allowed no send in time
     │   ├── SendRejected            Twilio answered with an error; its code is kept  (also TwilioRestException)
     │   └── SendUnavailable         Twilio could not be reached           (also requests' RequestException;
     │                               defined in gatekeeper.channels.base, which is where sends happen)
@@ -30,7 +31,7 @@ for bad arguments, ``except requests.RequestException`` for the network.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from twilio.base.exceptions import TwilioRestException
 
@@ -89,8 +90,29 @@ class TransientError(GatekeeperError):
         self.retry_after_seconds = retry_after_seconds
 
 
+#: Why a store failed: the ``<reason>`` of the gate's reason code ``store:<reason>``.
+StoreFailure = Literal["unavailable", "pool_exhausted"]
+
+
 class StoreUnavailable(GatekeeperError):
-    """A store could not be read or written; the gate fails safe when this happens."""
+    """A store could not be read or written; the gate fails safe when this happens.
+
+    ``reason`` says why, as the gate's reason code ``store:<reason>`` reports it: ``"unavailable"`` (the store
+    did not answer, or answered with an error) or ``"pool_exhausted"`` (every connection of the process's pool
+    stayed busy for the pool's whole wait: the store itself may be fine, this process asks more of it at once
+    than ``[redis] max_connections`` allows).
+    """
+
+    def __init__(self, message: str, *, reason: StoreFailure = "unavailable") -> None:
+        super().__init__(message)
+        self.reason: StoreFailure = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only ``reason`` survives a pickle (multiprocessing)
+        return (_store_unavailable, (str(self), self.reason))
+
+
+def _store_unavailable(message: str, reason: StoreFailure) -> StoreUnavailable:
+    return StoreUnavailable(message, reason=reason)
 
 
 class IdempotencyConflict(GatekeeperError):
@@ -111,6 +133,18 @@ class SendFailed(GatekeeperError):
     """A send that did not go out as asked. ``may_have_sent`` is True when Twilio may have acted anyway."""
 
     may_have_sent: bool = False
+
+
+class RateLimited(SendFailed):
+    """No send went out: ``[rates]``' budget for ``api``, or a pause after Twilio's ``Retry-After``, allowed none
+    within ``[rates] max_wait_ms``. ``retry_after_seconds`` says when a permit would have been due."""
+
+    may_have_sent = False
+
+    def __init__(self, api: str, retry_after_seconds: float) -> None:
+        super().__init__(f"the {api} budget allows no send for {retry_after_seconds:.1f} s; retry later")
+        self.api = api
+        self.retry_after_seconds = retry_after_seconds
 
 
 class SendRejected(SendFailed, TwilioRestException):

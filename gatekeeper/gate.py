@@ -28,11 +28,12 @@ from gatekeeper.channels import nothing_sent
 from gatekeeper.core import OUTCOME, GateCore, health_report
 from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected
 from gatekeeper.idempotency import Once, check_key, fingerprint_of
-from gatekeeper.lookup import Route, local_facts
+from gatekeeper.lookup import local_facts
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest, StatusRecord
 from gatekeeper.pipeline import Ask, NeedScreen
 from gatekeeper.policy import Policy
 from gatekeeper.router import Channel
+from gatekeeper.routes import Route
 from gatekeeper.settings import Settings
 from gatekeeper.stores.base import Stores
 

@@ -21,21 +21,21 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from copy import copy
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import requests
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
 from gatekeeper import metrics
-from gatekeeper.errors import ConfigError, LookupUnavailable, StoreUnavailable
-from gatekeeper.models import LOOKUP_PACKAGES, Decision, Phone, PhoneFacts
+from gatekeeper.errors import ConfigError, LookupUnavailable, RateLimited, StoreUnavailable
+from gatekeeper.models import LOOKUP_PACKAGES, Phone, PhoneFacts
 from gatekeeper.phone import mask
-from gatekeeper.policy import Policy
+from gatekeeper.rates import LookupGuard
 from gatekeeper.retries import Backoff, TransientError, call_with_retries, parse_retry_after
 from gatekeeper.settings import Settings
 from gatekeeper.stores.base import CachedLookup, Call, LookupCache, Steps, lookup_key, lookup_prefix, run
@@ -164,6 +164,7 @@ class LookupService:
     ) -> None:
         self.client = client
         self.before_request = before_request
+        self.guard: LookupGuard | None = None  # budgets, breaker and concurrency cap (set by the gate)
         self.cache = cache
         self.config = config or LookupConfig()
         self.clock = clock
@@ -385,7 +386,25 @@ class LookupService:
         return facts
 
     def _fetch(self, e164: str, fields: tuple[str, ...], region: str | None) -> dict[str, Any]:
-        params = self.request_params(fields, region)
+        guard = self.guard
+        if guard is None:
+            return self._attempts(e164, self.request_params(fields, region))
+        account = self.client.account_sid
+        with guard.slots:  # [lookup] max_concurrent Lookups in flight in this process; the rest wait their turn
+            admission = run(guard.stores, guard.breaker.admit_steps(account))
+            if admission == "open":
+                raise refused_by_breaker(e164)
+            try:
+                payload = self._attempts(e164, self.request_params(fields, region))
+            except LookupUnavailable as exc:
+                if exc.reason != "rate_limited":
+                    run(guard.stores, guard.breaker.result_steps(account, admission, ok=False))
+                raise
+            run(guard.stores, guard.breaker.result_steps(account, admission, ok=True))
+            return payload
+
+    def _attempts(self, e164: str, params: dict[str, object]) -> dict[str, Any]:
+        """The request and the retries that are safe; what still fails is LookupUnavailable."""
         try:
             return call_with_retries(
                 lambda: self._fetch_once(e164, params),
@@ -400,12 +419,19 @@ class LookupService:
                 reason=exc.reason,
                 status=exc.status,
             ) from exc
+        except RateLimited as exc:
+            raise rate_limited(e164, exc) from exc
 
     def _fetch_once(self, e164: str, params: dict[str, object]) -> dict[str, Any]:
         # The SDK's own request path (auth, edge/region, the configured HttpClient) with two things
         # fetch() cannot give: a per-request timeout and the response headers (Retry-After).
         if self.before_request is not None:
             self.before_request()
+        guard = self.guard
+        if guard is not None:  # a permit of the lookups budget for every request that reaches Twilio, retries too
+            wait = run(guard.stores, guard.budgets.take_steps("lookups", self.client.account_sid))
+            if wait:
+                self.sleep(wait)
         version = self.client.lookups.v2
         uri = f"/PhoneNumbers/{e164}"
         try:
@@ -413,7 +439,15 @@ class LookupService:
         except requests.exceptions.RequestException as exc:
             metrics.lookup_request("error")
             raise TransientError(f"network:{type(exc).__name__}") from exc
-        return answer(e164, response, lambda: version.exception("GET", uri, response, "Unable to fetch record"))
+        try:
+            return answer(e164, response, lambda: version.exception("GET", uri, response, "Unable to fetch record"))
+        except TransientError as exc:
+            pause = exc.retry_after_seconds
+            if guard is not None and exc.status == 429 and pause:
+                run(guard.stores, guard.budgets.pause_steps("lookups", self.client.account_sid, pause))
+                if pause > guard.budgets.max_wait:  # not worth a retry: every caller waits the pause out
+                    raise RateLimited("lookups", pause) from exc
+            raise
 
     def correct(self, phone: Phone, facts: PhoneFacts, *, line_type: str) -> None:
         """Twilio itself said what the number is (21614 on a send: not SMS-capable); the cached answer, and
@@ -447,6 +481,20 @@ class LookupService:
         fixed = replace(entry, facts=replace(entry.facts, line_type=line_type), payload=payload)
         log.info("Lookup facts of %s corrected by Twilio's answer: %s", mask(phone.e164), line_type)
         return fixed, max((self._ttl(f) for f in entry.facts.fields), default=1.0)
+
+
+def rate_limited(e164: str, exc: RateLimited) -> LookupUnavailable:
+    """The lookups budget (or Twilio's Retry-After) allows no Lookup in time: the decision follows
+    ``on_lookup_error`` with the reason ``lookup:rate_limited``."""
+    return LookupUnavailable(
+        f"Lookup for {mask(e164)} not made: the budget allows none for {exc.retry_after_seconds:.1f} s",
+        reason="rate_limited",
+    )
+
+
+def refused_by_breaker(e164: str) -> LookupUnavailable:
+    """Lookup keeps failing: no attempt while the breaker is open (reason ``lookup:breaker_open``)."""
+    return LookupUnavailable(f"Lookup for {mask(e164)} not made: the breaker is open", reason="breaker_open")
 
 
 def answer(e164: str, response: Any, error: Callable[[], TwilioException]) -> dict[str, Any]:
@@ -491,63 +539,6 @@ def answer(e164: str, response: Any, error: Callable[[], TwilioException]) -> di
     raise LookupUnavailable(
         f"Lookup refused the request: HTTP {status}, code {code}", reason=f"http_{status}", status=status
     ) from refused
-
-
-class Route(NamedTuple):
-    """A decision routed from facts this process holds, as it stands while the number is clear to reach."""
-
-    decision: Decision
-    phone: Phone
-    policy: Policy
-    scopes: tuple[str, ...]
-    facts: PhoneFacts  # the very facts it was routed from, held by the Lookup service under lookup_key
-    lookup_key: str
-    fresh_until: float
-    clear_at: Hashable | None = None  # the stores' mark when the number was last found clear
-
-
-class Routes:
-    """Decisions kept per way of asking, for as long as the very facts they were routed from are held.
-
-    What it holds: one :class:`Route` per (number, purpose, how it was asked), at most ``max_entries``
-    (oldest out first). What ends one: the facts it came from replaced (a fetch) or no longer held,
-    their freshness for the purpose, or the purpose's policy object replaced. It keeps no consent:
-    the gate screens every send. What it buys: normalize, Lookup's memo, evaluate and route on a
-    repeated number.
-    """
-
-    def __init__(self, lookup: LookupService, max_entries: int) -> None:
-        self._lookup = lookup
-        self._kept: Memo[Hashable, Route] = Memo(max_entries)
-
-    def find(self, key: Hashable, policy: Policy) -> Route | None:
-        """The route kept under ``key`` if it still stands for ``policy``."""
-        try:
-            route = self._kept.get(key)
-        except TypeError:  # an argument that cannot key a route (a list for a sender…): decided in full
-            return None
-        if (
-            route is None
-            or route.policy is not policy
-            or route.fresh_until <= self._lookup.clock()
-            or not self._lookup.holds(route.lookup_key, route.facts)
-        ):
-            return None
-        return route
-
-    def keep(self, key: Hashable, decision: Decision, phone: Phone, policy: Policy, scopes: tuple[str, ...]) -> None:
-        """Keep a decision made from facts this process holds (a refusal by consent has none: never kept)."""
-        held = self._lookup.held(phone, policy.fields, max_age_seconds=policy.max_age_seconds)
-        if held is None or held[1] is not decision.facts:
-            return  # routed from facts this process does not hold (overtaken by a fill meanwhile)
-        lookup_key, facts, fresh_until = held
-        with suppress(TypeError):
-            self._kept.remember(key, Route(decision, phone, policy, scopes, facts, lookup_key, fresh_until))
-
-    def cleared(self, key: Hashable, route: Route, mark: Hashable | None) -> None:
-        """The number was found clear again (``mark``: the stores' state then, None if they cannot tell)."""
-        if mark is not route.clear_at:
-            self._kept[key] = route._replace(clear_at=mark)
 
 
 # A partial refresh merges only the packages it asked for (the others come back null).

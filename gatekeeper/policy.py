@@ -133,7 +133,9 @@ def evaluate(
     (WhatsApp reaches a landline as well as a mobile)."""
     reasons: list[str] = []
     if lookup_error is not None:
-        reasons.append(f"lookup:unavailable:{lookup_error}")
+        # The gate's own holds on Lookup name themselves; Lookup failing says why it failed.
+        held = lookup_error in ("rate_limited", "breaker_open")
+        reasons.append(f"lookup:{lookup_error}" if held else f"lookup:unavailable:{lookup_error}")
         if policy.on_lookup_error == "refuse":
             return refuse("lookup_unavailable", *reasons, "on_lookup_error:refuse")
         reasons.append("on_lookup_error:allow_local")

@@ -1,25 +1,13 @@
-"""Settings: a TOML file plus a few environment variables, validated at load.
+"""Settings: a TOML file plus environment variables, validated at load.
 
-Source order, highest first: environment variables, the TOML file, built-in
-defaults. This module is the only reader of ``os.environ``; pass ``env=`` to
-:meth:`Settings.load` to read a mapping instead (tests do). Secrets are
-``SecretStr``: they never appear in ``repr``, logs or error messages.
-
-Environment variables:
-
-=========================  ==============================================
-``GATEKEEPER_CONFIG``      path of the TOML file when ``load()`` gets none
-``TWILIO_ACCOUNT_SID``     ``[twilio] account_sid``
-``TWILIO_AUTH_TOKEN``      the account's auth token (secret)
-``TWILIO_API_KEY_SID``     ``[twilio.api_key] sid``
-``TWILIO_API_KEY_SECRET``  the API key secret (or the variable named by ``secret_env``)
-``GATEKEEPER_REDIS_URL``   ``[redis] url``: every store uses Redis (secret: may hold a password)
-``GATEKEEPER_STORE_PATH``  ``[store] path``: the SQLite file of the embedded store
-``GATEKEEPER_SANDBOX_URL`` ``[twilio] sandbox_url``: send every Twilio call to a local sandbox
-=========================  ==============================================
-
-A secret variable whose value is the path of an existing file is read from
-that file (Docker and Kubernetes secrets).
+Source order, lowest first: built-in defaults, the TOML file, each setting's nested variable
+(``GATEKEEPER_POLICY__MODE``), the well-known variables (``TWILIO_ACCOUNT_SID``, ``GATEKEEPER_REDIS_URL`` …).
+``settings_env`` reads the environment (a typo in a nested name is a ConfigError naming it) and says why this
+order; ``docs/settings.md``, generated from these models by ``python -m gatekeeper.settings_doc``, lists every
+setting with its variable, type and default. ``GATEKEEPER_CONFIG`` names the TOML file when ``load()`` gets none.
+Pass ``env=`` to :meth:`Settings.load` to read a mapping instead of ``os.environ`` (tests do). Secrets are
+``SecretStr``: they never appear in ``repr``, logs or error messages; a secret variable whose value is the path
+of an existing file is read from that file (Docker and Kubernetes secrets).
 """
 
 from __future__ import annotations
@@ -51,6 +39,7 @@ from pydantic_settings import (
 from gatekeeper.errors import ConfigError, InvalidArgument
 from gatekeeper.models import CHANNELS, LOOKUP_FIELDS
 from gatekeeper.policy import Policy, expand_line_types
+from gatekeeper.settings_env import apply_env
 
 
 class _Section(BaseModel):
@@ -80,15 +69,15 @@ def _check_countries(codes: list[str]) -> list[str]:
 
 
 class ApiKeySettings(_Section):
-    sid: str | None = None
+    sid: str | None = None  # an API key (SK…): with its secret and account_sid, preferred over the auth token
     secret_env: str = "TWILIO_API_KEY_SECRET"  # noqa: S105 - the name of a variable, not a secret
-    secret: SecretStr | None = None
+    secret: SecretStr | None = None  # the API key's secret: better in the variable secret_env names than in a file
 
 
 class TwilioSettings(_Section):
-    account_sid: str | None = None
+    account_sid: str | None = None  # the account (AC…) every request is made for
     auth_mode: Literal["api_key", "auth_token"] | None = None
-    auth_token: SecretStr | None = None
+    auth_token: SecretStr | None = None  # the account's auth token; it also checks webhook signatures
     api_key: ApiKeySettings = ApiKeySettings()
     region: str | None = None
     edge: str | None = None
@@ -119,6 +108,9 @@ class LookupSettings(_Section):
     max_retry_after_ms: int = Field(10_000, ge=0)
     fill_wait_ms: int = Field(10_000, ge=0)
     field_ttl_seconds: dict[str, int] = {"sms_pumping_risk": 3_600, "sim_swap": 3_600, "line_status": 86_400}
+    max_concurrent: int = Field(50, ge=1)  # Lookups in flight at once, per process; more wait for a turn
+    breaker_failures: int = Field(5, ge=1)  # failed Lookups in a row (after retries) that open the breaker
+    breaker_interval_seconds: float = Field(30.0, gt=0)  # while open: no Lookup but one probe per interval
 
     _fields = field_validator("default_fields")(_check_fields)
 
@@ -137,7 +129,7 @@ class LookupSettings(_Section):
 
 
 class CacheSettings(_Section):
-    enabled: bool = True
+    enabled: bool = True  # false: no Lookup answer is kept, every decision that needs facts makes a Lookup
     backend: Literal["sqlite", "memory", "redis"] | None = None  # None: the [store] backend
     ttl_seconds: int = Field(7 * 86_400, gt=0)
     negative_ttl_seconds: int = Field(3_600, gt=0)
@@ -154,13 +146,54 @@ class StoreSettings(_Section):
     busy_timeout_ms: int = Field(5_000, ge=0)  # a write waits this long for another process's write
 
 
+class RateSettings(_Section):
+    """Budgets per Twilio API and account, shared by every process through the store (0: no limit)."""
+
+    lookups_per_second: float = Field(0.0, ge=0)
+    messages_per_second: float = Field(0.0, ge=0)
+    calls_per_second: float = Field(0.0, ge=0)
+    verify_per_second: float = Field(0.0, ge=0)
+    burst_seconds: float = Field(1.0, gt=0)  # a bucket holds this many seconds' worth of permits
+    max_wait_ms: int = Field(2_000, ge=0)  # a caller waits at most this long for a permit or a pause to end
+
+
 class RedisSettings(_Section):
+    # standalone: url names the server. cluster: url names any node of a Redis Cluster. sentinel: the Sentinels
+    # name the primary of service_name; url gives only its database and password (its host is not connected to).
     url: SecretStr | None = None
+    mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
     key_prefix: str = "gk:"
     timeout_ms: int = Field(2_000, gt=0)
+    # Connections per process (per node on a cluster). A command finding them all busy waits up to pool_timeout_ms
+    # for one, then fails: StoreUnavailable, which the gate reports as store:pool_exhausted.
+    max_connections: int = Field(50, ge=1)
+    pool_timeout_ms: int = Field(2_000, ge=0)
+    sentinels: list[str] = []  # sentinel: "host:port" of each Sentinel
+    service_name: str | None = None  # sentinel: the name the Sentinels monitor the primary under
+    sentinel_password: SecretStr | None = None  # sentinel: the Sentinels' own requirepass, if any
     # Refuse to start (ConfigError) when the stores may lose an acknowledged opt-out: a Redis without AOF, an
     # allkeys-* eviction policy, the memory store. False: the risks are logged and reported by health().
     require_persistence: bool = False
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, v: list[str]) -> list[str]:
+        for address in v:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise InvalidArgument(f"a Sentinel is 'host:port', like '10.0.0.5:26379': {address!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> RedisSettings:
+        if self.mode == "sentinel" and not (self.sentinels and self.service_name):
+            raise InvalidArgument("mode = 'sentinel' needs sentinels = ['host:port', …] and service_name")
+        if self.mode != "standalone" and self.url is None:
+            raise InvalidArgument(
+                f"mode = {self.mode!r} needs url (or GATEKEEPER_REDIS_URL): "
+                + ("any node of the cluster" if self.mode == "cluster" else "redis://[:password@]service/db")
+            )
+        return self
 
 
 class PurposeSettings(_Section):
@@ -171,13 +204,15 @@ class PurposeSettings(_Section):
     deny_line_types: list[str] | None = None
     flag_line_types: list[str] | None = None
     landline: Literal["voice", "refuse"] | None = None
+    # mfa only (notify lets VoIP through): "totp", "email", "refuse" (60205) or "allow"; unset: "totp"
     voip: Literal["totp", "email", "refuse", "allow"] | None = None
+    # Lookup down: "allow_local" routes from the local parse, "refuse" (20503); unset: notify allow_local, mfa refuse
     on_lookup_error: Literal["refuse", "allow_local"] | None = None
     carrier_error: Literal["allow", "refuse"] | None = None
     max_sms_pumping_risk: int | None = None
-    max_age_seconds: int | None = Field(None, gt=0)
+    max_age_seconds: int | None = Field(None, gt=0)  # facts older than this are looked up again; unset: mfa a day
     mode: Literal["enforce", "observe"] | None = None
-    fields: list[str] | None = None
+    fields: list[str] | None = None  # the Lookup fields this purpose asks for; unset: [lookup] default_fields
     deny_channels: list[str] | None = None
 
     @field_validator("deny_channels")
@@ -270,9 +305,9 @@ class IdempotencySettings(_Section):
 
 
 class AuditSettings(_Section):
-    enabled: bool = True
+    enabled: bool = True  # false: decisions are counted in the metrics but no audit record is written
     hash_key_env: str | None = None  # name of an env var holding a key for the number pseudonyms
-    hash_key: SecretStr | None = None
+    hash_key: SecretStr | None = None  # the pseudonyms' HMAC key; unset: a random key the store makes and keeps
     max_entries: int = Field(10_000, gt=0)
     retention_seconds: int | None = Field(90 * 86_400, gt=0)  # records older than this are dropped; None: kept
 
@@ -294,8 +329,8 @@ class WebhookSettings(_Section):
     # Without public_base_url: the Host names a request may carry (the port aside); see webhooks/signature.py.
     allowed_hosts: list[str] = []
     trusted_proxy_hops: int = Field(0, ge=0, le=10)
-    max_body_bytes: int = Field(64 * 1024, gt=0)
-    auth_tokens: list[SecretStr] = []
+    max_body_bytes: int = Field(64 * 1024, gt=0)  # a larger request is refused (413)
+    auth_tokens: list[SecretStr] = []  # more tokens signatures may be made with (an auth-token rotation)
     advanced_opt_out: bool = False
     replies: Replies = Replies()
     keywords: Keywords = Keywords()
@@ -334,6 +369,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     store: StoreSettings = StoreSettings()
     redis: RedisSettings = RedisSettings()
+    rates: RateSettings = RateSettings()
     policy: PolicySettings = PolicySettings()
     routing: RoutingSettings = RoutingSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
@@ -385,11 +421,11 @@ class Settings(BaseSettings):
                 data = TomlConfigSettingsSource(cls, toml_file=file)()
             except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
                 raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-        _deep_merge(data, _from_env(data, environ))
+        origins = apply_env(cls, data, environ)  # {dotted setting: the variable that set it}
         try:
             return cls(**data)
         except ValidationError as exc:
-            raise _config_error(exc, chosen) from None
+            raise _config_error(exc, chosen, origins) from None
 
     def policies(self) -> dict[str, Policy]:
         return {p: self.policy.resolve(p, self.lookup.default_fields) for p in ("notify", "mfa")}
@@ -452,51 +488,6 @@ def default_store_path(environ: Mapping[str, str] | None = None) -> Path:
     return base / "gatekeeper" / "gatekeeper.db"
 
 
-def _secret(environ: Mapping[str, str], name: str) -> str | None:
-    value = environ.get(name)
-    if not value:
-        return None
-    candidate = Path(value)
-    if value.startswith(("/", "./")) and candidate.is_file():
-        return candidate.read_text().strip()
-    return value
-
-
-def _from_env(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-
-    def put(path: tuple[str, ...], value: str | None) -> None:
-        if value is None:
-            return
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-
-    put(("twilio", "account_sid"), environ.get("TWILIO_ACCOUNT_SID") or None)
-    put(("twilio", "auth_token"), _secret(environ, "TWILIO_AUTH_TOKEN"))
-    put(("twilio", "api_key", "sid"), environ.get("TWILIO_API_KEY_SID") or None)
-    secret_env = data.get("twilio", {}).get("api_key", {}).get("secret_env", "TWILIO_API_KEY_SECRET")
-    put(("twilio", "api_key", "secret"), _secret(environ, str(secret_env)))
-    put(("twilio", "sandbox_url"), environ.get("GATEKEEPER_SANDBOX_URL") or None)
-    put(("twilio", "region"), environ.get("TWILIO_REGION") or None)  # as the twilio SDK reads them
-    put(("twilio", "edge"), environ.get("TWILIO_EDGE") or None)
-    put(("redis", "url"), _secret(environ, "GATEKEEPER_REDIS_URL"))
-    put(("store", "path"), environ.get("GATEKEEPER_STORE_PATH") or None)
-    hash_env = data.get("audit", {}).get("hash_key_env")
-    if hash_env:
-        put(("audit", "hash_key"), _secret(environ, str(hash_env)))
-    return out
-
-
-def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> None:
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = value
-
-
 def _not_for_credentials(url: str, allowed: list[str]) -> str | None:
     """Why ``url`` may not receive the account's credentials, or None: it must be a Twilio host over HTTPS, a
     loopback address, or a host in ``[twilio] allowed_hosts``."""
@@ -524,7 +515,9 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _config_error(exc: ValidationError, source: str | os.PathLike[str] | None) -> ConfigError:
+def _config_error(
+    exc: ValidationError, source: str | os.PathLike[str] | None, origins: Mapping[str, str]
+) -> ConfigError:
     lines = []
     first_key = None
     for err in exc.errors(include_input=False, include_url=False):
@@ -536,6 +529,7 @@ def _config_error(exc: ValidationError, source: str | os.PathLike[str] | None) -
         first_key = first_key or key
         if err["type"] == "extra_forbidden":
             msg = "unknown setting (check the spelling against config/gatekeeper.toml)"
-        lines.append(f"  {key}: {msg}")
+        var = next((v for k, v in origins.items() if key == k or key.startswith(k + ".")), None)
+        lines.append(f"  {key}: {msg}" + (f" (from ${var})" if var else ""))
     where = f" in {source}" if source else ""
     return ConfigError(f"invalid settings{where}:\n" + "\n".join(lines), key=first_key)

@@ -123,7 +123,7 @@ class Suppression:
         except StoreUnavailable as exc:
             # Fail safe: an unreadable opt-out list must never let a message reach someone who said STOP.
             log.error("suppression stores unavailable, refusing %s: %s", phones.mask(key), exc)
-            return policies.refuse("store_unavailable", "store:unavailable")
+            return policies.refuse("store_unavailable", f"store:{exc.reason}")  # unavailable, or pool_exhausted
         return policies.screen_suppression(scope, suppression, policy)
 
     def clear_mark(self) -> Hashable | None:

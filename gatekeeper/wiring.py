@@ -22,6 +22,7 @@ from gatekeeper.stores.base import DurabilityReport, Risk, Stores
 
 if TYPE_CHECKING:
     from gatekeeper.sandbox import SandboxServer
+    from gatekeeper.stores.redis_connect import RedisTarget
 
 _quiet_http_log = logging.getLogger("gatekeeper.twilio_http")
 # twilio's HttpClient logs every request URL at INFO, and a Lookup URL holds the full number.
@@ -145,11 +146,7 @@ def _check_durability(settings: Settings, store: Any) -> None:
     log = logging.getLogger("gatekeeper.stores")
     probe = store
     if isinstance(store, AsyncRedisStore):
-        assert settings.redis.url is not None
-        probe = RedisStore.from_url(
-            settings.redis.url.get_secret_value(), prefix=settings.redis.key_prefix,
-            timeout_seconds=settings.redis.timeout_ms / 1000,
-        )  # fmt: skip
+        probe = RedisStore.connect(redis_target(settings), prefix=settings.redis.key_prefix)
     try:
         risks = probe.durability() if isinstance(probe, DurabilityReport) else []
     except StoreUnavailable as exc:
@@ -182,20 +179,37 @@ def _backend(settings: Settings, name: str, *, asynchronous: bool) -> Any:
             audit_max_age_seconds=keep,
         )
     if name == "redis":
-        assert settings.redis.url is not None  # Settings refuses a Redis backend without a URL
-        url, prefix = settings.redis.url.get_secret_value(), settings.redis.key_prefix
-        timeout = settings.redis.timeout_ms / 1000
+        target, prefix = redis_target(settings), settings.redis.key_prefix
         if asynchronous:
             from gatekeeper.stores.redis_async import AsyncRedisStore
 
-            return AsyncRedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout, audit_max_age_seconds=keep)
+            return AsyncRedisStore.connect(target, prefix=prefix, audit_max_age_seconds=keep)
         from gatekeeper.stores.redis import RedisStore
 
-        return RedisStore.from_url(url, prefix=prefix, timeout_seconds=timeout, audit_max_age_seconds=keep)
+        return RedisStore.connect(target, prefix=prefix, audit_max_age_seconds=keep)
     from gatekeeper.stores.memory import MemoryStore
 
     return MemoryStore(
         max_entries=settings.cache.max_entries, max_audit=settings.audit.max_entries, audit_max_age_seconds=keep
+    )
+
+
+def redis_target(settings: Settings) -> RedisTarget:
+    """Where ``[redis]`` says the Redis stores connect: the server, cluster or Sentinels, timeouts and the pool."""
+    from gatekeeper.stores.redis_connect import RedisTarget
+
+    r = settings.redis
+    assert r.url is not None  # Settings refuses a Redis backend (or a cluster or sentinel mode) without a URL
+    sentinels = tuple((host, int(port)) for host, _, port in (s.rpartition(":") for s in r.sentinels))
+    return RedisTarget(
+        r.url.get_secret_value(),
+        mode=r.mode,
+        sentinels=sentinels,
+        service_name=r.service_name,
+        sentinel_password=r.sentinel_password.get_secret_value() if r.sentinel_password else None,
+        timeout_seconds=r.timeout_ms / 1000,
+        max_connections=r.max_connections,
+        pool_timeout_seconds=r.pool_timeout_ms / 1000,
     )
 
 

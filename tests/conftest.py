@@ -3,7 +3,9 @@
 Redis: the suite uses the server on 127.0.0.1:6379 when it answers; otherwise it
 starts a private ``redis-server`` on a free port; when neither is possible the
 Redis tests are skipped with a reason saying so (shown in pytest's summary).
-Every test gets a fresh key prefix, so tests never see each other's keys.
+Every test gets a fresh key prefix, so tests never see each other's keys. A Redis
+Cluster and a Sentinel are always the suite's own (``redis_cluster``,
+``redis_sentinel``: started once, when a test first asks for one).
 
 SQLite: a gate built from settings keeps its store under ``$XDG_DATA_HOME``, which every test points
 at a directory of its own (``data_home``).
@@ -18,7 +20,19 @@ from pathlib import Path
 
 import pytest
 import responses
-from support import ACCOUNT_SID, API, AUTH_TOKEN, LOOKUP, FakeClock, FakeTwilio, PrivateRedis, answers, drop_prefix
+from support import (
+    ACCOUNT_SID,
+    API,
+    AUTH_TOKEN,
+    LOOKUP,
+    FakeClock,
+    FakeTwilio,
+    PrivateCluster,
+    PrivateRedis,
+    PrivateSentinel,
+    answers,
+    drop_prefix,
+)
 from twilio.rest import Client
 
 from gatekeeper.sandbox import Sandbox, SandboxServer
@@ -72,6 +86,28 @@ def redis_url() -> Iterator[str]:
         yield private.url
     finally:
         private.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateCluster]:
+    """A Redis Cluster of the suite's own: three primaries on free ports, no replicas (skipped, saying why, without
+    redis-server and redis-cli). Tests share it, each under its own key prefix."""
+    cluster = PrivateCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateSentinel]:
+    """A primary and a Sentinel monitoring it, both password-protected, on free ports (skipped, saying why, without
+    redis-server). Tests share them, each under its own key prefix."""
+    sentinel = PrivateSentinel(tmp_path_factory.mktemp("redis-sentinel")).start()
+    try:
+        yield sentinel
+    finally:
+        sentinel.stop()
 
 
 @pytest.fixture

@@ -209,6 +209,210 @@ class PrivateRedis:
         self.proc = None
 
 
+def _server_binaries(*names: str) -> list[str]:
+    """The paths of Redis's binaries, or a skip naming the one missing."""
+    found = [shutil.which(name) for name in names]
+    missing = [name for name, path in zip(names, found, strict=True) if path is None]
+    if missing:
+        pytest.skip(f"no {' or '.join(missing)} on the PATH: cannot start a private Redis Cluster or Sentinel")
+    return [str(path) for path in found]
+
+
+def _spawn(args: list[str], ready: str, what: str, deadline: float) -> subprocess.Popen[str]:
+    """Start a Redis process and wait for ``ready`` in its log (never a sleep), then keep draining the log."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if ready in line:
+            break
+        if time.monotonic() > deadline:
+            break
+    else:
+        raise RuntimeError(f"{what} did not start:\n{''.join(lines[-20:])}")
+    if ready not in lines[-1]:
+        proc.kill()
+        raise RuntimeError(f"{what} did not start in time:\n{''.join(lines[-20:])}")
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    return proc
+
+
+def _free_port_pair() -> tuple[int, int]:
+    """Two free ports: a Cluster node's client port and its bus port."""
+    while True:
+        a, b = free_port(), free_port()
+        if a != b:
+            return a, b
+
+
+def _stop_all(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class PrivateCluster:
+    """A Redis Cluster of the suite's own: ``primaries`` redis-servers (no replicas) on free ports, each in its
+    own directory under ``root``, joined by ``redis-cli --cluster create``; ready once every node says
+    ``cluster_state:ok`` and agrees on the slots. ``url`` names one node, as ``[redis] url`` does."""
+
+    def __init__(self, root: Path, primaries: int = 3) -> None:
+        self.server, self.cli = _server_binaries("redis-server", "redis-cli")
+        self.root = root
+        self.ports = [_free_port_pair() for _ in range(primaries)]
+        self.procs: list[subprocess.Popen[str]] = []
+        self.url = f"redis://127.0.0.1:{self.ports[0][0]}/0"
+        self.urls = [f"redis://127.0.0.1:{port}/0" for port, _ in self.ports]
+
+    def start(self, timeout: float = 20.0) -> PrivateCluster:
+        deadline = time.monotonic() + timeout
+        try:
+            for port, bus in self.ports:
+                where = self.root / str(port)
+                where.mkdir(parents=True, exist_ok=True)
+                args = [
+                    self.server, "--port", str(port), "--cluster-port", str(bus), "--bind", "127.0.0.1",
+                    "--cluster-enabled", "yes", "--cluster-config-file", str(where / "nodes.conf"),
+                    "--cluster-node-timeout", "5000", "--dir", str(where), "--save", "", "--appendonly", "no",
+                ]  # fmt: skip
+                self.procs.append(_spawn(args, "Ready to accept connections", f"cluster node {port}", deadline))
+            nodes = [f"127.0.0.1:{port}" for port, _ in self.ports]
+            created = subprocess.run(
+                [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True,
+                text=True,
+                timeout=max(deadline - time.monotonic(), 1),
+                check=False,
+            )
+            if created.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}")
+            self._wait_until_ok(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_ok(self, deadline: float) -> None:
+        """Every node reports the cluster ok, with all 16384 slots assigned, and knows every node."""
+        conns = [redis.Redis.from_url(url, socket_timeout=2) for url in self.urls]
+        try:
+            while True:
+                infos = [conn.cluster("info") for conn in conns]
+                known = [len(conn.cluster("nodes")) for conn in conns]
+                if all(
+                    i["cluster_state"] == "ok" and int(i["cluster_slots_ok"]) == 16384 for i in infos
+                ) and all(n == len(self.ports) for n in known):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the cluster did not become ok: {infos}")
+                time.sleep(0.05)
+        finally:
+            for conn in conns:
+                conn.close()
+
+    def stop(self) -> None:
+        _stop_all(self.procs)
+        self.procs = []
+
+    def drop(self, prefix: str) -> None:
+        """Delete a test's keys on every node, one DEL per key (a cluster refuses a DEL across slots)."""
+        for url in self.urls:
+            with redis.Redis.from_url(url, socket_timeout=2) as node:
+                for key in list(node.scan_iter(match=f"{prefix}*", count=500)):
+                    node.delete(key)
+
+    def stored_text(self, prefix: str) -> str:
+        """:func:`stored_redis_text` of every node: each key is read on the node that holds it."""
+        return "\n".join(text for url in self.urls if (text := stored_redis_text(url, prefix)))
+
+    def errors(self) -> dict[str, int]:
+        """The commands every node refused (MOVED, ASK, CROSSSLOT…) or failed since its stats were last reset, by
+        command. A script's NOSCRIPT is left out (redis-py loads the script then, by design), as is the error of
+        redis-py's RESP3 handshake on a server that predates it (counted under no command)."""
+        counts: dict[str, int] = {}
+        for url in self.urls:
+            with redis.Redis.from_url(url, socket_timeout=2, driver_info=None) as node:
+                noscript = int(node.info("errorstats").get("errorstat_NOSCRIPT", {}).get("count", 0))
+                for name, stat in node.info("commandstats").items():
+                    command = name.removeprefix("cmdstat_")
+                    bad = int(stat.get("rejected_calls", 0)) + int(stat.get("failed_calls", 0))
+                    if command == "evalsha":
+                        bad -= noscript
+                    if bad:
+                        counts[command] = counts.get(command, 0) + bad
+        return counts
+
+    def reset_stats(self) -> None:
+        for url in self.urls:
+            with redis.Redis.from_url(url, socket_timeout=2, driver_info=None) as node:
+                node.config_resetstat()
+
+
+class PrivateSentinel:
+    """A primary and one Sentinel watching it, on free ports (never the shared Redis), with passwords on both
+    so the settings that carry them are exercised: the primary's in ``url``, the Sentinel's apart."""
+
+    service_name = "gkprimary"
+    primary_password = "primary-secret"  # a test server's password
+    sentinel_password = "sentinel-secret"
+
+    def __init__(self, root: Path) -> None:
+        (self.server,) = _server_binaries("redis-server")
+        self.root = root
+        self.primary_port, self.sentinel_port = free_port(), free_port()
+        self.procs: list[subprocess.Popen[str]] = []
+        # The host of a Sentinel URL is not connected to: the Sentinel names the primary.
+        self.url = f"redis://:{self.primary_password}@{self.service_name}/0"
+        self.primary_url = f"redis://:{self.primary_password}@127.0.0.1:{self.primary_port}/0"
+        self.sentinels = [f"127.0.0.1:{self.sentinel_port}"]
+
+    def start(self, timeout: float = 20.0) -> PrivateSentinel:
+        deadline = time.monotonic() + timeout
+        try:
+            primary = [
+                self.server, "--port", str(self.primary_port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--requirepass", self.primary_password, "--dir", str(self.root),
+            ]  # fmt: skip
+            self.procs.append(_spawn(primary, "Ready to accept connections", "the Sentinel's primary", deadline))
+            config = self.root / "sentinel.conf"  # Sentinel rewrites its file: it must be its own, writable
+            config.write_text(
+                f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self.root}\n"
+                f"requirepass {self.sentinel_password}\n"
+                f"sentinel monitor {self.service_name} 127.0.0.1 {self.primary_port} 1\n"
+                f"sentinel auth-pass {self.service_name} {self.primary_password}\n"
+                f"sentinel down-after-milliseconds {self.service_name} 5000\n"
+            )
+            args = [self.server, str(config), "--sentinel"]
+            self.procs.append(_spawn(args, "+monitor master", "redis-server --sentinel", deadline))
+            self._wait_for_primary(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_for_primary(self, deadline: float) -> None:
+        with redis.Redis(
+            "127.0.0.1", self.sentinel_port, password=self.sentinel_password, socket_timeout=2
+        ) as sentinel:
+            while True:
+                found = sentinel.sentinel_get_master_addr_by_name(self.service_name)
+                if found and int(found[1]) == self.primary_port:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the Sentinel does not name the primary: {found!r}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        _stop_all(self.procs)
+        self.procs = []
+
+
 def drop_prefix(url: str, prefix: str) -> None:
     """Delete a test's Redis keys (SCAN, never KEYS)."""
     conn = redis.Redis.from_url(url, socket_timeout=2)

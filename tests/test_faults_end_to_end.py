@@ -38,11 +38,28 @@ def test_lookup_survives_500s_and_a_dropped_connection(
 def test_lookup_honours_retry_after_from_the_sandbox(
     sandbox_server: SandboxServer, sandbox: Sandbox, clock: FakeClock
 ) -> None:
-    """20429 with Retry-After: 3 waits three seconds, then succeeds."""
+    """20429 with Retry-After: 3, within [rates] max_wait_ms: waits three seconds, then succeeds."""
     sandbox.add_fault("too_many_requests", route="lookup", number=MOBILE, times=1, retry_after_seconds=3)
-    d = gate(sandbox_server, clock).decide(MOBILE)
+    d = gate(sandbox_server, clock, rates={"max_wait_ms": 5000}).decide(MOBILE)
     assert d.facts.source == "lookup"
     assert clock.sleeps == [3.0]
+
+
+def test_a_long_retry_after_pauses_lookups_instead_of_stalling(
+    sandbox_server: SandboxServer, sandbox: Sandbox, clock: FakeClock
+) -> None:
+    """Retry-After: 60, past max_wait: no wait at all; this decision and the next new number's follow
+    on_lookup_error at once (lookup:rate_limited) without asking Lookup, until the minute is over."""
+    sandbox.add_fault("too_many_requests", route="lookup", times=1, retry_after_seconds=60)
+    g = gate(sandbox_server, clock)
+    first = g.decide(MOBILE)
+    assert (first.action, first.facts.source) == (Action.SMS, "local")
+    assert "lookup:rate_limited" in first.reasons and clock.sleeps == []
+    other = g.decide("+14155550103")
+    assert "lookup:rate_limited" in other.reasons
+    assert sum(sandbox.lookup_counts().values()) == 1  # the one 429; the pause asked nothing more
+    clock.advance(61)
+    assert g.decide("+14155550103").facts.source == "lookup"
 
 
 def test_lookup_down_follows_on_lookup_error(sandbox_server: SandboxServer, sandbox: Sandbox, clock: FakeClock) -> None:

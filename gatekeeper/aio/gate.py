@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from twilio.rest import Client
 
@@ -28,15 +28,17 @@ from gatekeeper.channels import nothing_sent
 from gatekeeper.core import OUTCOME, GateCore, health_report
 from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected, StoreUnavailable
 from gatekeeper.idempotency import SleepStep, check_key, fingerprint_of, once
-from gatekeeper.lookup import Route, local_facts
+from gatekeeper.lookup import local_facts
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest, StatusRecord
 from gatekeeper.pipeline import Ask, NeedScreen
 from gatekeeper.policy import Policy
 from gatekeeper.router import Channel
+from gatekeeper.routes import Route
 from gatekeeper.settings import Settings
-from gatekeeper.stores.base import Call, Stores
+from gatekeeper.stores.base import Call, Steps, Stores
 
 log = logging.getLogger("gatekeeper")
+T = TypeVar("T")
 
 
 class AsyncGatekeeper(GateCore):
@@ -75,6 +77,9 @@ class AsyncGatekeeper(GateCore):
         client = twilio_client or build_async_twilio_client(settings)
         stores = kwargs.pop("stores", None) or build_stores(settings, asynchronous=True)
         return cls(client, settings=settings, stores=stores, **kwargs)
+
+    async def _run_async(self, steps: Steps[T]) -> T:
+        return await self.awaited.run(steps)
 
     async def close(self) -> None:
         """Close the stores and the twilio client's HTTP session."""

@@ -21,8 +21,8 @@ from twilio.base.exceptions import TwilioException
 
 from gatekeeper import metrics
 from gatekeeper.aio.stores import AsyncStores
-from gatekeeper.errors import LookupUnavailable, StoreUnavailable, TransientError
-from gatekeeper.lookup import LookupService, Partial, answer
+from gatekeeper.errors import LookupUnavailable, RateLimited, StoreUnavailable, TransientError
+from gatekeeper.lookup import LookupService, Partial, answer, rate_limited, refused_by_breaker
 from gatekeeper.models import Phone, PhoneFacts
 from gatekeeper.phone import mask
 from gatekeeper.retries import call_with_retries_async, network_error
@@ -45,6 +45,7 @@ class AsyncLookupService:
         self._stores = stores
         self._sleep = sleep
         self._flights: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._slots: asyncio.Semaphore | None = None  # [lookup] max_concurrent, made in the loop on first use
 
     async def facts(self, phone: Phone, fields: tuple[str, ...], *, max_age_seconds: float | None = None) -> PhoneFacts:
         """Facts for ``phone`` (which must be valid); ``source`` says "cache" or "lookup"."""
@@ -141,8 +142,29 @@ class AsyncLookupService:
         return facts
 
     async def _fetch(self, e164: str, fields: tuple[str, ...], region: str | None) -> dict[str, Any]:
-        config = self.rules.config
+        """``LookupService._fetch`` awaited: the same breaker, budget and cap (an asyncio semaphore)."""
+        guard = self.rules.guard
         params = self.rules.request_params(fields, region)
+        if guard is None:
+            return await self._attempts(e164, params)
+        account = self.rules.client.account_sid
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(guard.max_concurrent)
+        async with self._slots:
+            admission = await self._stores.run(guard.breaker.admit_steps(account))
+            if admission == "open":
+                raise refused_by_breaker(e164)
+            try:
+                payload = await self._attempts(e164, params)
+            except LookupUnavailable as exc:
+                if exc.reason != "rate_limited":
+                    await self._stores.run(guard.breaker.result_steps(account, admission, ok=False))
+                raise
+            await self._stores.run(guard.breaker.result_steps(account, admission, ok=True))
+            return payload
+
+    async def _attempts(self, e164: str, params: dict[str, object]) -> dict[str, Any]:
+        config = self.rules.config
         try:
             return await call_with_retries_async(
                 lambda: self._fetch_once(e164, params),
@@ -157,8 +179,15 @@ class AsyncLookupService:
                 reason=exc.reason,
                 status=exc.status,
             ) from exc
+        except RateLimited as exc:
+            raise rate_limited(e164, exc) from exc
 
     async def _fetch_once(self, e164: str, params: dict[str, object]) -> dict[str, Any]:
+        guard, account = self.rules.guard, self.rules.client.account_sid
+        if guard is not None:
+            wait = await self._stores.run(guard.budgets.take_steps("lookups", account))
+            if wait:
+                await self._sleep(wait)
         version = self.rules.client.lookups.v2
         uri = f"/PhoneNumbers/{e164}"
         try:
@@ -172,7 +201,15 @@ class AsyncLookupService:
         def error() -> TwilioException:
             return version.exception("GET", uri, response, "Unable to fetch record")
 
-        return answer(e164, response, error)
+        try:
+            return answer(e164, response, error)
+        except TransientError as exc:
+            pause = exc.retry_after_seconds
+            if guard is not None and exc.status == 429 and pause:
+                await self._stores.run(guard.budgets.pause_steps("lookups", account, pause))
+                if pause > guard.budgets.max_wait:
+                    raise RateLimited("lookups", pause) from exc
+            raise
 
 
 def _in_thread(lock: Any) -> tuple[Callable[[], Awaitable[Any]], Callable[..., Awaitable[Any]]]:

@@ -29,7 +29,7 @@ import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
-from gatekeeper.errors import GatekeeperError, SendFailed, SendRejected
+from gatekeeper.errors import GatekeeperError, RateLimited, SendFailed, SendRejected
 from gatekeeper.models import API_OF, Action, Decision, Outcome, SendRequest
 from gatekeeper.retries import (
     Backoff,
@@ -37,6 +37,7 @@ from gatekeeper.retries import (
     call_with_retries_async,
     network_error,
     never_connected,
+    parse_retry_after,
     safe_to_resend,
 )
 
@@ -79,14 +80,94 @@ class BaseChannel:
         prepared = self.prepare(client, action, decision, request)
         if isinstance(prepared, Outcome):
             return prepared
-        return sent(action, decision, self.policy.send(prepared.target.create, **prepared.kwargs), prepared.notes)
+        create = prepared.target.create
+        budget = self.policy.budget
+        if budget is not None and API_OF[action] in BUDGETED:
+            api, account = API_OF[action], request.account_sid or client.account_sid
+            budget.permit(api, account)
+            create = _hinted(create, client, budget, api, account)
+        return sent(action, decision, self.policy.send(create, **prepared.kwargs), prepared.notes)
 
     async def send_async(self, client: Client, action: Action, decision: Decision, request: SendRequest) -> Outcome:
         prepared = self.prepare(client, action, decision, request)
         if isinstance(prepared, Outcome):
             return prepared
-        resource = await self.policy.send_async(prepared.target.create_async, **prepared.kwargs)
+        create = prepared.target.create_async
+        budget = self.policy.budget
+        if budget is not None and API_OF[action] in BUDGETED:
+            api, account = API_OF[action], request.account_sid or client.account_sid
+            await budget.permit_async(api, account)
+            create = _hinted_async(create, client, budget, api, account)
+        resource = await self.policy.send_async(create, **prepared.kwargs)
         return sent(action, decision, resource, prepared.notes)
+
+
+#: The APIs whose sends take a permit of ``[rates]``' budget.
+BUDGETED = frozenset({"messages", "calls", "verify"})
+
+
+class SendBudget(Protocol):
+    """What a channel asks of ``[rates]`` (``gatekeeper.rates``, driven by the gate): a permit before each send,
+    and a pause when Twilio answers 429 with ``Retry-After``."""
+
+    max_wait: float
+
+    def permit(self, api: str, account: str | None) -> None:
+        """Wait for this send's permit; RateLimited when none is due within ``max_wait``."""
+
+    async def permit_async(self, api: str, account: str | None) -> None:
+        """The same, awaited."""
+
+    def paused(self, api: str, account: str | None, seconds: float) -> None:
+        """Twilio said to wait ``seconds``: no permit of the bucket before then."""
+
+
+def retry_after(client: Client) -> float | None:
+    """``Retry-After`` of the 429 the client's HttpClient last received, if it said one (the SDK's exception
+    carries no headers; with several sends in flight on one client this may be another send's 429, which is
+    the same account's throttling)."""
+    response = getattr(getattr(client, "http_client", None), "_test_only_last_response", None)
+    if getattr(response, "status_code", None) != 429:
+        return None
+    headers = getattr(response, "headers", None) or {}
+    return parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"))
+
+
+def _throttled(exc: BaseException, client: Client, budget: SendBudget, api: str, account: str | None) -> None:
+    """A 429 with ``Retry-After``: the bucket pauses for it; a wait past ``max_wait`` is RateLimited, a shorter
+    one is what the retry waits (the backoff reads ``retry_after_seconds``)."""
+    seconds = retry_after(client) if isinstance(exc, TwilioException) and safe_to_resend(exc) else None
+    if seconds:
+        budget.paused(api, account, seconds)
+        if seconds > budget.max_wait:
+            raise RateLimited(api, seconds) from exc
+        exc.retry_after_seconds = seconds  # type: ignore[attr-defined]
+
+
+def _hinted(
+    create: Callable[..., T], client: Client, budget: SendBudget, api: str, account: str | None
+) -> Callable[..., T]:
+    def call(**kwargs: Any) -> T:
+        try:
+            return create(**kwargs)
+        except Exception as exc:
+            _throttled(exc, client, budget, api, account)
+            raise
+
+    return call
+
+
+def _hinted_async(
+    create: Callable[..., Awaitable[T]], client: Client, budget: SendBudget, api: str, account: str | None
+) -> Callable[..., Awaitable[T]]:
+    async def call(**kwargs: Any) -> T:
+        try:
+            return await create(**kwargs)
+        except Exception as exc:
+            _throttled(exc, client, budget, api, account)
+            raise
+
+    return call
 
 
 def sent(action: Action, decision: Decision, resource: Any, notes: tuple[str, ...] = ()) -> Outcome:
@@ -142,6 +223,7 @@ class SendPolicy:
     )
     sleep: Callable[[float], None] = time.sleep
     sleep_async: Callable[[float], Awaitable[None]] = asyncio.sleep
+    budget: SendBudget | None = None  # [rates]: a permit per send (None: no budget)
 
     def send(self, create: Callable[..., T], /, **kwargs: Any) -> T:
         """``create(**kwargs)`` (one SDK create), retrying what is safe; failures raised as Gatekeeper's errors."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
-from gatekeeper.errors import InvalidArgumentType, StoreUnavailable
+from gatekeeper.errors import InvalidArgument, InvalidArgumentType, StoreUnavailable
 from gatekeeper.models import AuditEntry, PhoneFacts, StatusRecord
 
 __all__ = [  # AuditEntry is re-exported: custom stores import it from here
@@ -98,7 +98,6 @@ def run(stores: object, steps: Steps[T]) -> T:
             answer = getattr(getattr(stores, call.role), call.verb)(*call.args, **call.kwargs)
         except StoreUnavailable as exc:
             failure = exc
-
 
 
 def lookup_key(e164: str, fields_hash: str, country: str) -> str:
@@ -363,6 +362,36 @@ class StatusStore(Protocol):
 class RateLimiter(Protocol):
     def reserve(self, bucket: str, *, rate_per_second: float, burst: int, now: float) -> float:
         """Reserve one permit; returns the seconds to wait before using it (0 when free now)."""
+
+
+@runtime_checkable
+class Budget(Protocol):
+    """Optional, for a rate limiter shared by every process: permits taken only when due soon enough, and pauses
+    (a 429's ``Retry-After``, an open circuit breaker) that every process honours."""
+
+    def take(
+        self, bucket: str, *, rate_per_second: float, burst: int, now: float, max_wait: float
+    ) -> tuple[bool, float]:
+        """Take one permit if it is due within ``max_wait`` seconds (a pause included): ``(True, wait)``; else take
+        nothing and return ``(False, wait)``, the wait it would have needed."""
+
+    def pause(self, bucket: str, *, until: float) -> None:
+        """No permit of ``bucket`` before ``until`` (the caller's clock); 0 lifts a pause."""
+
+    def paused_until(self, bucket: str) -> float:
+        """When ``bucket``'s pause ends (0.0 when it has none)."""
+
+
+def gcra(tat: float | None, paused: float, now: float, rate_per_second: float, burst: int) -> tuple[float, float]:
+    """One permit of a GCRA bucket whose theoretical arrival time is ``tat`` (None: new) and which is paused until
+    ``paused``: the wait before it may be used, and the bucket's next ``tat``. A permit after a pause comes at its
+    end with no burst; the ones after it are spaced at the rate."""
+    if rate_per_second <= 0 or burst < 1:
+        raise InvalidArgument("rate_per_second must be > 0 and burst >= 1")
+    interval = 1.0 / rate_per_second
+    tolerance = (burst - 1) * interval
+    base = max(tat if tat is not None else now, now, paused + tolerance)
+    return max(0.0, base - tolerance - now), base + interval
 
 
 @runtime_checkable

@@ -28,6 +28,7 @@ from gatekeeper.stores.base import (
     Claim,
     ConsentChange,
     Risk,
+    gcra,
     lookup_prefix,
     subject_key,
 )
@@ -112,6 +113,7 @@ class MemoryStore:
         self._audit_max_age = audit_max_age_seconds
         self._suppressing_writes = 0  # see suppression_version
         self._secrets: dict[str, bytes] = {}
+        self._paused: dict[str, float] = {}  # a bucket's pause: few (one per Twilio API and account)
 
     def durability(self) -> list[Risk]:
         """Everything here lives in this process: for tests and explicit use, not for consent in production."""
@@ -343,15 +345,28 @@ class MemoryStore:
 
     # -- rate limits (GCRA) --------------------------------------------------------
     def reserve(self, bucket: str, *, rate_per_second: float, burst: int, now: float) -> float:
-        if rate_per_second <= 0 or burst < 1:
-            raise InvalidArgument("rate_per_second must be > 0 and burst >= 1")
-        interval = 1.0 / rate_per_second
-        tolerance = (burst - 1) * interval
+        return self.take(bucket, rate_per_second=rate_per_second, burst=burst, now=now, max_wait=float("inf"))[1]
+
+    def take(
+        self, bucket: str, *, rate_per_second: float, burst: int, now: float, max_wait: float
+    ) -> tuple[bool, float]:
         with self._lock:
-            tat = max(self._rates.get(bucket) or now, now)
-            wait = max(0.0, tat - tolerance - now)
-            self._rates.put(bucket, tat + interval, tat + interval - now + tolerance + 1)
-            return wait
+            wait, tat = gcra(self._rates.get(bucket), self._paused.get(bucket, 0.0), now, rate_per_second, burst)
+            if wait > max_wait:
+                return False, wait
+            self._rates.put(bucket, tat, tat - now + burst / rate_per_second + 1)
+            return True, wait
+
+    def pause(self, bucket: str, *, until: float) -> None:
+        with self._lock:
+            if until > 0:
+                self._paused[bucket] = until
+            else:
+                self._paused.pop(bucket, None)
+
+    def paused_until(self, bucket: str) -> float:
+        with self._lock:
+            return self._paused.get(bucket, 0.0)
 
     # -- audit ---------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:

@@ -2,8 +2,11 @@
 
 Every read-modify-write is one command, one MULTI or one Lua script — never
 SETNX then EXPIRE, never KEYS — and every key carries a ``{hash tag}`` so a
-number's keys share one Redis Cluster slot. Connection and timeout errors are
-translated to :class:`~gatekeeper.errors.StoreUnavailable` at this edge.
+number's keys share one Redis Cluster slot: every MULTI and every script touches one slot, and what spans
+slots (erasure, the status index) is sent as separate commands, which a cluster client routes. Connection and
+timeout errors are translated to :class:`~gatekeeper.errors.StoreUnavailable` at this edge; a pool that stayed
+full for its whole wait, to ``StoreUnavailable(reason="pool_exhausted")``. Connecting (one server, a cluster, the
+primary Sentinels name; the waiting pools) is :mod:`gatekeeper.stores.redis_connect`'s.
 
 Each verb is written once, as a generator that yields the Redis commands it needs
 (:class:`Op`, or a :class:`Pipe` of them sent in one round trip) and turns their answers
@@ -23,15 +26,18 @@ import base64
 import json
 import re
 import secrets
-from collections.abc import Generator, Iterator, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple, cast
 
 import redis
 from pydantic import TypeAdapter
-from redis.exceptions import LockError, RedisError
+from redis.cluster import RedisCluster
+from redis.exceptions import LockError, MaxConnectionsError, RedisClusterException, RedisError
 
 from gatekeeper.errors import InvalidArgument, StoreUnavailable
+from gatekeeper.masking import mask_text
 from gatekeeper.models import AuditEntry, StatusRecord
 from gatekeeper.stores.base import (
     ACCOUNT_SCOPE,
@@ -43,80 +49,21 @@ from gatekeeper.stores.base import (
     lookup_prefix,
     subject_key,
 )
+from gatekeeper.stores.redis_connect import RedisTarget, connect, durability_risks, primaries_risks
+from gatekeeper.stores.redis_scripts import SCRIPTS
+
+__all__ = ["SCRIPTS", "Op", "Pipe", "RedisStore", "RedisVerbs", "durability_risks", "unavailable"]
 
 _CACHED = TypeAdapter(CachedLookup)
 _CONSENT_HISTORY = 50
 
-# KEYS[1] failure zset; ARGV: event id, time, window seconds. One event counts once.
-_RECORD_FAILURE = """
-redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000))
-return redis.call('ZCARD', KEYS[1])
-"""
-
-# KEYS[1] claim; ARGV: record json, ttl ms. Claim or read in one step.
-_CLAIM = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, ARGV[1]} end
-return {0, redis.call('GET', KEYS[1])}
-"""
-
-# KEYS[1] claim; ARGV: token, new state or '' to delete, result (base64 or ''), ttl ms.
-# Only the owner (the token) may settle its claim; the fingerprint is kept as claimed.
-_SETTLE = """
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-local rec = cjson.decode(v)
-if rec['token'] ~= ARGV[1] then return 0 end
-if ARGV[2] == '' then redis.call('DEL', KEYS[1]) return 1 end
-rec['state'] = ARGV[2]
-if ARGV[3] ~= '' then rec['result'] = ARGV[3] end
-redis.call('SET', KEYS[1], cjson.encode(rec), 'PX', ARGV[4])
-return 1
-"""
-
-# KEYS[1] status hash; ARGV: rank, status, error code or '', time, to hash or '', ttl ms. Never moves back.
-_APPLY_STATUS = """
-local cur = redis.call('HGET', KEYS[1], 'rank')
-if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'rank', ARGV[1], 'status', ARGV[2], 'error_code', ARGV[3], 'at', ARGV[4], 'to', ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return 1
-"""
-
-# KEYS[1] theoretical arrival time; ARGV: interval s, tolerance s. GCRA on the server's clock,
-# so every host shares one budget whatever its own clock says. Returns the wait in microseconds.
-_RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local wait = tat - tolerance - now
-if wait < 0 then wait = 0 end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now + tolerance + 1) * 1000))
-return math.floor(wait * 1e6)
-"""
-
-# KEYS[1] audit stream; ARGV: record json, max entries, max age ms or ''. The stream ID and the retention cutoff
-# are both Redis's clock (see RedisVerbs._record); with a retention the stream expires when its newest record ages out.
-_RECORD = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
-if ARGV[3] ~= '' then
-  local cutoff = tonumber(string.match(id, '^%d+')) - tonumber(ARGV[3])
-  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', cutoff))
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-return id
-"""
 #: Erasure reads the audit stream this many records at a time.
 _AUDIT_PAGE = 1000
 
 
 class Op(NamedTuple):
-    """One Redis command (``name`` is the client's method), or ``script:<name>`` with ``keys`` and ``args``."""
+    """One Redis command (``name`` is the client's method), or ``script:<name>`` with ``keys`` and ``args``, or
+    ``scan_at`` (``args``: a key, a cursor): SCAN the server holding that key's slot (on a cluster, its node)."""
 
     name: str
     args: tuple[Any, ...] = ()
@@ -131,14 +78,6 @@ class Pipe(NamedTuple):
 
 
 Verb = Generator[Op | Pipe, Any, Any]
-SCRIPTS = {
-    "record_failure": _RECORD_FAILURE,
-    "claim": _CLAIM,
-    "settle": _SETTLE,
-    "apply_status": _APPLY_STATUS,
-    "reserve": _RESERVE,
-    "record": _RECORD,
-}
 
 
 def _ms(seconds: float) -> int:
@@ -154,9 +93,22 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
-def unavailable(exc: RedisError) -> StoreUnavailable:
-    """redis-py's error as the one kind callers handle."""
-    return StoreUnavailable(f"Redis store unavailable: {type(exc).__name__}: {exc}")
+def unavailable(exc: RedisError | RedisClusterException) -> StoreUnavailable:
+    """redis-py's error as the one kind callers handle; a full pool (``MaxConnectionsError``: waited for in vain,
+    see ``redis_connect``) says so."""
+    if isinstance(exc, MaxConnectionsError):
+        return StoreUnavailable(f"Redis store pool exhausted: {exc}", reason="pool_exhausted")
+    return StoreUnavailable(f"Redis store unavailable: {type(exc).__name__}: {_describe(exc)}")
+
+
+#: redis-py names a failed pipeline command with its arguments, which may be a secret or a number's key.
+_PIPELINE_COMMAND = re.compile(r"Command # (\d+) \(.*\) of pipeline caused error", re.DOTALL)
+
+
+def _describe(exc: Exception) -> str:
+    """``exc``'s message without the arguments of the command that failed (a stored secret, a key) and with any
+    number in it masked: it is logged and shown."""
+    return mask_text(_PIPELINE_COMMAND.sub(r"command #\1 of a pipeline failed", str(exc)))
 
 
 class RedisVerbs:
@@ -272,9 +224,11 @@ class RedisVerbs:
         # The Lookup answers (SCAN, never KEYS), with the keys that filed this number's consent under the number
         # itself before it was keyed by subject: all share the number's slot.
         doomed = [self._k(kind, e164) for kind in ("optout", "consent", "fail", "supp")]
-        match, cursor = glob_escape(self._p + lookup_prefix(e164)) + "*", None
+        # Every key starting with ``first`` has its hash tag in ``first``: one slot, so one node to scan on a cluster.
+        first = self._p + lookup_prefix(e164)
+        match, cursor = glob_escape(first) + "*", None
         while cursor != 0:
-            cursor, keys = yield Op("scan", (cursor or 0,), {"match": match, "count": 1000})
+            cursor, keys = yield Op("scan_at", (first, cursor or 0), {"match": match, "count": 1000})
             doomed.extend(keys)
         yield Op("delete", tuple(doomed))
         index = self._k("status_by", to_hash)
@@ -359,71 +313,37 @@ class RedisVerbs:
     def _recent(self, limit: int) -> Verb:
         if limit <= 0:
             return []
-        read = Op("xrevrange", (f"{self._p}audit",), {"count": limit})
+        stream = f"{self._p}audit"
         if self._audit_max_age is None:
-            rows = yield read
+            rows = yield Op("xrevrange", (stream,), {"count": limit})
+            records = [fields[b"e"] for _, fields in rows]
         else:  # records past the retention but not yet trimmed (no record since) are not shown
-            (seconds, micros), rows = yield Pipe((Op("time"), read))
-            cutoff = seconds * 1000 + micros // 1000 - _ms(self._audit_max_age)
-            rows = [(i, f) for i, f in rows if int(i.split(b"-")[0]) >= cutoff]
-        return [json.loads(fields[b"e"]) for _, fields in rows]
-
-
-def durability_risks(info: dict[str, Any], save: str | None) -> list[Risk]:
-    """What a Redis server's ``INFO persistence`` and ``INFO memory`` (merged) and its RDB save schedule
-    (``CONFIG GET save``; None when CONFIG is not permitted) say it may lose. Opt-outs and consent history
-    are kept without a TTL, so an eviction policy that only evicts keys with one (``volatile-*``) or none
-    (``noeviction``) never drops them; an ``allkeys-*`` policy may."""
-    risks = []
-    if int(info.get("aof_enabled", 0)) != 1:
-        if save is None:
-            risks.append(
-                Risk(
-                    "persistence:unknown",
-                    "AOF is off and the RDB schedule cannot be read (CONFIG is not "
-                    "permitted): opt-outs may not survive a restart of Redis",
-                )
-            )
-        elif not save.strip():
-            risks.append(
-                Risk("persistence:none", "appendonly no and no RDB save: a restart of Redis loses every opt-out")
-            )
-        else:
-            risks.append(
-                Risk(
-                    "persistence:rdb_only",
-                    f"RDB snapshots only (save {save}): opt-outs acknowledged "
-                    "since the last snapshot are lost if Redis stops",
-                )
-            )
-    policy = str(info.get("maxmemory_policy", "noeviction"))
-    if policy.startswith("allkeys-"):
-        risks.append(
-            Risk(
-                f"eviction:{policy}",
-                f"maxmemory-policy {policy} may evict opt-outs, or the secret they are keyed under, under memory "
-                "pressure: use noeviction, or volatile-* (neither has a TTL)",
-            )
-        )
-    return risks
+            records = yield _script("recent", stream, limit, _ms(self._audit_max_age))
+        return [json.loads(record) for record in records]
 
 
 class RedisStore(RedisVerbs):
-    """Every store protocol on one Redis (or Redis Cluster with hash-tagged keys), with redis-py's blocking client."""
+    """Every store protocol on one Redis, a Redis Cluster or a Sentinel-watched primary, with redis-py's blocking
+    client (``redis.Redis`` or ``RedisCluster``)."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster | Callable[[], redis.Redis | RedisCluster],
         *,
         prefix: str = "gk:",
         audit_max: int = 100_000,
         audit_max_age_seconds: float | None = None,
         lock_poll_seconds: float = 0.005,
     ) -> None:
+        """``client``, or a function making it at the first command (a cluster client asks for the slots when
+        made: a cluster down when the process starts then fails commands, as a server down would, not the start)."""
         super().__init__(prefix=prefix, audit_max=audit_max, audit_max_age_seconds=audit_max_age_seconds)
-        self._r = client
         self._lock_poll = lock_poll_seconds
-        self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
+        self._client: Any = None
+        self._make = None if isinstance(client, (redis.Redis, RedisCluster)) else client
+        self._making = threading.Lock()
+        if self._make is None:
+            self._use(client)
 
     @classmethod
     def from_url(
@@ -433,30 +353,63 @@ class RedisStore(RedisVerbs):
         prefix: str = "gk:",
         timeout_seconds: float = 2.0,
         audit_max_age_seconds: float | None = None,
+        max_connections: int = 50,
+        pool_timeout_seconds: float = 2.0,
     ) -> RedisStore:
-        """Connect with timeouts set, so a dead Redis fails fast instead of hanging a send."""
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            health_check_interval=30,
-        )
-        return cls(client, prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
+        """One Redis server, with timeouts set (a dead Redis fails fast instead of hanging a send) and a pool of
+        ``max_connections`` that a burst waits on, up to ``pool_timeout_seconds``."""
+        target = RedisTarget(
+            url, timeout_seconds=timeout_seconds, max_connections=max_connections,
+            pool_timeout_seconds=pool_timeout_seconds,
+        )  # fmt: skip
+        return cls.connect(target, prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
+
+    @classmethod
+    def connect(
+        cls, target: RedisTarget, *, prefix: str = "gk:", audit_max_age_seconds: float | None = None
+    ) -> RedisStore:
+        """The store on ``target``: one server, a cluster or a Sentinel-watched primary (see ``redis_connect``)."""
+        return cls(lambda: connect(target), prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
+
+    def _use(self, client: Any) -> None:
+        self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
+        self._cluster = isinstance(client, RedisCluster)
+        self._client = client
+
+    @property
+    def _r(self) -> Any:
+        client = self._client
+        if client is None:
+            with self._making:
+                if self._client is None:
+                    assert self._make is not None
+                    self._use(self._make())
+                client = self._client
+        return client
 
     def close(self) -> None:
-        self._r.close()
+        if self._client is not None:
+            self._client.close()
 
     def durability(self) -> list[Risk]:
-        """How this Redis may lose acknowledged opt-outs (see :func:`durability_risks`)."""
+        """How this Redis may lose acknowledged opt-outs (see ``redis_connect.durability_risks``): on a cluster,
+        each primary's risks; behind Sentinels, the current primary's."""
         try:
-            info = {**self._r.info("persistence"), **self._r.info("memory")}
-        except RedisError as exc:
+            client = self._r
+            if self._cluster:
+                return primaries_risks({node.name: self._report(node) for node in client.get_primaries()})
+            return durability_risks(*self._report(None))
+        except (RedisError, RedisClusterException) as exc:
             raise unavailable(exc) from exc
+
+    def _report(self, node: Any) -> tuple[dict[str, Any], str | None]:
+        """One server's INFO persistence and memory, and its RDB schedule (None when CONFIG is refused)."""
+        at = {} if node is None else {"target_nodes": node}
+        info = {**self._r.info("persistence", **at), **self._r.info("memory", **at)}
         try:
-            save: str | None = str(self._r.config_get("save").get("save", ""))
+            return info, str(self._r.config_get("save", **at).get("save", ""))
         except RedisError:  # CONFIG renamed or refused (managed Redis): the schedule cannot be read
-            save = None
-        return durability_risks(info, save)
+            return info, None
 
     def _run(self, verb: Verb) -> Any:
         """Carry out a verb's commands with the blocking client, its errors as StoreUnavailable."""
@@ -467,18 +420,27 @@ class RedisStore(RedisVerbs):
                 answer = self._pipe(step) if isinstance(step, Pipe) else self._op(self._r, step)
         except StopIteration as end:
             return end.value
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise unavailable(exc) from exc
 
-    def _op(self, target: Any, op: Op) -> Any:
+    def _op(self, target: Any, op: Op, *, piped: bool = False) -> Any:
         if op.name.startswith("script:"):
+            if piped and self._cluster:  # a cluster pipeline refuses EVALSHA (and cannot load a script): EVAL
+                keys, args = op.kwargs["keys"], op.kwargs["args"]
+                return target.execute_command("EVAL", SCRIPTS[op.name[7:]], len(keys), *keys, *args)
             return self._scripts[op.name[7:]](client=target, **op.kwargs)
+        if op.name == "scan_at":
+            near, cursor = op.args
+            if self._cluster:
+                cursors, keys = target.scan(cursor, target_nodes=target.get_node_from_key(near), **op.kwargs)
+                return next(iter(cursors.values())), keys
+            return target.scan(cursor, **op.kwargs)
         return getattr(target, op.name)(*op.args, **op.kwargs)
 
     def _pipe(self, step: Pipe) -> Any:
         with self._r.pipeline(transaction=step.transaction) as pipe:
             for op in step.ops:
-                self._op(pipe, op)
+                self._op(pipe, op, piped=True)
             return pipe.execute()
 
     # -- lookup cache ---------------------------------------------------------------
@@ -490,23 +452,23 @@ class RedisStore(RedisVerbs):
 
     @contextmanager
     def fill_lock(self, key: str, *, ttl_seconds: float, wait_seconds: float) -> Iterator[bool]:
-        lock = self._r.lock(
-            f"{self._p}fill:{key}",
-            timeout=ttl_seconds,
-            sleep=self._lock_poll,
-            blocking_timeout=max(wait_seconds, 0.001),
-            thread_local=False,
-        )
         try:
+            lock = self._r.lock(
+                f"{self._p}fill:{key}",
+                timeout=ttl_seconds,
+                sleep=self._lock_poll,
+                blocking_timeout=max(wait_seconds, 0.001),
+                thread_local=False,
+            )
             acquired = bool(lock.acquire())
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise unavailable(exc) from exc
         try:
             yield acquired
         finally:
             if acquired:
                 # Expired under us or Redis went away: the lock's TTL frees it either way.
-                with suppress(LockError, RedisError):
+                with suppress(LockError, RedisError, RedisClusterException):
                     lock.release()
 
     # -- secrets and erasure --------------------------------------------------------

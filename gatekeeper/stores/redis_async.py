@@ -4,7 +4,8 @@ carried out with ``redis.asyncio``, so no call waits on the event loop.
 Every verb is the blocking store's own (see :class:`~gatekeeper.stores.redis.RedisVerbs`); only the
 driver that sends the commands is written here, and the fill lock, which redis-py implements apart
 for its async client. Both stores read and write the same keys: processes of either kind share one
-deployment's state.
+deployment's state. The client is ``redis.asyncio.Redis`` (one server, or the primary Sentinels name) or
+``redis.asyncio.cluster.RedisCluster``, connected by :mod:`gatekeeper.stores.redis_connect`.
 """
 
 from __future__ import annotations
@@ -15,20 +16,29 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import LockError, RedisError
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import LockError, RedisClusterException, RedisError
 
 from gatekeeper.errors import InvalidArgument
 from gatekeeper.models import AuditEntry, StatusRecord
 from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange, Risk
-from gatekeeper.stores.redis import SCRIPTS, Op, Pipe, RedisVerbs, Verb, durability_risks, unavailable
+from gatekeeper.stores.redis import SCRIPTS, Op, Pipe, RedisVerbs, Verb, unavailable
+from gatekeeper.stores.redis_connect import (
+    AsyncWaitingCluster,
+    RedisTarget,
+    connect_async,
+    durability_risks,
+    primaries_risks,
+)
 
 
 class AsyncRedisStore(RedisVerbs):
-    """Every store verb as a coroutine, on one Redis (or Redis Cluster), with ``redis.asyncio``."""
+    """Every store verb as a coroutine, on one Redis, a Redis Cluster or a Sentinel-watched primary, with
+    ``redis.asyncio``."""
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | AsyncRedisCluster,
         *,
         prefix: str = "gk:",
         audit_max: int = 100_000,
@@ -36,10 +46,11 @@ class AsyncRedisStore(RedisVerbs):
         lock_poll_seconds: float = 0.005,
     ) -> None:
         super().__init__(prefix=prefix, audit_max=audit_max, audit_max_age_seconds=audit_max_age_seconds)
-        self._r = client
+        self._r: Any = client
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_poll = lock_poll_seconds
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
+        self._cluster = isinstance(client, AsyncRedisCluster)
 
     @classmethod
     def from_url(
@@ -49,29 +60,48 @@ class AsyncRedisStore(RedisVerbs):
         prefix: str = "gk:",
         timeout_seconds: float = 2.0,
         audit_max_age_seconds: float | None = None,
+        max_connections: int = 50,
+        pool_timeout_seconds: float = 2.0,
     ) -> AsyncRedisStore:
-        """Connect with timeouts set, so a dead Redis fails fast instead of holding a send."""
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds, health_check_interval=30
-        )
-        return cls(client, prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
+        """One Redis server, with timeouts set (a dead Redis fails fast instead of holding a send) and a pool of
+        ``max_connections`` that a burst waits on, up to ``pool_timeout_seconds``."""
+        target = RedisTarget(
+            url, timeout_seconds=timeout_seconds, max_connections=max_connections,
+            pool_timeout_seconds=pool_timeout_seconds,
+        )  # fmt: skip
+        return cls.connect(target, prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
+
+    @classmethod
+    def connect(
+        cls, target: RedisTarget, *, prefix: str = "gk:", audit_max_age_seconds: float | None = None
+    ) -> AsyncRedisStore:
+        """The store on ``target``: one server, a cluster or a Sentinel-watched primary (see ``redis_connect``).
+        Nothing is connected until the first verb, in its event loop."""
+        return cls(connect_async(target), prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
 
     async def close(self) -> None:
         self._same_loop()
         await self._r.aclose()
 
     async def durability(self) -> list[Risk]:
-        """How this Redis may lose acknowledged opt-outs (see ``stores.redis.durability_risks``)."""
+        """How this Redis may lose acknowledged opt-outs (see ``redis_connect.durability_risks``): on a cluster,
+        each primary's risks; behind Sentinels, the current primary's."""
         self._same_loop()
         try:
-            info = {**await self._r.info("persistence"), **await self._r.info("memory")}
-        except RedisError as exc:
+            if self._cluster:
+                await self._r.initialize()  # the nodes are known once the client has asked for the slots
+                return primaries_risks({node.name: await self._report(node) for node in self._r.get_primaries()})
+            return durability_risks(*await self._report(None))
+        except (RedisError, RedisClusterException) as exc:
             raise unavailable(exc) from exc
+
+    async def _report(self, node: Any) -> tuple[dict[str, Any], str | None]:
+        at = {} if node is None else {"target_nodes": node}
+        info = {**await self._r.info("persistence", **at), **await self._r.info("memory", **at)}
         try:
-            save: str | None = str((await self._r.config_get("save")).get("save", ""))
-        except RedisError:
-            save = None
-        return durability_risks(info, save)
+            return info, str((await self._r.config_get("save", **at)).get("save", ""))
+        except RedisError:  # CONFIG renamed or refused (managed Redis): the schedule cannot be read
+            return info, None
 
     def _same_loop(self) -> None:
         """redis.asyncio's connections belong to the loop that opened them: the store serves that loop only."""
@@ -91,18 +121,28 @@ class AsyncRedisStore(RedisVerbs):
                 answer = await (self._pipe(step) if isinstance(step, Pipe) else self._op(self._r, step))
         except StopIteration as end:
             return end.value
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise unavailable(exc) from exc
 
     async def _op(self, target: Any, op: Op) -> Any:
         if op.name.startswith("script:"):
             return await self._scripts[op.name[7:]](client=target, **op.kwargs)
+        if op.name == "scan_at":
+            near, cursor = op.args
+            if self._cluster:
+                cursors, keys = await target.scan(cursor, target_nodes=target.get_node_from_key(near), **op.kwargs)
+                return next(iter(cursors.values())), keys
+            return await target.scan(cursor, **op.kwargs)
         return await getattr(target, op.name)(*op.args, **op.kwargs)
 
     async def _pipe(self, step: Pipe) -> Any:
-        async with self._r.pipeline(transaction=step.transaction) as pipe:
+        turn = self._r.turn() if isinstance(self._r, AsyncWaitingCluster) else _no_turn()
+        async with turn, self._r.pipeline(transaction=step.transaction) as pipe:
             for op in step.ops:
-                if op.name.startswith("script:"):
+                if op.name.startswith("script:") and self._cluster:  # a cluster pipeline refuses EVALSHA: EVAL
+                    keys, args = op.kwargs["keys"], op.kwargs["args"]
+                    pipe.execute_command("EVAL", SCRIPTS[op.name[7:]], len(keys), *keys, *args)
+                elif op.name.startswith("script:"):
                     await self._scripts[op.name[7:]](client=pipe, **op.kwargs)
                 else:
                     getattr(pipe, op.name)(*op.args, **op.kwargs)  # queued; answered by execute()
@@ -128,13 +168,13 @@ class AsyncRedisStore(RedisVerbs):
         )
         try:
             acquired = bool(await lock.acquire())
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise unavailable(exc) from exc
         try:
             yield acquired
         finally:
-            if acquired:
-                with suppress(LockError, RedisError):  # expired, or Redis went away: the TTL frees it
+            if acquired:  # expired, or Redis went away: the TTL frees it
+                with suppress(LockError, RedisError, RedisClusterException):
                     await lock.release()
 
     # -- secrets and erasure --------------------------------------------------------
@@ -214,3 +254,8 @@ class AsyncRedisStore(RedisVerbs):
 
     async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", await self._run(self._recent(limit)))
+
+
+@asynccontextmanager
+async def _no_turn() -> AsyncIterator[None]:
+    yield

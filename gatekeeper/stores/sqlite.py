@@ -69,6 +69,7 @@ from gatekeeper.stores.base import (
     Claim,
     ConsentChange,
     Risk,
+    gcra,
     lookup_prefix,
     subject_key,
 )
@@ -101,6 +102,7 @@ _SCHEMA = (
     "CREATE TABLE statuses (sid TEXT PRIMARY KEY, status TEXT NOT NULL, rank INTEGER NOT NULL, error_code INTEGER,"
     " at REAL NOT NULL, to_hash TEXT, expires_at REAL NOT NULL)",
     "CREATE TABLE rates (bucket TEXT PRIMARY KEY, tat REAL NOT NULL, expires_at REAL NOT NULL)",
+    "CREATE TABLE pauses (bucket TEXT PRIMARY KEY, until REAL NOT NULL)",
     "CREATE INDEX statuses_by_hash ON statuses (to_hash)",  # an erasure finds a number's statuses by it
     "CREATE TABLE audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, to_hash TEXT, entry TEXT NOT NULL)",
     "CREATE INDEX audit_by_time ON audit (at)",  # retention
@@ -480,24 +482,45 @@ class SQLiteStore(SQLiteFile):
     # -- rate limits (GCRA) -----------------------------------------------------------------
     def reserve(self, bucket: str, *, rate_per_second: float, burst: int, now: float) -> float:
         """Reserve a permit on the caller's ``now`` (every process on one host shares its clock)."""
-        if rate_per_second <= 0 or burst < 1:
-            raise InvalidArgument("rate_per_second must be > 0 and burst >= 1")
-        interval = 1.0 / rate_per_second
-        tolerance = (burst - 1) * interval
+        return self.take(bucket, rate_per_second=rate_per_second, burst=burst, now=now, max_wait=float("inf"))[1]
 
-        def work(conn: sqlite3.Connection, clock_now: float) -> float:
+    def take(
+        self, bucket: str, *, rate_per_second: float, burst: int, now: float, max_wait: float
+    ) -> tuple[bool, float]:
+        """A permit if due within ``max_wait`` (a pause honoured), in one transaction: see ``stores.base.Budget``."""
+
+        def work(conn: sqlite3.Connection, clock_now: float) -> tuple[bool, float]:
             row = conn.execute("SELECT tat FROM rates WHERE bucket = ?", (bucket,)).fetchone()
-            tat = max(row[0] if row else now, now)
-            new_tat = tat + interval
+            paused = conn.execute("SELECT until FROM pauses WHERE bucket = ?", (bucket,)).fetchone()
+            wait, tat = gcra(row[0] if row else None, paused[0] if paused else 0.0, now, rate_per_second, burst)
+            if wait > max_wait:
+                return False, wait
             conn.execute(
                 "INSERT INTO rates (bucket, tat, expires_at) VALUES (?, ?, ?) ON CONFLICT (bucket) DO UPDATE"
                 " SET tat = excluded.tat, expires_at = excluded.expires_at",
-                (bucket, new_tat, clock_now + (new_tat - now) + tolerance + 1),
+                (bucket, tat, clock_now + (tat - now) + burst / rate_per_second + 1),
             )
             self._purge(conn, "rates", clock_now)
-            return max(0.0, tat - tolerance - now)
+            return True, wait
 
         return self._write(work, durable=False)
+
+    def pause(self, bucket: str, *, until: float) -> None:
+        def work(conn: sqlite3.Connection, _: float) -> None:
+            if until > 0:
+                conn.execute(
+                    "INSERT INTO pauses (bucket, until) VALUES (?, ?) ON CONFLICT (bucket) DO UPDATE"
+                    " SET until = excluded.until",
+                    (bucket, until),
+                )
+            else:
+                conn.execute("DELETE FROM pauses WHERE bucket = ?", (bucket,))
+
+        self._write(work, durable=False)
+
+    def paused_until(self, bucket: str) -> float:
+        rows = self._read("SELECT until FROM pauses WHERE bucket = ?", (bucket,))
+        return float(rows[0][0]) if rows else 0.0
 
     # -- audit ------------------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:

@@ -16,6 +16,7 @@ from gatekeeper.stores.base import (
     SCREENING_VERBS,
     AuditEntry,
     AuditLog,
+    Budget,
     CachedLookup,
     Erasure,
     FailureStore,
@@ -236,6 +237,31 @@ class StoreContract:
         assert waits[:3] == [0.0, 0.0, 0.0]
         for i, w in enumerate(waits[3:], start=1):
             assert w == pytest.approx(0.1 * i, abs=0.03)
+
+    def test_a_budget_takes_only_what_is_due_in_time_and_honours_pauses(
+        self, store: Any, now: Callable[[], float]
+    ) -> None:
+        """take() spends a permit only when it is due within max_wait (a refused take spends nothing); a pause holds
+        every permit back until it ends, then they come at the rate with no burst; a pause of 0 lifts it."""
+        if not isinstance(store, Budget):
+            pytest.skip("this store has no shared budget (the gate keeps pauses in its process)")
+        t = now()
+        assert [store.take("b", rate_per_second=10, burst=2, now=t, max_wait=0)[0] for _ in range(3)] == [
+            True,
+            True,
+            False,
+        ]
+        taken, wait = store.take("b", rate_per_second=10, burst=2, now=t, max_wait=0.2)
+        assert taken and wait == pytest.approx(0.1, abs=0.01)  # the refused take above spent nothing
+        store.pause("b", until=t + 5)
+        assert store.paused_until("b") == pytest.approx(t + 5)
+        assert store.take("b", rate_per_second=10, burst=2, now=t, max_wait=1)[:1] == (False,)
+        first = store.take("b", rate_per_second=10, burst=2, now=t, max_wait=10)
+        second = store.take("b", rate_per_second=10, burst=2, now=t, max_wait=10)
+        assert first[1] == pytest.approx(5, abs=0.01) and second[1] == pytest.approx(5.1, abs=0.01)
+        store.pause("b", until=0)
+        assert store.paused_until("b") == 0.0
+        assert store.paused_until("never-paused") == 0.0
 
     # -- audit ----------------------------------------------------------------------
     def test_audit_newest_first(self, store: Any) -> None:

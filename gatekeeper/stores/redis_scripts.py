@@ -1,0 +1,94 @@
+"""The Redis store's Lua scripts: each reads and writes the one key it is given as ``KEYS[1]`` (so, on a Redis
+Cluster, one slot), and answers from that server's clock where time matters."""
+
+from __future__ import annotations
+
+# KEYS[1] failure zset; ARGV: event id, time, window seconds. One event counts once.
+_RECORD_FAILURE = """
+redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000))
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS[1] claim; ARGV: record json, ttl ms. Claim or read in one step.
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, ARGV[1]} end
+return {0, redis.call('GET', KEYS[1])}
+"""
+
+# KEYS[1] claim; ARGV: token, new state or '' to delete, result (base64 or ''), ttl ms.
+# Only the owner (the token) may settle its claim; the fingerprint is kept as claimed.
+_SETTLE = """
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local rec = cjson.decode(v)
+if rec['token'] ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) return 1 end
+rec['state'] = ARGV[2]
+if ARGV[3] ~= '' then rec['result'] = ARGV[3] end
+redis.call('SET', KEYS[1], cjson.encode(rec), 'PX', ARGV[4])
+return 1
+"""
+
+# KEYS[1] status hash; ARGV: rank, status, error code or '', time, to hash or '', ttl ms. Never moves back.
+_APPLY_STATUS = """
+local cur = redis.call('HGET', KEYS[1], 'rank')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'rank', ARGV[1], 'status', ARGV[2], 'error_code', ARGV[3], 'at', ARGV[4], 'to', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
+
+# KEYS[1] theoretical arrival time; ARGV: interval s, tolerance s. GCRA on the server's clock,
+# so every host shares one budget whatever its own clock says. Returns the wait in microseconds.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local wait = tat - tolerance - now
+if wait < 0 then wait = 0 end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now + tolerance + 1) * 1000))
+return math.floor(wait * 1e6)
+"""
+
+# KEYS[1] audit stream; ARGV: record json, max entries, max age ms or ''. The stream ID and the retention cutoff
+# are both Redis's clock (see RedisVerbs._record); with a retention the stream expires when its newest record ages
+# out.
+_RECORD = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
+if ARGV[3] ~= '' then
+  local cutoff = tonumber(string.match(id, '^%d+')) - tonumber(ARGV[3])
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', cutoff))
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return id
+"""
+# KEYS[1] audit stream; ARGV: count, max age ms. The newest records no older than that on this server's clock (the
+# clock of the stream IDs: on a cluster, the stream's node, which TIME sent apart could not name), their 'e' fields.
+_RECENT = """
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
+local rows = redis.call('XREVRANGE', KEYS[1], '+', string.format('%d', cutoff), 'COUNT', ARGV[1])
+local out = {}
+for _, row in ipairs(rows) do
+  for i = 1, #row[2], 2 do
+    if row[2][i] == 'e' then out[#out + 1] = row[2][i + 1] end
+  end
+end
+return out
+"""
+
+SCRIPTS = {
+    "record_failure": _RECORD_FAILURE,
+    "claim": _CLAIM,
+    "settle": _SETTLE,
+    "apply_status": _APPLY_STATUS,
+    "reserve": _RESERVE,
+    "record": _RECORD,
+    "recent": _RECENT,
+}
