@@ -27,6 +27,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple, cast
@@ -301,6 +302,21 @@ class RedisVerbs:
         micros = yield _script("reserve", self._k("rate", bucket), interval, (burst - 1) * interval)
         return int(micros) / 1e6
 
+    def _take(self, bucket: str, rate_per_second: float, burst: int, max_wait: float) -> Verb:
+        if rate_per_second <= 0 or burst < 1:
+            raise InvalidArgument("rate_per_second must be > 0 and burst >= 1")
+        interval = 1.0 / rate_per_second
+        keys = [self._k("rate", bucket), self._k("pause", bucket)]  # one hash tag: one slot
+        taken, wait = yield Op("script:take", (), {"keys": keys, "args": [interval, (burst - 1) * interval, max_wait]})
+        return bool(int(taken)), float(wait)
+
+    def _pause(self, bucket: str, seconds: float) -> Verb:
+        yield _script("pause", self._k("pause", bucket), f"{seconds:.6f}")
+
+    def _pause_left(self, bucket: str) -> Verb:
+        left = yield _script("pause_left", self._k("pause", bucket))
+        return float(left)
+
     # -- audit ---------------------------------------------------------------------
     def _record(self, entry: AuditEntry) -> Verb:
         """Append, trimming to ``audit_max`` (about) and, exactly, to ``audit_max_age_seconds``. Age is judged on
@@ -541,6 +557,21 @@ class RedisStore(RedisVerbs):
     def reserve(self, bucket: str, *, rate_per_second: float, burst: int, now: float) -> float:
         """Reserve a permit on the Redis server's clock (``now`` is ignored: hosts' clocks differ)."""
         return float(self._run(self._reserve(bucket, rate_per_second, burst)))
+
+    def take(
+        self, bucket: str, *, rate_per_second: float, burst: int, now: float, max_wait: float
+    ) -> tuple[bool, float]:
+        """A permit on the Redis server's clock, shared by every process and host (``now`` is ignored)."""
+        return cast("tuple[bool, float]", self._run(self._take(bucket, rate_per_second, burst, max_wait)))
+
+    def pause(self, bucket: str, *, until: float) -> None:
+        """``until`` is this host's clock (``time.time()``): Redis keeps the pause's end on its own, by the
+        seconds left."""
+        self._run(self._pause(bucket, until - time.time() if until > 0 else 0.0))
+
+    def paused_until(self, bucket: str) -> float:
+        left = float(self._run(self._pause_left(bucket)))
+        return time.time() + left if left > 0 else 0.0
 
     # -- audit ---------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:

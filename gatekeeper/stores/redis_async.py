@@ -11,6 +11,7 @@ deployment's state. The client is ``redis.asyncio.Redis`` (one server, or the pr
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, cast
@@ -247,6 +248,20 @@ class AsyncRedisStore(RedisVerbs):
     async def reserve(self, bucket: str, *, rate_per_second: float, burst: int, now: float) -> float:
         """Reserve a permit on the Redis server's clock (``now`` is ignored: hosts' clocks differ)."""
         return float(await self._run(self._reserve(bucket, rate_per_second, burst)))
+
+    async def take(
+        self, bucket: str, *, rate_per_second: float, burst: int, now: float, max_wait: float
+    ) -> tuple[bool, float]:
+        """A permit on the Redis server's clock, shared by every process and host (``now`` is ignored)."""
+        return cast("tuple[bool, float]", await self._run(self._take(bucket, rate_per_second, burst, max_wait)))
+
+    async def pause(self, bucket: str, *, until: float) -> None:
+        """``until`` is this host's clock (``time.time()``); Redis keeps the pause by the seconds left."""
+        await self._run(self._pause(bucket, until - time.time() if until > 0 else 0.0))
+
+    async def paused_until(self, bucket: str) -> float:
+        left = float(await self._run(self._pause_left(bucket)))
+        return time.time() + left if left > 0 else 0.0
 
     # -- audit ---------------------------------------------------------------------
     async def record(self, entry: AuditEntry) -> None:

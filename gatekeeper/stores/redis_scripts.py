@@ -56,6 +56,44 @@ redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_
 return math.floor(wait * 1e6)
 """
 
+# KEYS[1] theoretical arrival time, KEYS[2] pause end (same hash tag: one slot); ARGV: interval s, tolerance s,
+# max wait s. One GCRA permit on the server's clock, taken only if due within the wait; a pause's end comes first.
+# Returns {taken 0|1, wait in seconds as text} (Lua numbers would be truncated to integers).
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local paused = tonumber(redis.call('GET', KEYS[2]) or 0)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local base = math.max(tat, now, paused + tolerance)
+local wait = math.max(0, base - tolerance - now)
+if wait > tonumber(ARGV[3]) then return {0, string.format('%.6f', wait)} end
+local new_tat = base + interval
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now + tolerance + 1) * 1000))
+return {1, string.format('%.6f', wait)}
+"""
+
+# KEYS[1] pause end; ARGV: seconds from now (<= 0 lifts it). Kept on the server's clock, as _TAKE reads it.
+_PAUSE = """
+local secs = tonumber(ARGV[1])
+if secs <= 0 then redis.call('DEL', KEYS[1]) return 0 end
+local t = redis.call('TIME')
+local untilv = tonumber(t[1]) + tonumber(t[2]) / 1e6 + secs
+redis.call('SET', KEYS[1], string.format('%.6f', untilv), 'PX', math.ceil(secs * 1000) + 1000)
+return 1
+"""
+
+# KEYS[1] pause end. The seconds left of it on the server's clock, as text ('0' when none).
+_PAUSE_LEFT = """
+local v = redis.call('GET', KEYS[1])
+if not v then return '0' end
+local t = redis.call('TIME')
+local left = tonumber(v) - (tonumber(t[1]) + tonumber(t[2]) / 1e6)
+if left < 0 then left = 0 end
+return string.format('%.6f', left)
+"""
+
 # KEYS[1] audit stream; ARGV: record json, max entries, max age ms or ''. The stream ID and the retention cutoff
 # are both Redis's clock (see RedisVerbs._record); with a retention the stream expires when its newest record ages
 # out.
@@ -89,6 +127,9 @@ SCRIPTS = {
     "settle": _SETTLE,
     "apply_status": _APPLY_STATUS,
     "reserve": _RESERVE,
+    "take": _TAKE,
+    "pause": _PAUSE,
+    "pause_left": _PAUSE_LEFT,
     "record": _RECORD,
     "recent": _RECENT,
 }
