@@ -28,7 +28,7 @@ from gatekeeper.channels import nothing_sent
 from gatekeeper.core import OUTCOME, GateCore, health_report
 from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected
 from gatekeeper.idempotency import Once, check_key, fingerprint_of
-from gatekeeper.lookup import local_facts
+from gatekeeper.lookup import QUIET_REASONS, local_facts
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest, StatusRecord
 from gatekeeper.pipeline import Ask, NeedScreen
 from gatekeeper.policy import Policy
@@ -163,7 +163,13 @@ class Gatekeeper(GateCore):
         try:
             return self.lookup.facts(phone, pol.fields, max_age_seconds=pol.max_age_seconds), None
         except LookupUnavailable as exc:
-            log.warning("Lookup unavailable for %s: %s", phones.mask(phone.e164), exc.reason)
+            quiet = exc.reason in QUIET_REASONS  # the breaker and the budget log their own changes, once
+            log.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "Lookup unavailable for %s: %s",
+                phones.mask(phone.e164),
+                exc.reason,
+            )
             return local_facts(phone), exc.reason
 
     # -- step 5 --------------------------------------------------------------------

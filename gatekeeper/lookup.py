@@ -483,6 +483,11 @@ class LookupService:
         return fixed, max((self._ttl(f) for f in entry.facts.fields), default=1.0)
 
 
+#: Why a Lookup was not made that is not logged per decision: a budget spent or a breaker open would log every
+#: decision while it lasts (the breaker logs its opening and closing; the decision's reason says which).
+QUIET_REASONS = frozenset({"rate_limited", "breaker_open"})
+
+
 def rate_limited(e164: str, exc: RateLimited) -> LookupUnavailable:
     """The lookups budget (or Twilio's Retry-After) allows no Lookup in time: the decision follows
     ``on_lookup_error`` with the reason ``lookup:rate_limited``."""

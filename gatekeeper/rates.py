@@ -21,6 +21,7 @@ Each step is written once as store calls (``stores.base.Steps``): the blocking g
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from typing import Literal
 from gatekeeper.errors import RateLimited
 from gatekeeper.settings import RateSettings
 from gatekeeper.stores.base import Budget, Call, Steps, Stores
+
+log = logging.getLogger("gatekeeper.lookup")
 
 Api = Literal["lookups", "messages", "calls", "verify"]
 #: What the breaker found when a Lookup asked to go: closed, open (no Lookup), or this caller's probe.
@@ -130,10 +133,13 @@ class Breaker:
         if ok:
             self._failed = 0
             if admission == "probe":
+                log.warning("Lookup breaker closed: a probe succeeded")
                 yield from self._set(key, 0.0)
             return
         self._failed += 1
         if admission == "probe" or self._failed >= self._failures:
+            why = "its probe failed" if admission == "probe" else f"{self._failed} Lookups failed in a row"
+            log.warning("Lookup breaker open for %.0f s: %s (decisions follow on_lookup_error)", self._interval, why)
             yield from self._set(key, self._clock() + self._interval)
 
     def _set(self, key: str, until: float) -> Steps[None]:

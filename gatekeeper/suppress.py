@@ -24,7 +24,17 @@ from gatekeeper.errors import InvalidNumber, StoreUnavailable
 from gatekeeper.models import CALL_ADDRESS_CHANNELS, CHANNEL_SCOPE_PREFIX, Phone
 from gatekeeper.policy import Policy, Verdict
 from gatekeeper.settings import WebhookSettings
-from gatekeeper.stores.base import ACCOUNT_SCOPE, Call, ConsentChange, Steps, Stores, run, version_reader
+from gatekeeper.stores.base import (
+    ACCOUNT_SCOPE,
+    Call,
+    ConsentChange,
+    Screening,
+    Steps,
+    Stores,
+    run,
+    screening_trusted,
+    version_reader,
+)
 
 log = logging.getLogger("gatekeeper.suppress")
 
@@ -79,11 +89,10 @@ class Suppression:
         self._failure_codes = frozenset(settings.failure_codes)
         self._default_country = default_country
         self._clock = clock
+        self._screening_for: tuple[object, bool] = (None, False)  # (the store, whether it screens in one step)
 
     # -- scopes --------------------------------------------------------------------
-    def scopes(
-        self, sender: str | None, country: str | None = None, channel: str | None = None
-    ) -> tuple[str, ...]:
+    def scopes(self, sender: str | None, country: str | None = None, channel: str | None = None) -> tuple[str, ...]:
         """The opt-out scopes a send from ``sender`` must respect: the account's; on a messaging channel
         with opt-outs of its own (WhatsApp…) that channel's; and the sender's own with ``opt_out_scope =
         "sender"``. Raises InvalidNumber for a sender that is no sender."""
@@ -117,14 +126,29 @@ class Suppression:
                 # A webhook event about this number (a STOP, perhaps) waits in this host's journal for the shared
                 # store: until it is applied, nothing goes to the number.
                 return policies.refuse("store_unavailable", "consent:journal_pending")
-            scope = (yield Call("opt_outs", "opted_out_scope", (key, scopes))) if policy.opt_outs_block else None
-            window = {"now": self._clock(), "window_seconds": wh.failure_window_seconds}
-            suppression = yield Call("failures", "suppression", (key,), {**window, "threshold": wh.failure_threshold})
+            limits = {
+                "now": self._clock(),
+                "window_seconds": wh.failure_window_seconds,
+                "threshold": wh.failure_threshold,
+            }
+            if policy.opt_outs_block and self._screens_at_once():  # both reads in one step: one Redis round trip
+                scope, suppression = yield Call("opt_outs", "screening", (key, scopes), limits)
+            else:
+                scope = (yield Call("opt_outs", "opted_out_scope", (key, scopes))) if policy.opt_outs_block else None
+                suppression = yield Call("failures", "suppression", (key,), limits)
         except StoreUnavailable as exc:
             # Fail safe: an unreadable opt-out list must never let a message reach someone who said STOP.
             log.error("suppression stores unavailable, refusing %s: %s", phones.mask(key), exc)
             return policies.refuse("store_unavailable", f"store:{exc.reason}")  # unavailable, or pool_exhausted
         return policies.screen_suppression(scope, suppression, policy)
+
+    def _screens_at_once(self) -> bool:
+        """Whether one store keeps opt-outs and failures and reads both in one step (``stores.base.Screening``)."""
+        store: object = self._stores.opt_outs
+        if self._screening_for[0] is not store:
+            able = store is self._stores.failures and isinstance(store, Screening) and screening_trusted(store)
+            self._screening_for = (store, able)
+        return self._screening_for[1]
 
     def clear_mark(self) -> Hashable | None:
         """A mark of the stores' state that stays equal while nothing suppressing is written; None when a

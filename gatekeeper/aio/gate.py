@@ -28,7 +28,7 @@ from gatekeeper.channels import nothing_sent
 from gatekeeper.core import OUTCOME, GateCore, health_report
 from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected, StoreUnavailable
 from gatekeeper.idempotency import SleepStep, check_key, fingerprint_of, once
-from gatekeeper.lookup import local_facts
+from gatekeeper.lookup import QUIET_REASONS, local_facts
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest, StatusRecord
 from gatekeeper.pipeline import Ask, NeedScreen
 from gatekeeper.policy import Policy
@@ -158,7 +158,13 @@ class AsyncGatekeeper(GateCore):
         try:
             return await self.lookup_async.facts(phone, pol.fields, max_age_seconds=pol.max_age_seconds), None
         except LookupUnavailable as exc:
-            log.warning("Lookup unavailable for %s: %s", phones.mask(phone.e164), exc.reason)
+            quiet = exc.reason in QUIET_REASONS  # the breaker and the budget log their own changes, once
+            log.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "Lookup unavailable for %s: %s",
+                phones.mask(phone.e164),
+                exc.reason,
+            )
             return local_facts(phone), exc.reason
 
     async def _audit(self, decision: Decision, number: str, channel: str | None, marks: Any) -> None:
@@ -337,4 +343,3 @@ def _import_sdk(client: Client) -> tuple[object, ...]:
     first send."""
     account = client.api.v2010.account
     return client.lookups.v2, client.verify.v2, client.studio.v1, client.studio.v2, account.messages, account.calls
-

@@ -50,6 +50,7 @@ __all__ = [  # AuditEntry is re-exported: custom stores import it from here
     "LookupCache",
     "OptOutStore",
     "RateLimiter",
+    "Screening",
     "StatusStore",
     "Stores",
     "SuppressionVersion",
@@ -207,6 +208,29 @@ class SuppressionVersion(Protocol):
     def suppression_version(self) -> Hashable:
         """A value that changes with every write that can suppress a number (an opt-out, a hard failure, a
         suppression), whoever made it: a store that other processes write to must see their writes too."""
+
+
+@runtime_checkable
+class Screening(Protocol):
+    """Optional, for a store that keeps both opt-outs and failures: both reads of a screening in one step (one
+    Redis round trip instead of two). The gate uses it only when one store holds both roles and the class that
+    defines ``screening`` also defines, or inherits, the two reads it stands for (see :func:`screening_reader`)."""
+
+    def screening(
+        self, e164: str, scopes: Sequence[str], *, now: float, window_seconds: float, threshold: int
+    ) -> tuple[str | None, str | None]:
+        """``(opted_out_scope(e164, scopes), suppression(e164, now=..., window_seconds=..., threshold=...))``."""
+
+
+def screening_trusted(store: object) -> bool:
+    """Whether ``store.screening`` answers for its own ``opted_out_scope`` and ``suppression``: not when a subclass
+    overrides one of them (reading its own set, say) but inherits ``screening``."""
+    cls = type(store)
+    owner = _definer(cls, "screening")
+    return owner is not None and all(
+        (definer := _definer(cls, verb)) is not None and issubclass(owner, definer)
+        for verb in ("opted_out_scope", "suppression")
+    )
 
 
 #: What a suppression version stands in for, per role: the writes it must follow and the reads it spares.

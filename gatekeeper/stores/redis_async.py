@@ -23,7 +23,6 @@ from redis.exceptions import LockError, RedisClusterException, RedisError
 from gatekeeper.errors import InvalidArgument
 from gatekeeper.models import AuditEntry, StatusRecord
 from gatekeeper.stores.base import ACCOUNT_SCOPE, CachedLookup, Claim, ConsentChange, Risk
-from gatekeeper.stores.redis import SCRIPTS, Op, Pipe, RedisVerbs, Verb, unavailable
 from gatekeeper.stores.redis_connect import (
     AsyncWaitingCluster,
     RedisTarget,
@@ -31,6 +30,9 @@ from gatekeeper.stores.redis_connect import (
     durability_risks,
     primaries_risks,
 )
+from gatekeeper.stores.redis_scripts import SCRIPTS
+from gatekeeper.stores.redis_verbs import Op, Pipe, RedisVerbs, Verb, unavailable
+from gatekeeper.stores.write_behind import AsyncAuditWriter
 
 
 class AsyncRedisStore(RedisVerbs):
@@ -52,6 +54,7 @@ class AsyncRedisStore(RedisVerbs):
         self._lock_poll = lock_poll_seconds
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
         self._cluster = isinstance(client, AsyncRedisCluster)
+        self._audit = AsyncAuditWriter(lambda entries: self._run(self._record(entries)))
 
     @classmethod
     def from_url(
@@ -82,6 +85,7 @@ class AsyncRedisStore(RedisVerbs):
 
     async def close(self) -> None:
         self._same_loop()
+        await self._audit.close()
         await self._r.aclose()
 
     async def durability(self) -> list[Risk]:
@@ -140,11 +144,9 @@ class AsyncRedisStore(RedisVerbs):
         turn = self._r.turn() if isinstance(self._r, AsyncWaitingCluster) else _no_turn()
         async with turn, self._r.pipeline(transaction=step.transaction) as pipe:
             for op in step.ops:
-                if op.name.startswith("script:") and self._cluster:  # a cluster pipeline refuses EVALSHA: EVAL
+                if op.name.startswith("script:"):  # EVAL: see RedisStore._op
                     keys, args = op.kwargs["keys"], op.kwargs["args"]
                     pipe.execute_command("EVAL", SCRIPTS[op.name[7:]], len(keys), *keys, *args)
-                elif op.name.startswith("script:"):
-                    await self._scripts[op.name[7:]](client=pipe, **op.kwargs)
                 else:
                     getattr(pipe, op.name)(*op.args, **op.kwargs)  # queued; answered by execute()
             return await pipe.execute()
@@ -185,6 +187,7 @@ class AsyncRedisStore(RedisVerbs):
 
     async def erase(self, e164: str, *, to_hash: str, at: float) -> None:
         """Forget the number, keeping a do-not-contact tombstone (see ``stores.base.Erasure``)."""
+        await self._audit.flush()  # a queued record of the number is erased with the others
         await self._run(self._erase(e164, to_hash, at))
 
     # -- opt-outs -------------------------------------------------------------------
@@ -209,6 +212,12 @@ class AsyncRedisStore(RedisVerbs):
 
     async def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
         return cast("str | None", await self._run(self._suppression(e164, now, window_seconds, threshold)))
+
+    async def screening(
+        self, e164: str, scopes: Sequence[str], *, now: float, window_seconds: float, threshold: int
+    ) -> tuple[str | None, str | None]:
+        answer = await self._run(self._screening(e164, scopes, now, window_seconds, threshold))
+        return cast("tuple[str | None, str | None]", answer)
 
     async def lift_suppression(self, e164: str) -> bool:
         return bool(await self._run(self._lift_suppression(e164)))
@@ -265,9 +274,16 @@ class AsyncRedisStore(RedisVerbs):
 
     # -- audit ---------------------------------------------------------------------
     async def record(self, entry: AuditEntry) -> None:
-        await self._run(self._record(entry))
+        """Queued, and sent with the next batch by a task on this loop (see ``stores.write_behind``)."""
+        self._same_loop()
+        self._audit.add(entry)
+
+    async def flush(self) -> None:
+        """Send the audit records this store has queued (see ``stores.write_behind``) now; reads do this first."""
+        await self._audit.flush()
 
     async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        await self._audit.flush()  # this process's own records first
         return cast("list[dict[str, Any]]", await self._run(self._recent(limit)))
 
 

@@ -56,6 +56,18 @@ redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_
 return math.floor(wait * 1e6)
 """
 
+# KEYS[1] opt-outs hash, KEYS[2] suppression marker, KEYS[3] failures zset (one subject: one slot); ARGV: the window's
+# start (exclusive), then the scopes. A screening's reads in one command: {first scope opted out or '', the
+# suppression reason or '', failures in the window}.
+_SCREEN = """
+local scope = ''
+for i = 2, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then scope = ARGV[i] break end
+end
+local reason = redis.call('GET', KEYS[2]) or ''
+return {scope, reason, redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[1], '+inf')}
+"""
+
 # KEYS[1] theoretical arrival time, KEYS[2] pause end (same hash tag: one slot); ARGV: interval s, tolerance s,
 # max wait s. One GCRA permit on the server's clock, taken only if due within the wait; a pause's end comes first.
 # Returns {taken 0|1, wait in seconds as text} (Lua numbers would be truncated to integers).
@@ -94,17 +106,20 @@ if left < 0 then left = 0 end
 return string.format('%.6f', left)
 """
 
-# KEYS[1] audit stream; ARGV: record json, max entries, max age ms or ''. The stream ID and the retention cutoff
-# are both Redis's clock (see RedisVerbs._record); with a retention the stream expires when its newest record ages
-# out.
+# KEYS[1] audit stream; ARGV: max entries, max age ms or '', then one record json per entry (a batch: one command).
+# The stream IDs and the retention cutoff are both Redis's clock (see RedisVerbs._record); with a retention the
+# stream expires when its newest record ages out.
 _RECORD = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
-if ARGV[3] ~= '' then
-  local cutoff = tonumber(string.match(id, '^%d+')) - tonumber(ARGV[3])
-  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', cutoff))
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local id
+for i = 3, #ARGV do
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
 end
-return id
+if id and ARGV[2] ~= '' then
+  local cutoff = tonumber(string.match(id, '^%d+')) - tonumber(ARGV[2])
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', cutoff))
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return #ARGV - 2
 """
 # KEYS[1] audit stream; ARGV: count, max age ms. The newest records no older than that on this server's clock (the
 # clock of the stream IDs: on a cluster, the stream's node, which TIME sent apart could not name), their 'e' fields.
@@ -128,6 +143,7 @@ SCRIPTS = {
     "apply_status": _APPLY_STATUS,
     "reserve": _RESERVE,
     "take": _TAKE,
+    "screen": _SCREEN,
     "pause": _PAUSE,
     "pause_left": _PAUSE_LEFT,
     "record": _RECORD,

@@ -72,6 +72,7 @@ def test_stored_text_reads_every_kind_of_key(redis_store: RedisStore, redis_url:
     redis_store.record_failure(E164, "SM9:failed", at=T0, window_seconds=60)  # zset
     redis_store.apply_status("SM" + "9" * 32, "delivered", 5, error_code=None, at=T0, to_hash="hmark", ttl_seconds=60)
     redis_store.record(audit_entry(T0, "hmark"))  # stream
+    redis_store.flush()  # the audit is written behind: sent now
     text = stored_redis_text(redis_url, redis_prefix)
     assert DIGITS in text  # the Lookup answer: the one place the number is kept
     for kind in ("string", "hash", "list", "set", "zset", "stream"):
