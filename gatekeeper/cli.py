@@ -155,35 +155,33 @@ def cmd_enrich(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import prometheus_client
     import waitress
-    from flask import Flask
 
     from gatekeeper.gate import Gatekeeper
-    from gatekeeper.webhooks import init_app, webhook_urls
+    from gatekeeper.webhooks import webhook_urls
+    from gatekeeper.webhooks.wsgi import create_app, metrics_note, serve_metrics
 
     settings = _settings(args)
     if args.public_url:
         webhooks = settings.webhooks.model_copy(update={"public_base_url": args.public_url})
         settings = settings.model_copy(update={"webhooks": webhooks})
     gate = Gatekeeper.from_settings(settings)
+    metrics_server = None
     try:
-        app = Flask("gatekeeper")
-        init_app(app, gate, url_prefix=args.prefix)
-
-        @app.get("/metrics")
-        def metrics() -> tuple[bytes, int, dict[str, str]]:
-            return prometheus_client.generate_latest(), 200, {"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
-
+        app = create_app(gate, url_prefix=args.prefix)  # /metrics only behind [metrics] bearer_token
+        metrics_server = serve_metrics(settings)  # [metrics] port: a port of its own, not the webhooks'
         sys.stdout.write(f"Gatekeeper webhooks on http://{args.host}:{args.port}{args.prefix} (waitress)\n")
         wh = settings.webhooks
         base = wh.public_base_url or "https://<the host Twilio calls>"
         sys.stdout.write("Give Twilio these URLs (the fragment sets how Twilio retries: connection overrides):\n")
         for what, url in webhook_urls(base, args.prefix, wh.connection_overrides).items():
             sys.stdout.write(f"  {what}: {url}\n")
+        sys.stdout.write(metrics_note(settings, metrics_server) + "\n")
         sys.stdout.flush()
         waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="gatekeeper")
     finally:
+        if metrics_server is not None:
+            metrics_server.close()
         gate.close()
     return EXIT_OK
 

@@ -434,11 +434,14 @@ class LookupService:
                 self.sleep(wait)
         version = self.client.lookups.v2
         uri = f"/PhoneNumbers/{e164}"
+        started = time.perf_counter()
         try:
             response = version.request("GET", uri, params=params, timeout=self.config.timeout_seconds)
         except requests.exceptions.RequestException as exc:
             metrics.lookup_request("error")
+            metrics.lookup_timed(None, time.perf_counter() - started)
             raise TransientError(f"network:{type(exc).__name__}") from exc
+        metrics.lookup_timed(response.status_code, time.perf_counter() - started)
         try:
             return answer(e164, response, lambda: version.exception("GET", uri, response, "Unable to fetch record"))
         except TransientError as exc:

@@ -355,6 +355,32 @@ class WebhookSettings(_Section):
     connection_overrides: str = "rc=5&rp=all"
 
 
+class MetricsSettings(_Section):
+    """Where Prometheus scrapes ``/metrics``: never the public webhook port without a token (docs/deploy.md)."""
+
+    # A port of its own for /metrics (gatekeeper serve; gunicorn's master with deploy/gunicorn.conf.py); 0: none
+    port: int = Field(0, ge=0, le=65_535)
+    host: str = "127.0.0.1"  # the address that port listens on: loopback unless Prometheus scrapes from elsewhere
+    # Scrapes must carry "Authorization: Bearer <token>". With port 0 it is what serves /metrics on the webhook
+    # port; with neither, /metrics is not served at all.
+    bearer_token: SecretStr | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v.strip():
+            raise InvalidArgument("metrics.host is an address to listen on, like '127.0.0.1' or '0.0.0.0'")
+        return v.strip()
+
+    @field_validator("bearer_token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        text = None if v is None else v.get_secret_value()
+        if text is not None and (len(text) < 16 or any(c.isspace() for c in text)):
+            raise InvalidArgument("a bearer token has at least 16 characters and no spaces (openssl rand -hex 32)")
+        return v
+
+
 class SandboxSettings(_Section):
     numbers: dict[str, dict[str, Any]] = {}
 
@@ -375,6 +401,7 @@ class Settings(BaseSettings):
     idempotency: IdempotencySettings = IdempotencySettings()
     audit: AuditSettings = AuditSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    metrics: MetricsSettings = MetricsSettings()
     sandbox: SandboxSettings = SandboxSettings()
 
     @classmethod

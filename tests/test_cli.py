@@ -156,13 +156,17 @@ def test_sandbox_command_accepts_configured_credentials_and_never_prints_them() 
 
 
 def test_serve_mounts_the_webhooks() -> None:
-    """gatekeeper serve runs the blueprint under waitress; a health check answers and unsigned posts get 403."""
-    sock_port = __import__("support").free_port()
-    env = _env(TWILIO_ACCOUNT_SID="AC" + "7" * 32, TWILIO_AUTH_TOKEN="serve-token")
+    """gatekeeper serve runs the blueprint under waitress; a health check answers and unsigned posts get 403;
+    /metrics is served on [metrics] port, counting that 403, and not on the public webhook port."""
+    sock_port, metrics_port = __import__("support").free_port(), __import__("support").free_port()
+    env = _env(
+        TWILIO_ACCOUNT_SID="AC" + "7" * 32, TWILIO_AUTH_TOKEN="serve-token", GATEKEEPER_METRICS__PORT=str(metrics_port)
+    )
     proc, first = _start(["serve", "--port", str(sock_port), "--public-url", f"http://127.0.0.1:{sock_port}"], env)
     try:
         assert f":{sock_port}/twilio" in first
-        advice = [proc.stdout.readline() for _ in range(5)]  # type: ignore[union-attr]
+        advice = [proc.stdout.readline() for _ in range(6)]  # type: ignore[union-attr]
+        assert f"Metrics on http://127.0.0.1:{metrics_port}/metrics" in advice[5]
         assert "connection overrides" in advice[0]
         assert f"http://127.0.0.1:{sock_port}/twilio/messages/inbound#rc=5&rp=all" in advice[1]
         assert "/twilio/calls/status#rc=5&rp=all" in advice[3]
@@ -178,9 +182,10 @@ def test_serve_mounts_the_webhooks() -> None:
                 time.sleep(0.05)
         assert health.status_code == 200
         assert requests.post(base + "/messages/inbound", data={"Body": "STOP"}, timeout=5).status_code == 403
-        metrics = requests.get(f"http://127.0.0.1:{sock_port}/metrics", timeout=5)
+        assert requests.get(f"http://127.0.0.1:{sock_port}/metrics", timeout=5).status_code == 404
+        metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
         assert metrics.status_code == 200
-        assert "gatekeeper_decisions_total" in metrics.text
+        assert 'gatekeeper_webhook_events_total{outcome="forbidden",route="inbound"} 1.0' in metrics.text
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -15,6 +15,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from time import perf_counter
 from typing import Any
 
 from twilio.base.exceptions import TwilioException
@@ -190,13 +191,16 @@ class AsyncLookupService:
                 await self._sleep(wait)
         version = self.rules.client.lookups.v2
         uri = f"/PhoneNumbers/{e164}"
+        started = perf_counter()
         try:
             response = await version.request_async("GET", uri, params=params, timeout=self.rules.config.timeout_seconds)
         except Exception as exc:
             if not network_error(exc):
                 raise
             metrics.lookup_request("error")
+            metrics.lookup_timed(None, perf_counter() - started)
             raise TransientError(f"network:{type(exc).__name__}") from exc
+        metrics.lookup_timed(response.status_code, perf_counter() - started)
 
         def error() -> TwilioException:
             return version.exception("GET", uri, response, "Unable to fetch record")

@@ -29,6 +29,7 @@ import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
+from gatekeeper import metrics
 from gatekeeper.errors import GatekeeperError, RateLimited, SendFailed, SendRejected
 from gatekeeper.models import API_OF, Action, Decision, Outcome, SendRequest
 from gatekeeper.retries import (
@@ -80,7 +81,7 @@ class BaseChannel:
         prepared = self.prepare(client, action, decision, request)
         if isinstance(prepared, Outcome):
             return prepared
-        create = prepared.target.create
+        create = metrics.timed_send(prepared.target.create, API_OF[action])  # each attempt's latency
         budget = self.policy.budget
         if budget is not None and API_OF[action] in BUDGETED:
             api, account = API_OF[action], request.account_sid or client.account_sid
@@ -92,7 +93,7 @@ class BaseChannel:
         prepared = self.prepare(client, action, decision, request)
         if isinstance(prepared, Outcome):
             return prepared
-        create = prepared.target.create_async
+        create = metrics.timed_send_async(prepared.target.create_async, API_OF[action])
         budget = self.policy.budget
         if budget is not None and API_OF[action] in BUDGETED:
             api, account = API_OF[action], request.account_sid or client.account_sid

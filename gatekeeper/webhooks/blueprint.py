@@ -11,20 +11,24 @@ GET      /healthz               store reachability (no signature)
 Statuses: 200 processed or a duplicate of a processed event; 400 fields that
 cannot be used; 403 bad signature (nothing stored); 413 body over
 ``max_body_bytes``; 503 a store could not be written or the same event is in
-progress (Twilio retries).
+progress (Twilio retries). Every request is counted by route and outcome, and timed
+(``gatekeeper_webhook_events_total``, ``gatekeeper_webhook_seconds``: :mod:`gatekeeper.metrics`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, jsonify, request
 from flask.sansio.blueprints import BlueprintSetupState
 from twilio.twiml.messaging_response import MessagingResponse
 
+from gatekeeper import metrics
 from gatekeeper.errors import (
     BodyTooLarge,
     ConfigError,
@@ -45,6 +49,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("gatekeeper.webhooks")
 
 EXTENSION_KEY = "gatekeeper"
+
+#: How the request being answered went, for the metrics: set by the handler (processed, duplicate) or by the
+#: journal's answer (journaled), which the relay calls between the view and here and passes on only a Response.
+_outcome: ContextVar[str] = ContextVar("gatekeeper_webhook_outcome", default="processed")
 
 
 @dataclass(frozen=True)
@@ -71,30 +79,42 @@ def _twiml(text: str) -> Response:
 
 
 def _guarded(state: WebhookState, kind: str) -> Response:
+    """Answer one webhook request (:func:`_answer`), counted and timed by route and outcome."""
+    started = perf_counter()
+    outcome = "error"  # an exception no branch expects: Flask answers 500
+    try:
+        response, outcome = _answer(state, kind)
+        return response
+    finally:
+        metrics.webhook_handled(kind, outcome, perf_counter() - started)
+
+
+def _answer(state: WebhookState, kind: str) -> tuple[Response, str]:
     """Read and verify the request, process it (through the journal's relay when there is one), and map every
-    expected failure to its status."""
+    expected failure to its status; with the outcome the metrics count."""
+    _outcome.set("processed")  # a worker thread keeps the value of the request it served before
     try:
         limit = state.gate.settings.webhooks.max_body_bytes
         verified = incoming.read(request, state.verifier, max_body_bytes=limit)
-        if state.relay is not None:
-            return state.relay.handle(kind, verified)
-        return state.handlers[kind](verified)
+        relay = state.relay
+        response = relay.handle(kind, verified) if relay is not None else state.handlers[kind](verified)
+        return response, _outcome.get()
     except BodyTooLarge:
-        return _text(413, "request body too large")
+        return _text(413, "request body too large"), "too_large"
     except InvalidSignature as exc:
         log.warning("rejected %s %s: invalid Twilio signature (%s)", request.method, request.path, exc.reason)
-        return _text(403, "invalid X-Twilio-Signature")
+        return _text(403, "invalid X-Twilio-Signature"), "forbidden"
     except MalformedEvent as exc:
-        return _text(400, str(exc))
+        return _text(400, str(exc)), "malformed"
     except IdempotencyConflict:  # the same event, still being processed by another request
         response = _text(503, "this event is being processed; retry")
         response.headers["Retry-After"] = "1"
-        return response
+        return response, "in_progress"
     except StoreUnavailable as exc:
         log.error("%s %s: store unavailable, answering 503 so Twilio retries: %s", request.method, request.path, exc)
         response = _text(503, "store unavailable; retry")
         response.headers["Retry-After"] = "5"
-        return response
+        return response, "unavailable"
 
 
 ROUTES = {
@@ -143,22 +163,24 @@ def create_blueprint(
 
     def inbound_message(verified: Incoming) -> Response:
         result = processor.inbound(verified)
+        _outcome.set("duplicate" if result.duplicate else "processed")
         return _twiml(getattr(wh.replies, result.reply) if result.reply else "")
 
     def message_status(verified: Incoming) -> Response:
-        processor.status("message", verified)
+        _outcome.set("processed" if processor.status("message", verified) else "duplicate")
         return _text(200, "ok")
 
     def call_status(verified: Incoming) -> Response:
-        processor.status("call", verified)
+        _outcome.set("processed" if processor.status("call", verified) else "duplicate")
         return _text(200, "ok")
 
     def verify_event(verified: Incoming) -> Response:
-        processor.verify_event(verified)
+        _outcome.set("processed" if processor.verify_event(verified) else "duplicate")
         return _text(200, "ok")
 
     def journalled(kind: str, verified: Incoming) -> Response:
         """The answer to an event kept in the journal: what processing it would answer, decided without the store."""
+        _outcome.set("journaled")
         if kind == "inbound":
             reply = processor.reply_without_store(verified)
             return _twiml(getattr(wh.replies, reply) if reply else "")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from werkzeug.datastructures import ImmutableMultiDict
 
+from gatekeeper import metrics
 from gatekeeper.errors import IdempotencyConflict, MalformedEvent, StoreUnavailable
 from gatekeeper.webhooks.request import Incoming
 
@@ -89,6 +90,9 @@ class Relay:
                         return False
                     except MalformedEvent as exc:  # verified, but it can never apply: kept in the log, not the journal
                         log.error("journalled %s event %s cannot be applied, dropped: %s", entry.kind, entry.seq, exc)
+                        metrics.webhook_handled(entry.kind, "dropped")
+                    else:
+                        metrics.webhook_handled(entry.kind, "replayed")
                     self.journal.applied(entry.seq)
             return True
 
