@@ -29,10 +29,12 @@ from gatekeeper.stores.base import (
     Call,
     ConsentChange,
     Screening,
+    StatusEvents,
     Steps,
     Stores,
     run,
     screening_trusted,
+    status_events_trusted,
     version_reader,
 )
 
@@ -316,6 +318,32 @@ class Suppression:
         """
         steps = self._delivery_steps(sid, status, rank, error_code=error_code, to=to, to_hash=to_hash, event=failure_id)
         return run(self._stores, steps)
+
+    def takes_status_event(self, error_code: int | None, to: str | None) -> bool:
+        """Whether a status callback writes nothing but its status (no failure to count, no opt-out to record) and
+        the status store takes such an event whole, seen-check included (``stores.base.StatusEvents``): then
+        :meth:`record_status_event` does it in one step, without the idempotency claim."""
+        if (
+            to is not None
+            and error_code is not None
+            and (error_code in self._failure_codes or error_code == OPTED_OUT_CODE)
+        ):
+            return False
+        store = self._stores.statuses
+        return isinstance(store, StatusEvents) and status_events_trusted(store)
+
+    def record_status_event(
+        self, event: str, sid: str, status: str, rank: int, *, error_code: int | None, to_hash: str | None
+    ) -> Delivery | None:
+        """Store the status of the event ``event`` in one step; None when that event was taken already."""
+        at = self._clock()
+        store = self._stores.statuses
+        assert isinstance(store, StatusEvents)
+        ttl = self._settings.status_ttl_seconds
+        new, applied = store.apply_status_event(
+            event, sid, status, rank, error_code=error_code, at=at, to_hash=to_hash, ttl_seconds=ttl
+        )
+        return Delivery(applied, None, False, None, at) if new else None
 
     def _delivery_steps(
         self,

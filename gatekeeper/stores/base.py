@@ -51,6 +51,7 @@ __all__ = [  # AuditEntry is re-exported: custom stores import it from here
     "OptOutStore",
     "RateLimiter",
     "Screening",
+    "StatusEvents",
     "StatusStore",
     "Stores",
     "SuppressionVersion",
@@ -211,6 +212,32 @@ class SuppressionVersion(Protocol):
 
 
 @runtime_checkable
+class StatusEvents(Protocol):
+    """Optional, for a status store that can take a status callback whole in one step: seen-check and status
+    together (one Redis round trip instead of an idempotency claim, the status, and the claim's settling: three).
+
+    The gate uses it for the events that write nothing else (no failure to count, no opt-out to record); the rest
+    go through the idempotency claim as before. Whether an event takes this way depends only on the event and the
+    store, so every delivery of one event takes the same way."""
+
+    def apply_status_event(
+        self,
+        event: str,
+        sid: str,
+        status: str,
+        rank: int,
+        *,
+        error_code: int | None,
+        at: float,
+        to_hash: str | None = None,
+        ttl_seconds: float,
+    ) -> tuple[bool, bool]:
+        """``(new, applied)``: False, False when ``event`` was taken already (a duplicate: nothing written); else
+        the event is remembered with the status (as long as it is kept) and ``applied`` is what
+        :meth:`StatusStore.apply_status` would say."""
+
+
+@runtime_checkable
 class Screening(Protocol):
     """Optional, for a store that keeps both opt-outs and failures: both reads of a screening in one step (one
     Redis round trip instead of two). The gate uses it only when one store holds both roles and the class that
@@ -225,11 +252,20 @@ class Screening(Protocol):
 def screening_trusted(store: object) -> bool:
     """Whether ``store.screening`` answers for its own ``opted_out_scope`` and ``suppression``: not when a subclass
     overrides one of them (reading its own set, say) but inherits ``screening``."""
+    return _vouches(store, "screening", ("opted_out_scope", "suppression"))
+
+
+def status_events_trusted(store: object) -> bool:
+    """Whether ``store.apply_status_event`` answers for its own ``apply_status`` (as :func:`screening_trusted`)."""
+    return _vouches(store, "apply_status_event", ("apply_status",))
+
+
+def _vouches(store: object, shortcut: str, verbs: tuple[str, ...]) -> bool:
+    """Whether the class defining ``shortcut`` also defines, or inherits, each of ``verbs`` it stands for."""
     cls = type(store)
-    owner = _definer(cls, "screening")
+    owner = _definer(cls, shortcut)
     return owner is not None and all(
-        (definer := _definer(cls, verb)) is not None and issubclass(owner, definer)
-        for verb in ("opted_out_scope", "suppression")
+        (definer := _definer(cls, verb)) is not None and issubclass(owner, definer) for verb in verbs
     )
 
 

@@ -272,6 +272,24 @@ class RedisStore(RedisVerbs):
         verb = self._apply_status(sid, status, rank, error_code=error_code, at=at, to_hash=to_hash, ttl=ttl_seconds)
         return bool(self._run(verb))
 
+    def apply_status_event(
+        self,
+        event: str,
+        sid: str,
+        status: str,
+        rank: int,
+        *,
+        error_code: int | None,
+        at: float,
+        to_hash: str | None = None,
+        ttl_seconds: float,
+    ) -> tuple[bool, bool]:
+        """A status callback whole, in one round trip (see ``stores.base.StatusEvents``)."""
+        verb = self._status_event(
+            event, sid, status, rank, error_code=error_code, at=at, to_hash=to_hash, ttl=ttl_seconds
+        )
+        return cast("tuple[bool, bool]", self._run(verb))
+
     def status_of(self, sid: str) -> StatusRecord | None:
         return cast("StatusRecord | None", self._run(self._status_of(sid)))
 

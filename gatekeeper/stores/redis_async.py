@@ -250,6 +250,24 @@ class AsyncRedisStore(RedisVerbs):
         verb = self._apply_status(sid, status, rank, error_code=error_code, at=at, to_hash=to_hash, ttl=ttl_seconds)
         return bool(await self._run(verb))
 
+    async def apply_status_event(
+        self,
+        event: str,
+        sid: str,
+        status: str,
+        rank: int,
+        *,
+        error_code: int | None,
+        at: float,
+        to_hash: str | None = None,
+        ttl_seconds: float,
+    ) -> tuple[bool, bool]:
+        """A status callback whole, in one round trip (see ``stores.base.StatusEvents``)."""
+        verb = self._status_event(
+            event, sid, status, rank, error_code=error_code, at=at, to_hash=to_hash, ttl=ttl_seconds
+        )
+        return cast("tuple[bool, bool]", await self._run(verb))
+
     async def status_of(self, sid: str) -> StatusRecord | None:
         return cast("StatusRecord | None", await self._run(self._status_of(sid)))
 

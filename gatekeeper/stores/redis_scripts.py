@@ -40,6 +40,20 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1
 """
 
+# KEYS[1] status hash; ARGV: event id, then as _APPLY_STATUS. A status callback whole: {0, 0} for an event seen
+# already (nothing written), else {1, applied}; the event is remembered in the hash, which lives as the status does.
+_STATUS_EVENT = """
+if redis.call('HSETNX', KEYS[1], 'ev:' .. ARGV[1], 1) == 0 then return {0, 0} end
+local cur = redis.call('HGET', KEYS[1], 'rank')
+local applied = 0
+if not cur or tonumber(cur) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'rank', ARGV[2], 'status', ARGV[3], 'error_code', ARGV[4], 'at', ARGV[5], 'to', ARGV[6])
+  applied = 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+return {1, applied}
+"""
+
 # KEYS[1] theoretical arrival time; ARGV: interval s, tolerance s. GCRA on the server's clock,
 # so every host shares one budget whatever its own clock says. Returns the wait in microseconds.
 _RESERVE = """
@@ -141,6 +155,7 @@ SCRIPTS = {
     "claim": _CLAIM,
     "settle": _SETTLE,
     "apply_status": _APPLY_STATUS,
+    "status_event": _STATUS_EVENT,
     "reserve": _RESERVE,
     "take": _TAKE,
     "screen": _SCREEN,

@@ -178,9 +178,7 @@ class RedisVerbs:
         _, suppression = yield from self._screening(e164, (), now, window_seconds, threshold)
         return suppression
 
-    def _screening(
-        self, e164: str, scopes: Sequence[str], now: float, window_seconds: float, threshold: int
-    ) -> Verb:
+    def _screening(self, e164: str, scopes: Sequence[str], now: float, window_seconds: float, threshold: int) -> Verb:
         """Both screening reads in one command (a script over the subject's keys, one slot): the opt-outs, the
         suppression marker and the failures in the window."""
         subject = yield from self._subject(e164)
@@ -264,6 +262,28 @@ class RedisVerbs:
         index = self._k("status_by", to_hash)
         applied, *_ = yield Pipe((apply, Op("sadd", (index, sid)), Op("pexpire", (index, _ms(ttl)))))
         return bool(applied)
+
+    def _status_event(
+        self,
+        event: str,
+        sid: str,
+        status: str,
+        rank: int,
+        *,
+        error_code: int | None,
+        at: float,
+        to_hash: str | None,
+        ttl: float,
+    ) -> Verb:
+        code = "" if error_code is None else error_code
+        args = (event, rank, status, code, at, to_hash or "", _ms(ttl))
+        script = _script("status_event", self._k("status", sid), *args)
+        if not to_hash:
+            new, applied = yield script
+        else:  # the erasure index in the same round trip, as _apply_status does
+            index = self._k("status_by", to_hash)
+            (new, applied), *_ = yield Pipe((script, Op("sadd", (index, sid)), Op("pexpire", (index, _ms(ttl)))))
+        return bool(new), bool(applied)
 
     def _status_of(self, sid: str) -> Verb:
         raw = yield Op("hgetall", (self._k("status", sid),))

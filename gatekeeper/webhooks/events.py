@@ -33,7 +33,7 @@ from gatekeeper.errors import InvalidNumber, MalformedEvent
 from gatekeeper.idempotency import Ran
 from gatekeeper.models import Phone
 from gatekeeper.stores.base import ACCOUNT_SCOPE
-from gatekeeper.suppress import Recorded
+from gatekeeper.suppress import Delivery, Recorded
 from gatekeeper.webhooks import status as statuses
 from gatekeeper.webhooks.keywords import Classification, Classifier, Intent
 from gatekeeper.webhooks.request import Incoming
@@ -285,34 +285,42 @@ class EventProcessor:
             error_code=error_code,
             sequence_number=incoming.get("SequenceNumber"),
         )
+        suppression, rank = self.gate.suppression, statuses.rank(kind, status)
+        to_hash = self.gate.auditor.digest(to) if to else None
+
+        def event_of(done: Delivery) -> StatusEvent:
+            return StatusEvent(
+                kind=kind,
+                sid=sid,
+                status=status,
+                error_code=error_code,
+                applied=done.applied,
+                to=to,
+                at=done.at,
+                failures=done.failures,
+                suppressed=done.suppressed,
+                params=incoming.params.to_dict(),
+            )
+
+        if suppression.takes_status_event(error_code, to):  # the status alone: one store step, no claim
+            taken = suppression.record_status_event(
+                key.claim, sid, status, rank, error_code=error_code, to_hash=to_hash
+            )
+            if taken is None:
+                return None
+            event = event_of(taken)
+            _call_hook("on_status", self.on_status, event)
+            return event
+
         holder: list[StatusEvent] = []
         consent: list[ConsentEvent] = []
 
         def work() -> bytes:
             holder.clear()
-            done = self.gate.suppression.record_delivery(
-                sid,
-                status,
-                statuses.rank(kind, status),
-                error_code=error_code,
-                to=to,
-                to_hash=self.gate.auditor.digest(to) if to else None,
-                failure_id=key.failure_id,
+            done = suppression.record_delivery(
+                sid, status, rank, error_code=error_code, to=to, to_hash=to_hash, failure_id=key.failure_id
             )
-            holder.append(
-                StatusEvent(
-                    kind=kind,
-                    sid=sid,
-                    status=status,
-                    error_code=error_code,
-                    applied=done.applied,
-                    to=to,
-                    at=done.at,
-                    failures=done.failures,
-                    suppressed=done.suppressed,
-                    params=incoming.params.to_dict(),
-                )
-            )
+            holder.append(event_of(done))
             consent[:] = [] if done.consent is None else [self._consent_event(done.consent, sid)]
             return b""
 
