@@ -175,6 +175,7 @@ def webhooks_app(twilio_url: str, key_prefix: str, ready: Any) -> None:
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)  # before the port is handed out: a request sent before waitress runs waits in the backlog
     ready.put(sock.getsockname()[1])
     waitress.serve(app, sockets=[sock], threads=4, _quiet=True)
 

@@ -92,6 +92,7 @@ class Suppression:
         self._default_country = default_country
         self._clock = clock
         self._screening_for: tuple[object, bool] = (None, False)  # (the store, whether it screens in one step)
+        self._status_events_for: tuple[object, bool] = (None, False)  # (the store, whether it takes events whole)
 
     # -- scopes --------------------------------------------------------------------
     def scopes(self, sender: str | None, country: str | None = None, channel: str | None = None) -> tuple[str, ...]:
@@ -329,8 +330,10 @@ class Suppression:
             and (error_code in self._failure_codes or error_code == OPTED_OUT_CODE)
         ):
             return False
-        store = self._stores.statuses
-        return isinstance(store, StatusEvents) and status_events_trusted(store)
+        store: object = self._stores.statuses
+        if self._status_events_for[0] is not store:  # a Protocol isinstance costs microseconds: once per store
+            self._status_events_for = (store, isinstance(store, StatusEvents) and status_events_trusted(store))
+        return self._status_events_for[1]
 
     def record_status_event(
         self, event: str, sid: str, status: str, rank: int, *, error_code: int | None, to_hash: str | None

@@ -143,6 +143,8 @@ class RedisStore(RedisVerbs):
         """Carry out a verb's commands with the blocking client, its errors as StoreUnavailable."""
         answer: Any = None
         try:
+            if self._client is None:
+                self._r  # noqa: B018 - connected before the verb runs: it asks whether this is a cluster
             while True:
                 step = verb.send(answer)
                 answer = self._pipe(step) if isinstance(step, Pipe) else self._op(self._r, step)

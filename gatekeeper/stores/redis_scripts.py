@@ -40,10 +40,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1
 """
 
-# KEYS[1] status hash; ARGV: event id, then as _APPLY_STATUS. A status callback whole: {0, 0} for an event seen
-# already (nothing written), else {1, applied}; the event is remembered in the hash, which lives as the status does.
+# KEYS[1] status hash, KEYS[2] (one server only: another slot) the erasure index; ARGV: event id, then as
+# _APPLY_STATUS, then the SID. A status callback whole: {0, 0} for an event seen already (nothing written), else
+# {1, applied}; the event is remembered in the hash, which lives as the status does.
 _STATUS_EVENT = """
 if redis.call('HSETNX', KEYS[1], 'ev:' .. ARGV[1], 1) == 0 then return {0, 0} end
+if KEYS[2] then
+  redis.call('SADD', KEYS[2], ARGV[8])
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
 local cur = redis.call('HGET', KEYS[1], 'rank')
 local applied = 0
 if not cur or tonumber(cur) < tonumber(ARGV[2]) then

@@ -98,6 +98,7 @@ class RedisVerbs:
         self._p = prefix
         self._audit_max = audit_max
         self._audit_max_age = audit_max_age_seconds
+        self._cluster = False  # a Redis Cluster: one script may not touch keys of two slots (set by the runner)
         self._secrets: dict[str, bytes] = {}  # name -> secret, as Redis keeps it: read once per store object
 
     def _k(self, kind: str, ident: str) -> str:
@@ -276,12 +277,16 @@ class RedisVerbs:
         ttl: float,
     ) -> Verb:
         code = "" if error_code is None else error_code
-        args = (event, rank, status, code, at, to_hash or "", _ms(ttl))
-        script = _script("status_event", self._k("status", sid), *args)
+        args = [event, rank, status, code, at, to_hash or "", _ms(ttl), sid]
+        keys = [self._k("status", sid)]
         if not to_hash:
-            new, applied = yield script
-        else:  # the erasure index in the same round trip, as _apply_status does
+            new, applied = yield Op("script:status_event", (), {"keys": keys, "args": args})
+        elif not self._cluster:  # one server: the erasure index in the same script
+            keys.append(self._k("status_by", to_hash))
+            new, applied = yield Op("script:status_event", (), {"keys": keys, "args": args})
+        else:  # a cluster: the index (another slot) beside it, in the same round trip
             index = self._k("status_by", to_hash)
+            script = Op("script:status_event", (), {"keys": keys, "args": args})
             (new, applied), *_ = yield Pipe((script, Op("sadd", (index, sid)), Op("pexpire", (index, _ms(ttl)))))
         return bool(new), bool(applied)
 
