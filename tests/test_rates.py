@@ -9,7 +9,7 @@ import pytest
 from support import FakeClock
 
 from gatekeeper import Action, Gatekeeper, Settings, Stores
-from gatekeeper.errors import RateLimited
+from gatekeeper import GatekeeperError, RateLimited
 from gatekeeper.sandbox import Sandbox, SandboxServer
 from gatekeeper.stores.memory import MemoryStore
 
@@ -55,6 +55,7 @@ def test_sends_wait_for_their_permit_and_past_max_wait_raise_rate_limited(
     with pytest.raises(RateLimited) as limited:
         strict.notify(third, "hi", from_=FROM)
     assert limited.value.api == "messages" and limited.value.retry_after_seconds == pytest.approx(0.5)
+    assert isinstance(limited.value, GatekeeperError)  # exported from gatekeeper, as every error the gate raises
     assert len(sandbox.messages()) == 5
     clock.advance(0.5)  # the refused send spent no permit: the next one is due now
     assert strict.notify(third, "hi", from_=FROM).sid and clock.sleeps == [pytest.approx(0.5)]
