@@ -56,7 +56,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import TypeAdapter
 
@@ -76,7 +76,7 @@ from gatekeeper.stores.base import (
 from gatekeeper.stores.sqlite_file import SQLiteFile
 
 #: Bumped with every change to the tables below; a file written by a newer version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "gatekeeper"
 _APPLICATION_ID = 0x474B5052  # "GKPR" in the file header, so `file` and tools can tell what it is
 _CACHED = TypeAdapter(CachedLookup)
@@ -84,6 +84,7 @@ _CONSENT_HISTORY = 50
 _PURGE_BATCH = 8
 _TTL_TABLES = ("lookups", "fill_leases", "failures", "suppressions", "claims", "statuses", "rates")
 
+_PAUSES = "CREATE TABLE pauses (bucket TEXT PRIMARY KEY, until REAL NOT NULL)"  # schema 2
 _SCHEMA = (
     "CREATE TABLE lookups (key TEXT PRIMARY KEY, entry BLOB NOT NULL, expires_at REAL NOT NULL)",
     "CREATE TABLE fill_leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
@@ -102,7 +103,7 @@ _SCHEMA = (
     "CREATE TABLE statuses (sid TEXT PRIMARY KEY, status TEXT NOT NULL, rank INTEGER NOT NULL, error_code INTEGER,"
     " at REAL NOT NULL, to_hash TEXT, expires_at REAL NOT NULL)",
     "CREATE TABLE rates (bucket TEXT PRIMARY KEY, tat REAL NOT NULL, expires_at REAL NOT NULL)",
-    "CREATE TABLE pauses (bucket TEXT PRIMARY KEY, until REAL NOT NULL)",
+    _PAUSES,
     "CREATE INDEX statuses_by_hash ON statuses (to_hash)",  # an erasure finds a number's statuses by it
     "CREATE TABLE audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, to_hash TEXT, entry TEXT NOT NULL)",
     "CREATE INDEX audit_by_time ON audit (at)",  # retention
@@ -131,6 +132,7 @@ class SQLiteStore(SQLiteFile):
     application = APPLICATION
     application_id = _APPLICATION_ID
     schema_version = SCHEMA_VERSION
+    migrations: ClassVar[dict[int, tuple[str, ...]]] = {1: (_PAUSES,)}  # 1 -> 2: the budgets' shared pauses
 
     def __init__(
         self,

@@ -50,6 +50,9 @@ class SQLiteFile:
     application_id: ClassVar[int]
     label: ClassVar[str]  # what the file is, in an error: "Gatekeeper database"
     schema_version: ClassVar[int] = 1
+    #: The statements that take a file of version ``v`` to ``v + 1``, for every ``v`` below ``schema_version``:
+    #: run once, by the first process to open the older file, in the transaction that creates or checks it.
+    migrations: ClassVar[dict[int, tuple[str, ...]]] = {}
     setting: ClassVar[str] = "store.path"
 
     def __init__(
@@ -99,13 +102,7 @@ class SQLiteFile:
             conn.execute("PRAGMA checkpoint_fullfsync = ON")
             conn.execute("BEGIN IMMEDIATE")  # several processes opening a new file at once: one creates the tables
             try:
-                if not self._check_schema(conn):
-                    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                    for statement in self.schema:
-                        conn.execute(statement)
-                    meta = [("application", self.application), ("schema_version", str(self.schema_version))]
-                    conn.executemany("INSERT INTO meta VALUES (?, ?)", meta)
-                    conn.execute(f"PRAGMA application_id = {self.application_id}")
+                self._prepare(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -134,15 +131,36 @@ class SQLiteFile:
                     raise
                 time.sleep(self._lock_poll)
 
-    def _check_schema(self, conn: sqlite3.Connection) -> bool:
-        """Whether the file holds Gatekeeper's tables (False: none yet); refuses one that is not ours or is newer."""
+    def _check_schema(self, conn: sqlite3.Connection) -> int:
+        """The schema version of the file's tables (0: none yet); refuses a file that is not ours or is newer."""
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
         if tables and meta.get("application") != self.application:
             raise self._unusable(f"is not a {self.label}")
-        if int(meta.get("schema_version", self.schema_version)) > self.schema_version:
+        version = int(meta.get("schema_version", self.schema_version))
+        if version > self.schema_version:
             raise self._unusable(f"has schema {meta['schema_version']}, newer than this Gatekeeper's: upgrade it")
-        return bool(tables)
+        return version if tables else 0
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Make the tables of a new file, or bring an older file's up to date (within the caller's transaction)."""
+        version = self._check_schema(conn)
+        if not version:
+            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            for statement in self.schema:
+                conn.execute(statement)
+            meta = [("application", self.application), ("schema_version", str(self.schema_version))]
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", meta)
+            conn.execute(f"PRAGMA application_id = {self.application_id}")
+        elif version < self.schema_version:
+            self._migrate(conn, version)
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Take a file of an older ``version`` to this one (within the caller's transaction)."""
+        for v in range(version, self.schema_version):
+            for statement in self.migrations[v]:
+                conn.execute(statement)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(self.schema_version),))
 
     def _connection(self) -> sqlite3.Connection:
         """This process's connection (opened again after a fork); call with the lock held."""

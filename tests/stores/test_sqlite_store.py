@@ -29,6 +29,7 @@ from gatekeeper.cli import main
 from gatekeeper.errors import ConfigError, StoreUnavailable
 from gatekeeper.sandbox import Sandbox, SandboxServer
 from gatekeeper.stores.base import (
+    ACCOUNT_SCOPE,
     AuditEntry,
     Erasure,
     SecretKeeper,
@@ -369,6 +370,28 @@ def test_a_file_that_is_not_ours_is_a_config_error(db: Path, content: bytes | st
         SQLiteStore(db)
     assert info.value.key == "store.path" and says in str(info.value)
     assert db.read_bytes() == before
+
+
+def test_a_file_of_the_previous_schema_is_brought_up_to_date_keeping_its_opt_outs(db: Path) -> None:
+    """A file written by the release before the shared pauses (schema 1: no ``pauses`` table) opens: the first
+    process migrates it in the transaction that checks it, its opt-outs kept, and the budget verbs work."""
+    first = SQLiteStore(db)
+    first.opt_out(E164, source="sms:STOP", at=T0)
+    first.close()
+    with closing(raw(db)) as conn:  # made a schema 1 file, as the release before wrote it, with an opt-out in it
+        conn.execute("DROP TABLE pauses")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        conn.commit()
+    store = SQLiteStore(db)
+    try:
+        assert store.opted_out_scope(E164, [ACCOUNT_SCOPE]) == ACCOUNT_SCOPE
+        store.pause("b", until=T0 + 5)
+        assert store.paused_until("b") == T0 + 5
+        assert store.take("b", rate_per_second=1, burst=1, now=T0, max_wait=0) == (False, pytest.approx(5.0))
+    finally:
+        store.close()
+    with closing(raw(db)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
 
 
 @contextmanager
