@@ -24,6 +24,7 @@ def test_exported_members() -> None:
             "Outcome",
             "PhoneFacts",
             "Policy",
+            "RateLimited",
             "SendFailed",
             "SendRejected",
             "SendRequest",

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from support import FakeClock
 
-from gatekeeper import Action, Gatekeeper, Settings, Stores
-from gatekeeper import GatekeeperError, RateLimited
+from gatekeeper import Action, Gatekeeper, GatekeeperError, RateLimited, Settings, Stores
 from gatekeeper.sandbox import Sandbox, SandboxServer
 from gatekeeper.stores.memory import MemoryStore
 

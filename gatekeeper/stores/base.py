@@ -55,6 +55,7 @@ __all__ = [  # AuditEntry is re-exported: custom stores import it from here
     "StatusStore",
     "Stores",
     "SuppressionVersion",
+    "Windows",
     "blocking",
     "lookup_key",
     "version_reader",
@@ -452,6 +453,28 @@ def gcra(tat: float | None, paused: float, now: float, rate_per_second: float, b
     tolerance = (burst - 1) * interval
     base = max(tat if tat is not None else now, now, paused + tolerance)
     return max(0.0, base - tolerance - now), base + interval
+
+
+@runtime_checkable
+class Windows(Protocol):
+    """Optional, for the guard's velocity rules and cooldowns: sliding windows of events, one atomic verb.
+
+    Every attempt counts, refused or not (so an attack keeps its own limit reached); an event id recorded twice
+    counts once (a retried check does not count double)."""
+
+    def hit(self, key: str, event: str, *, at: float, window_seconds: float, limit: int) -> tuple[int, float | None]:
+        """Record ``event`` under ``key`` at ``at`` and count the events in the window ending at ``at``
+        (``(at - window_seconds, at]``), this one included. With that count above ``limit``, also when a new event
+        would next fit (the time the oldest event keeping it out leaves the window); else None. Events older than
+        the window are forgotten."""
+
+
+def check_window(window_seconds: float, limit: int) -> None:
+    """:meth:`Windows.hit`'s arguments, checked alike by every backend. With more than ``limit`` events in the
+    window, a new one fits once all but ``limit - 1`` have left: when the ``count - limit``-th oldest (from 0)
+    leaves, at its time plus the window."""
+    if window_seconds <= 0 or limit < 1:
+        raise InvalidArgument("a window needs window_seconds > 0 and limit >= 1")
 
 
 @runtime_checkable

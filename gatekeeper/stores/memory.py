@@ -10,6 +10,7 @@ STOP, so they are never evicted; past ``max_opt_outs`` a new opt-out raises
 
 from __future__ import annotations
 
+import bisect
 import secrets
 import threading
 import time
@@ -28,6 +29,7 @@ from gatekeeper.stores.base import (
     Claim,
     ConsentChange,
     Risk,
+    check_window,
     gcra,
     lookup_prefix,
     subject_key,
@@ -113,6 +115,7 @@ class MemoryStore:
         self._audit_max_age = audit_max_age_seconds
         self._suppressing_writes = 0  # see suppression_version
         self._secrets: dict[str, bytes] = {}
+        self._windows: _LRU[tuple[list[tuple[float, str]], set[str]]] = _LRU(max_entries, clock)
         self._paused: dict[str, float] = {}  # a bucket's pause: few (one per Twilio API and account)
 
     def durability(self) -> list[Risk]:
@@ -367,6 +370,22 @@ class MemoryStore:
     def paused_until(self, bucket: str) -> float:
         with self._lock:
             return self._paused.get(bucket, 0.0)
+
+    # -- windows ---------------------------------------------------------------------
+    def hit(self, key: str, event: str, *, at: float, window_seconds: float, limit: int) -> tuple[int, float | None]:
+        check_window(window_seconds, limit)
+        with self._lock:
+            times, events = self._windows.get(key) or ([], set())
+            if event not in events:
+                events.add(event)
+                bisect.insort(times, (at, event))
+            gone = bisect.bisect_right(times, (at - window_seconds, "\uffff"))
+            for _, old in times[:gone]:
+                events.discard(old)
+            del times[:gone]
+            self._windows.put(key, (times, events), window_seconds)
+            count = len(times)
+            return count, (times[count - limit][0] + window_seconds if count > limit else None)
 
     # -- audit ---------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:

@@ -315,6 +315,11 @@ class RedisStore(RedisVerbs):
         left = float(self._run(self._pause_left(bucket)))
         return time.time() + left if left > 0 else 0.0
 
+    # -- windows -------------------------------------------------------------------
+    def hit(self, key: str, event: str, *, at: float, window_seconds: float, limit: int) -> tuple[int, float | None]:
+        """One event of a sliding window (see ``stores.base.Windows``): one script on the window's key."""
+        return cast("tuple[int, float | None]", self._run(self._hit(key, event, at, window_seconds, limit)))
+
     # -- audit ---------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:
         """Queued, and sent with the next batch by the write-behind (see ``stores.write_behind``)."""

@@ -290,6 +290,13 @@ class AsyncRedisStore(RedisVerbs):
         left = float(await self._run(self._pause_left(bucket)))
         return time.time() + left if left > 0 else 0.0
 
+    # -- windows -------------------------------------------------------------------
+    async def hit(
+        self, key: str, event: str, *, at: float, window_seconds: float, limit: int
+    ) -> tuple[int, float | None]:
+        """One event of a sliding window (see ``stores.base.Windows``): one script on the window's key."""
+        return cast("tuple[int, float | None]", await self._run(self._hit(key, event, at, window_seconds, limit)))
+
     # -- audit ---------------------------------------------------------------------
     async def record(self, entry: AuditEntry) -> None:
         """Queued, and sent with the next batch by a task on this loop (see ``stores.write_behind``)."""

@@ -87,6 +87,20 @@ local reason = redis.call('GET', KEYS[2]) or ''
 return {scope, reason, redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[1], '+inf')}
 """
 
+# KEYS[1] a window's zset; ARGV: event id, time, window seconds, limit. One event counted once; {count in the window,
+# when a new event would fit (as text) or ''}.
+_HIT = """
+redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
+local w = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - w)
+redis.call('PEXPIRE', KEYS[1], math.ceil(w * 1000))
+local count = redis.call('ZCARD', KEYS[1])
+local limit = tonumber(ARGV[4])
+if count <= limit then return {count, ''} end
+local oldest = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
+return {count, string.format('%.6f', tonumber(oldest[2]) + w)}
+"""
+
 # KEYS[1] theoretical arrival time, KEYS[2] pause end (same hash tag: one slot); ARGV: interval s, tolerance s,
 # max wait s. One GCRA permit on the server's clock, taken only if due within the wait; a pause's end comes first.
 # Returns {taken 0|1, wait in seconds as text} (Lua numbers would be truncated to integers).
@@ -164,6 +178,7 @@ SCRIPTS = {
     "reserve": _RESERVE,
     "take": _TAKE,
     "screen": _SCREEN,
+    "hit": _HIT,
     "pause": _PAUSE,
     "pause_left": _PAUSE_LEFT,
     "record": _RECORD,

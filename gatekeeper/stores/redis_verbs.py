@@ -28,6 +28,7 @@ from gatekeeper.stores.base import (
     CachedLookup,
     Claim,
     ConsentChange,
+    check_window,
     lookup_prefix,
     subject_key,
 )
@@ -325,6 +326,12 @@ class RedisVerbs:
     def _pause_left(self, bucket: str) -> Verb:
         left = yield _script("pause_left", self._k("pause", bucket))
         return float(left)
+
+    # -- windows -------------------------------------------------------------------
+    def _hit(self, key: str, event: str, at: float, window_seconds: float, limit: int) -> Verb:
+        check_window(window_seconds, limit)
+        count, free_at = yield _script("hit", self._k("win", key), event, at, window_seconds, limit)
+        return int(count), (float(free_at) if free_at else None)
 
     # -- audit ---------------------------------------------------------------------
     def _record(self, entries: Sequence[AuditEntry]) -> Verb:

@@ -10,6 +10,7 @@ from support import FakeClock, FakeTwilio, run_threads
 from twilio.rest import Client
 
 from gatekeeper import Action, GatedClient, Gatekeeper, GateRefused, Settings, Stores
+from gatekeeper.errors import InvalidArgument
 from gatekeeper.models import PhoneFacts
 from gatekeeper.stores.base import (
     ACCOUNT_SCOPE,
@@ -28,6 +29,7 @@ from gatekeeper.stores.base import (
     StatusEvents,
     StatusStore,
     SuppressionVersion,
+    Windows,
     lookup_key,
     version_reader,
 )
@@ -281,6 +283,25 @@ class StoreContract:
         store.pause("b", until=0)
         assert store.paused_until("b") == 0.0
         assert store.paused_until("never-paused") == 0.0
+
+    # -- windows ----------------------------------------------------------------------
+    def test_a_window_counts_each_event_once_and_says_when_there_is_room(self, store: Any) -> None:
+        """Events (refused ones too) count in the window ending at each one; an event id counts once; above the
+        limit the answer says when a new event would fit; events older than the window are forgotten; windows
+        under different keys are apart."""
+        if not isinstance(store, Windows):
+            pytest.skip("this store keeps no windows (the guard's velocity rules need one)")
+        w = {"window_seconds": 60, "limit": 2}
+        assert store.hit("k", "e1", at=T0, **w) == (1, None)
+        assert store.hit("k", "e1", at=T0, **w) == (1, None)  # the same event again: once
+        assert store.hit("k", "e2", at=T0 + 10, **w) == (2, None)
+        count, free_at = store.hit("k", "e3", at=T0 + 20, **w)  # over: fits once e2 has left (e1 and e2 keep it out)
+        assert (count, free_at) == (3, pytest.approx(T0 + 70))
+        assert store.hit("other", "e1", at=T0 + 20, **w) == (1, None)
+        assert store.hit("k", "e4", at=T0 + 65, **w) == (3, pytest.approx(T0 + 80))  # e1 gone; e2, e3, e4 left
+        assert store.hit("k", "e5", at=T0 + 200, **w) == (1, None)  # all older than the window: forgotten
+        with pytest.raises(InvalidArgument):
+            store.hit("k", "e6", at=T0, window_seconds=0, limit=1)
 
     # -- audit ----------------------------------------------------------------------
     def test_audit_newest_first(self, store: Any) -> None:
