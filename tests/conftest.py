@@ -5,7 +5,8 @@ starts a private ``redis-server`` on a free port; when neither is possible the
 Redis tests are skipped with a reason saying so (shown in pytest's summary).
 Every test gets a fresh key prefix, so tests never see each other's keys. A Redis
 Cluster and a Sentinel are always the suite's own (``redis_cluster``,
-``redis_sentinel``: started once, when a test first asks for one).
+``redis_sentinel``: started once, when a test first asks for one); ``redis_deployment`` runs a test once on each
+(the ``[redis]`` table of each mode).
 
 SQLite: a gate built from settings keeps its store under ``$XDG_DATA_HOME``, which every test points
 at a directory of its own (``data_home``).
@@ -17,6 +18,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import responses
@@ -108,6 +110,20 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private
         yield sentinel
     finally:
         sentinel.stop()
+
+
+@pytest.fixture(params=["standalone", "cluster", "sentinel"])
+def redis_deployment(request: pytest.FixtureRequest, redis_prefix: str) -> Iterator[dict[str, Any]]:
+    """The ``[redis]`` table of each way a deployment runs Redis, under a fresh key prefix: the shared (or suite's)
+    server, the suite's cluster (one node named), the suite's Sentinel (passwords on both). Keys dropped after."""
+    if request.param == "standalone":
+        url: str = request.getfixturevalue("redis_url")
+        yield {"url": url, "key_prefix": redis_prefix}
+        drop_prefix(url, redis_prefix)
+        return
+    server: PrivateCluster | PrivateSentinel = request.getfixturevalue(f"redis_{request.param}")
+    yield server.redis_settings(redis_prefix)
+    server.drop(redis_prefix)
 
 
 @pytest.fixture

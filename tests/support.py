@@ -320,6 +320,10 @@ class PrivateCluster:
         _stop_all(self.procs)
         self.procs = []
 
+    def redis_settings(self, prefix: str) -> dict[str, Any]:
+        """The ``[redis]`` table a deployment on this cluster writes: any one node, and the mode."""
+        return {"mode": "cluster", "url": self.url, "key_prefix": prefix}
+
     def drop(self, prefix: str) -> None:
         """Delete a test's keys on every node, one DEL per key (a cluster refuses a DEL across slots)."""
         for url in self.urls:
@@ -407,6 +411,21 @@ class PrivateSentinel:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the Sentinel does not name the primary: {found!r}")
                 time.sleep(0.05)
+
+    def redis_settings(self, prefix: str) -> dict[str, Any]:
+        """The ``[redis]`` table a deployment behind this Sentinel writes: the Sentinel and its password, the
+        service, and the primary's password in the URL."""
+        return {
+            "mode": "sentinel",
+            "url": self.url,
+            "sentinels": self.sentinels,
+            "service_name": self.service_name,
+            "sentinel_password": self.sentinel_password,
+            "key_prefix": prefix,
+        }
+
+    def drop(self, prefix: str) -> None:
+        drop_prefix(self.primary_url, prefix)
 
     def stop(self) -> None:
         _stop_all(self.procs)

@@ -8,12 +8,19 @@ skipping the Lookup cache's single-flight lock (a Lookup per thread). Here every
 ``pool_timeout_seconds`` for one, and only then fails, as ``MaxConnectionsError``, which the stores report as
 ``StoreUnavailable(reason="pool_exhausted")`` (the gate's ``store:pool_exhausted``).
 
-- standalone: ``redis.Redis`` over :class:`WaitingPool` (``redis.asyncio.Redis`` over :class:`AsyncWaitingPool`).
-- cluster: ``redis.cluster.RedisCluster`` with a :class:`WaitingPool` per node. ``redis.asyncio.cluster.RedisCluster``
+- standalone: :class:`WaitingRedis` over :class:`WaitingPool` (``redis.asyncio.Redis`` over :class:`AsyncWaitingPool`).
+- cluster: :class:`WaitingCluster` with a :class:`WaitingPool` per node. ``redis.asyncio.cluster.RedisCluster``
   has no pool class to give: its nodes raise when full, so :class:`AsyncWaitingCluster` holds each command to a turn
   among ``max_connections``, waiting as the pools do.
 - sentinel: the primary of ``service_name``, as the Sentinels name it at each (re)connection, over
   :class:`WaitingSentinelPool` / :class:`AsyncWaitingSentinelPool`.
+
+The blocking clients' locks (the Lookup cache's fill lock) are :class:`QueuedLock` locks: a thousand threads of one
+process waiting for one number's fill lock wait their turn in the process, and one of them at a time asks Redis.
+redis-py's own lock has every waiter poll Redis (a command every few milliseconds each): the waiters took every
+connection, so the burst's other commands waited out the pool (refusals, ``store:pool_exhausted``; a fill lock that
+could not be asked for, a Lookup more), and the lock passed from waiter to waiter slowly enough that hundreds waited
+out ``[lookup] fill_wait_ms`` (``tests/test_redis_scale.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import queue
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +44,8 @@ from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelConnec
 from redis.cluster import RedisCluster
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import MaxConnectionsError
+from redis.lock import Lock
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from gatekeeper.stores.base import Risk
@@ -84,20 +96,196 @@ def _exhausted(size: int, wait: float | None) -> MaxConnectionsError:
     return MaxConnectionsError(f"all {size} connections of this process's pool stayed busy for {wait}s")
 
 
+#: While a cluster pipeline of this thread runs (:meth:`WaitingCluster.pipeline`): whether a wait for a node's
+#: connection ran out in it already.
+_PIPELINE_WAITED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "gatekeeper_pipeline_waited", default=None
+)
+
+
 class WaitingPool(redis.BlockingConnectionPool):
-    """redis-py's blocking pool, failing with ``MaxConnectionsError`` when its wait runs out."""
+    """redis-py's blocking pool, failing with ``MaxConnectionsError`` when its wait runs out. In a cluster pipeline
+    whose wait ran out already it fails at once: redis-py retries such a pipeline (up to ten times), and each retry
+    waiting the pool out again made a wait of ``pool_timeout_ms`` last eleven times as long."""
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        waited = _PIPELINE_WAITED.get()
+        if waited and waited[0]:
+            raise _exhausted(self.max_connections, self.timeout)
         try:
             return super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
         except redis.ConnectionError as exc:
             if isinstance(exc.__context__, queue.Empty):  # the wait ran out; not a connection that failed
+                if waited is not None:
+                    waited[0] = True
                 raise _exhausted(self.max_connections, self.timeout) from exc
             raise
 
 
 class WaitingSentinelPool(SentinelConnectionPool, WaitingPool):
     """The Sentinel-managed pool (connections to whichever server is the primary), waiting as :class:`WaitingPool`."""
+
+
+class LockTurns:
+    """Per lock name, the local lock a thread of this process holds while it asks Redis for that lock or holds it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._turns: dict[str, tuple[threading.Lock, list[int]]] = {}  # name -> (turn, [threads using it])
+
+    def enter(self, name: str) -> threading.Lock:
+        with self._guard:
+            turn, users = self._turns.setdefault(name, (threading.Lock(), [0]))
+            users[0] += 1
+            return turn
+
+    def leave(self, name: str) -> None:
+        """Done with ``name``'s turn (the lock released, or never had): forgotten once no thread uses it."""
+        with self._guard:
+            users = self._turns[name][1]
+            users[0] -= 1
+            if not users[0]:
+                del self._turns[name]
+
+    def __len__(self) -> int:
+        """How many lock names a thread of this process is waiting for or holding."""
+        return len(self._turns)
+
+
+class QueuedLock(Lock):
+    """redis-py's Lock, asked for by one thread of this process at a time: the others wait for their turn on a local
+    lock (no connection, no polling), all within the lock's own ``blocking_timeout``. Across processes it is the same
+    lock (the same key, token and scripts)."""
+
+    def __init__(self, redis: Any, name: str, **kwargs: Any) -> None:
+        super().__init__(redis, name, **kwargs)
+        self._turns: LockTurns = redis.lock_turns
+
+    def acquire(
+        self,
+        sleep: float | None = None,
+        blocking: bool | None = None,
+        blocking_timeout: float | None = None,
+        token: str | None = None,
+    ) -> bool:
+        blocking = self.blocking if blocking is None else blocking
+        wait = self.blocking_timeout if blocking_timeout is None else blocking_timeout
+        started = time.monotonic()
+        turn = self._turns.enter(self.name)
+        had = turn.acquire(True, -1 if wait is None else max(wait, 0)) if blocking else turn.acquire(False)
+        if not had:
+            self._turns.leave(self.name)
+            return False
+        left = None if wait is None else max(wait - (time.monotonic() - started), 0.0)
+        try:
+            acquired = super().acquire(sleep=sleep, blocking=blocking, blocking_timeout=left, token=token)
+        except BaseException:
+            self._end_turn(turn)
+            raise
+        if not acquired:
+            self._end_turn(turn)
+            return False
+        self.local.turn = turn  # beside the token: per thread when the lock is thread-local
+        return True
+
+    def release(self) -> None:
+        turn, self.local.turn = getattr(self.local, "turn", None), None
+        try:
+            super().release()
+        finally:
+            if turn is not None:
+                self._end_turn(turn)
+
+    def _end_turn(self, turn: threading.Lock) -> None:
+        turn.release()
+        self._turns.leave(self.name)
+
+
+class _QueuedLocks:
+    """A blocking client whose ``lock()`` makes :class:`QueuedLock` locks (unless given another ``lock_class``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lock_turns = LockTurns()
+
+    def lock(  # noqa: PLR0917 - redis-py's own signature: its callers may pass these by position
+        self,
+        name: str,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        lock_class: Any | None = None,
+        thread_local: bool = True,
+        raise_on_release_error: bool = True,
+    ) -> Any:
+        options: dict[str, Any] = {"timeout": timeout, "sleep": sleep, "blocking": blocking}
+        options.update(
+            blocking_timeout=blocking_timeout, lock_class=lock_class or QueuedLock, thread_local=thread_local
+        )
+        if not raise_on_release_error:  # passed only when asked for: redis-py before 5.3 has no such argument
+            options["raise_on_release_error"] = False
+        return super().lock(name, **options)  # type: ignore[misc]
+
+
+class WaitingRedis(_QueuedLocks, redis.Redis):
+    """``redis.Redis`` with :class:`QueuedLock` locks (one server, or the primary Sentinels name)."""
+
+
+class _PoolWaitNotRetried(Retry):
+    """The cluster client's own retries (its backoff, count and errors), but for a pool's wait that ran out: redis-py
+    retries a MULTI on any connection error, and a full pool retried ten times, with backoffs between, held an
+    opt-out for eleven waits (25 s and more with ``pool_timeout_ms`` 2000) instead of one."""
+
+    @classmethod
+    def of(cls, retry: Retry) -> _PoolWaitNotRetried:
+        twin = cls.__new__(cls)
+        twin.__dict__.update(vars(retry))
+        return twin
+
+    def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None, with_failure_count: bool = False) -> Any:
+        def retryable(error: Exception) -> bool:
+            return not isinstance(error, MaxConnectionsError) and (is_retryable is None or is_retryable(error))
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+class WaitingCluster(_QueuedLocks, RedisCluster):
+    """``RedisCluster`` with :class:`QueuedLock` locks, on which a full pool fails as one, after one wait.
+
+    redis-py takes the pool's ``MaxConnectionsError`` for a failed node in its pipelines (though not on its command
+    path). A plain pipeline then re-reads the cluster's slots from nodes whose pools are as full: the re-read failed,
+    and the pipeline raised "Redis Cluster cannot be connected" instead, so a full pool read as a cluster down
+    (``store:unavailable``), and every wait run out cost a re-read of the slots. Here a re-read asked for while a
+    pool's wait is being handled is skipped (the layout did not change) and the pipeline's retries fail at once
+    (:class:`WaitingPool`); a MULTI does not retry a pool's wait (:class:`_PoolWaitNotRetried`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry = _PoolWaitNotRetried.of(self.retry)
+        manager = self.nodes_manager
+        reread = manager.initialize
+
+        def initialize(*args: Any, **kwargs: Any) -> Any:
+            if isinstance(sys.exc_info()[1], MaxConnectionsError):  # asked for while handling a pool's wait
+                return None
+            return reread(*args, **kwargs)
+
+        manager.initialize = initialize  # type: ignore[method-assign]  # this client's manager only
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
+        execute = pipe.execute
+
+        def waiting_once(*args: Any, **kwargs: Any) -> Any:
+            mine = _PIPELINE_WAITED.set([False])
+            try:
+                return execute(*args, **kwargs)
+            finally:
+                _PIPELINE_WAITED.reset(mine)
+
+        pipe.execute = waiting_once
+        return pipe
 
 
 class AsyncWaitingPool(aioredis.BlockingConnectionPool):
@@ -168,7 +356,7 @@ def connect(target: RedisTarget) -> Any:
     """A blocking client for ``target``: ``redis.Redis`` (standalone, sentinel) or ``RedisCluster``. A cluster
     client asks a node for the slots as it is made, so a cluster that cannot be reached raises here."""
     if target.mode == "cluster":
-        return RedisCluster.from_url(target.url, connection_pool_class=WaitingPool, **target._pool())
+        return WaitingCluster.from_url(target.url, connection_pool_class=WaitingPool, **target._pool())
     if target.mode == "sentinel":
         assert target.service_name is not None
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -176,9 +364,9 @@ def connect(target: RedisTarget) -> Any:
         )
         options = {**target._primary(), **target._pool(), "health_check_interval": 30}
         return sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.service_name, connection_pool_class=WaitingSentinelPool, **options
+            target.service_name, redis_class=WaitingRedis, connection_pool_class=WaitingSentinelPool, **options
         )
-    return redis.Redis.from_pool(WaitingPool.from_url(target.url, health_check_interval=30, **target._pool()))
+    return WaitingRedis.from_pool(WaitingPool.from_url(target.url, health_check_interval=30, **target._pool()))
 
 
 def connect_async(target: RedisTarget) -> Any:
