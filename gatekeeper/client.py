@@ -131,7 +131,8 @@ class _Door:
         if self.async_gate or self.async_client:
             raise self._cannot(asynchronous=False)
         gate: Gatekeeper = self.gate  # type: ignore[assignment]  # not an AsyncGatekeeper: async_gate is False
-        decision = gate.check(to if type(to) is str else _text(to), request, purpose=purpose, country=country, uri=uri)
+        request, key = _client_key(request)
+        decision = gate.check(_text(to), request, purpose=purpose, country=country, uri=uri, client_key=key)
         return gate.act(_sayable(decision, request, uri), request, client=self.client).resource
 
     async def send_async(self, to: Any, request: SendRequest, purpose: Purpose, country: str | None, uri: str) -> Any:
@@ -140,10 +141,11 @@ class _Door:
         gate, target = self.gate, _text(to)
         if not self.async_client:
             raise self._cannot(asynchronous=True)
+        request, key = _client_key(request)
         if isinstance(gate, AsyncGatekeeper):  # (self.async_gate, spelled so the type checker sees it)
-            checked = await gate.check(target, request, purpose=purpose, country=country, uri=uri)
+            checked = await gate.check(target, request, purpose=purpose, country=country, uri=uri, client_key=key)
             return (await gate.act(_sayable(checked, request, uri), request, client=self.client)).resource
-        check = partial(gate.check, target, request, purpose=purpose, country=country, uri=uri)
+        check = partial(gate.check, target, request, purpose=purpose, country=country, uri=uri, client_key=key)
         decision = _sayable(await asyncio.to_thread(check), request, uri)
         return (await gate.act_async(decision, request, client=self.client)).resource
 
@@ -151,6 +153,15 @@ class _Door:
         """The subaccount a resource belongs to, None when it is the client's own account."""
         sid = solution.get("account_sid")
         return sid if sid and sid != self.client.account_sid else None
+
+
+def _client_key(request: SendRequest) -> tuple[SendRequest, str | None]:
+    """``client_key=`` given to a create (who asks, for the guard's client rules) is the gate's, never Twilio's."""
+    if "client_key" not in request.params:
+        return request, None
+    params = {name: value for name, value in request.params.items() if name != "client_key"}
+    key = request.params["client_key"]
+    return request._replace(params=params), None if key is None else str(key)
 
 
 def _text(to: Any) -> str:

@@ -10,6 +10,7 @@ driving: blocking calls, or awaits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
@@ -22,8 +23,9 @@ from gatekeeper import phone as phones
 from gatekeeper import policy as policies
 from gatekeeper.audit import Auditor
 from gatekeeper.errors import GateRefused, InvalidArgument, InvalidArgumentType, SendRejected
+from gatekeeper.guard import Guard
 from gatekeeper.lookup import LookupConfig, LookupService
-from gatekeeper.models import Action, Decision, Outcome, Phone, SendRequest
+from gatekeeper.models import Action, Decision, Outcome, Phone, Purpose, SendRequest
 from gatekeeper.pipeline import Ask
 from gatekeeper.policy import Policy, Verdict
 from gatekeeper.rates import Api, Breaker, Budgets, LookupGuard
@@ -34,6 +36,8 @@ from gatekeeper.stores.base import Call, Erasure, Risk, Steps, Stores, run
 from gatekeeper.suppress import Suppression
 
 T = TypeVar("T")
+G = TypeVar("G", bound="GateCore")
+NO_REASONS: tuple[str, ...] = ()
 
 OUTCOME = TypeAdapter(Outcome)
 
@@ -70,7 +74,9 @@ class GateCore:
             raise InvalidArgument(
                 f"{type(self).__name__} needs a twilio Client whose http_client is "
                 + ("an AsyncTwilioHttpClient" if self.asynchronous else "blocking (not an AsyncTwilioHttpClient)")
-                + ": use " + ("AsyncGatekeeper" if transport_async else "Gatekeeper") + " for this client, or give "
+                + ": use "
+                + ("AsyncGatekeeper" if transport_async else "Gatekeeper")
+                + " for this client, or give "
                 "GatedClient(async_client, gate) a gate built over its own client of the other kind"
             )
         self.client = twilio_client
@@ -92,6 +98,7 @@ class GateCore:
         self._pace, self._pace_async = sleep, sleep_async
         self.suppression = Suppression(self.stores, s.webhooks, default_country=self.default_country, clock=clock)
         self.auditor = Auditor(self.stores, s.audit, clock=clock)
+        self.guard = Guard(self.stores, s.guard, pseudonym=self.auditor.digest, clock=clock)
         r = s.routing
         send_policy = channels.SendPolicy(
             max_retries=s.twilio.max_send_retries, sleep=sleep, sleep_async=sleep_async, budget=_SendBudget(self)
@@ -150,9 +157,42 @@ class GateCore:
         except (KeyError, TypeError):
             raise InvalidArgument(f"purpose must be 'notify' or 'mfa', not {purpose!r}") from None
 
-    def _strict(self, request: SendRequest, country: str | None) -> Ask:
+    def derive(
+        self: G,
+        *,
+        policy: Mapping[str, Policy] | None = None,
+        before_lookup: Callable[[], None] | None = None,
+        guarded: bool = True,
+    ) -> G:
+        """A gate sharing this one's client, stores, Lookup cache and parts, with other policies for some
+        purposes, ``before_lookup`` called before every Lookup request (batch enrichment's permits), and/or
+        no velocity rules (``guarded=False``: enrichment is no attempt to reach anyone)."""
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.guard = self.guard if guarded else self.guard.off()
+        if policy is not None:
+            twin.policies = {**self.policies, **policies.overrides(policy)}
+        if before_lookup is not None:
+            twin.lookup = self.lookup.with_before_request(before_lookup)
+        return twin
+
+    def _strict(self, request: SendRequest, country: str | None, client_key: str | None = None) -> Ask:
         """How an adapter asks for ``request``: exactly its channel."""
-        return pipeline.strict_ask(request, country, dropin_reroute=self.settings.routing.dropin_reroute)
+        ask = pipeline.strict_ask(request, country, dropin_reroute=self.settings.routing.dropin_reroute)
+        return ask._replace(client_key=client_key) if client_key else ask
+
+    def guard_steps(
+        self, phone: Phone, purpose: Purpose, client_key: str | None
+    ) -> Steps[tuple[Verdict | None, tuple[str, ...]]]:
+        """The guard's count of an attempt screening found clear: a refusal (enforce), or the reasons an observed
+        attempt tripped (``guard.py``)."""
+        tripped = yield from self.guard.check_steps(phone, purpose, client_key)
+        return tripped.verdict, tripped.observed
+
+    @staticmethod
+    def observed(decision: Decision, reasons: tuple[str, ...]) -> Decision:
+        """``decision`` with the reasons of rules it tripped in observe mode (for the audit; it still goes)."""
+        return dataclasses.replace(decision, reasons=(*decision.reasons, *reasons)) if reasons else decision
 
     @staticmethod
     def _checked(decision: Decision, uri: str) -> Decision:

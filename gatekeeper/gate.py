@@ -23,9 +23,8 @@ from twilio.rest import Client
 
 from gatekeeper import phone as phones
 from gatekeeper import pipeline, router
-from gatekeeper import policy as policies
 from gatekeeper.channels import nothing_sent
-from gatekeeper.core import OUTCOME, GateCore, health_report
+from gatekeeper.core import NO_REASONS, OUTCOME, GateCore, health_report
 from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected
 from gatekeeper.idempotency import Once, check_key, fingerprint_of
 from gatekeeper.lookup import QUIET_REASONS, local_facts
@@ -35,7 +34,7 @@ from gatekeeper.policy import Policy
 from gatekeeper.router import Channel
 from gatekeeper.routes import Route
 from gatekeeper.settings import Settings
-from gatekeeper.stores.base import Stores
+from gatekeeper.stores.base import Stores, run
 
 log = logging.getLogger("gatekeeper")
 
@@ -75,19 +74,6 @@ class Gatekeeper(GateCore):
         stores = kwargs.pop("stores", None) or build_stores(settings)
         return cls(client, settings=settings, stores=stores, **kwargs)
 
-    def derive(
-        self, *, policy: Mapping[str, Policy] | None = None, before_lookup: Callable[[], None] | None = None
-    ) -> Gatekeeper:
-        """A gate sharing this one's client, stores, Lookup cache and parts, with other policies for some
-        purposes and/or ``before_lookup`` called before every Lookup request (batch enrichment's permits)."""
-        twin = Gatekeeper.__new__(Gatekeeper)
-        twin.__dict__.update(self.__dict__)
-        if policy is not None:
-            twin.policies = {**self.policies, **policies.overrides(policy)}
-        if before_lookup is not None:
-            twin.lookup = self.lookup.with_before_request(before_lookup)
-        return twin
-
     def close(self) -> None:
         for closer in self.stores.closers:
             closer()
@@ -102,12 +88,21 @@ class Gatekeeper(GateCore):
         channel: Channel | None = None,
         sender: str | None = None,
         email: str | None = None,
+        client_key: str | None = None,
     ) -> Decision:
-        """The decision for one number, without acting: the best channel for it. Audited."""
-        return self._decide(number, purpose, Ask(country, channel, sender, have_email=bool(email)))
+        """The decision for one number, without acting: the best channel for it. Audited (``client_key``: who asks)."""
+        ask = Ask(country, channel, sender, have_email=bool(email), client_key=client_key)
+        return self._decide(number, purpose, ask)
 
     def check(
-        self, to: str, request: SendRequest, *, purpose: Purpose = "notify", country: str | None = None, uri: str = ""
+        self,
+        to: str,
+        request: SendRequest,
+        *,
+        purpose: Purpose = "notify",
+        country: str | None = None,
+        uri: str = "",
+        client_key: str | None = None,
     ) -> Decision:
         """The decision for sending ``request`` to ``to`` on exactly the channel it asks for. Audited.
 
@@ -115,7 +110,7 @@ class Gatekeeper(GateCore):
         code Twilio would have answered (``uri`` names the resource in it); otherwise pass the
         decision to :meth:`act`.
         """
-        return self._checked(self._decide(to, purpose, self._strict(request, country)), uri)
+        return self._checked(self._decide(to, purpose, self._strict(request, country, client_key)), uri)
 
     def _decide(self, number: str, purpose: Purpose, ask: Ask) -> Decision:
         pol = self._policy(purpose)
@@ -124,34 +119,39 @@ class Gatekeeper(GateCore):
         if route is not None:
             return self._again(key, route, ask)
         steps = pipeline.decide(number, purpose, pol, ask, default_country=self.default_country)
-        suppression = self.suppression
+        suppression, observed = self.suppression, NO_REASONS
         try:
             need = next(steps)
             while True:
                 if type(need) is NeedScreen:
                     scopes = suppression.scopes(need.sender, need.country, need.channel)
                     answer: object = suppression.screen(need.phone, pol, scopes)
+                    if answer is None and self.guard.applies(purpose):  # then count it, before a Lookup is paid
+                        answer, observed = run(self.stores, self.guard_steps(need.phone, purpose, ask.client_key))
                 else:
                     answer = self._enrich(need.phone, pol)
                 need = steps.send(answer)
         except StopIteration as end:
             decided: pipeline.Decided = end.value
-        decision = decided.decision
+        decision = self.observed(decided.decision, observed)
         self.auditor.record(decision, decided.number, ask.channel, (*decided.marks, time.perf_counter()))
         if decision.cache_hit and decided.phone is not None:
             scopes = self.suppression.scopes(ask.sender, ask.country, pipeline.consent_channel(decided.phone, ask))
-            self.routes.keep(key, decision, decided.phone, pol, scopes)
+            self.routes.keep(key, decided.decision, decided.phone, pol, scopes)
         return decision
 
     def _again(self, key: tuple[object, ...], route: Route, ask: Ask) -> Decision:
         """A number routed before from facts still held: only its consent is screened again."""
         t0 = time.perf_counter()
         verdict, mark = self.suppression.screen_since(route.clear_at, route.phone, route.policy, route.scopes)
-        decision = route.decision
+        decision, observed = route.decision, NO_REASONS
+        if verdict is None and self.guard.applies(decision.purpose):
+            verdict, observed = run(self.stores, self.guard_steps(route.phone, decision.purpose, ask.client_key))
         if verdict is not None:
             decision = router.refusal(decision.to, decision.purpose, verdict, None, route.policy)
         else:
             self.routes.cleared(key, route, mark)
+        decision = self.observed(decision, observed)
         t1 = time.perf_counter()
         number = route.phone.key or decision.to
         self.auditor.record(decision, number, ask.channel, (t0, t0, t1, t1, time.perf_counter()))
@@ -163,13 +163,8 @@ class Gatekeeper(GateCore):
         try:
             return self.lookup.facts(phone, pol.fields, max_age_seconds=pol.max_age_seconds), None
         except LookupUnavailable as exc:
-            quiet = exc.reason in QUIET_REASONS  # the breaker and the budget log their own changes, once
-            log.log(
-                logging.DEBUG if quiet else logging.WARNING,
-                "Lookup unavailable for %s: %s",
-                phones.mask(phone.e164),
-                exc.reason,
-            )
+            level = logging.DEBUG if exc.reason in QUIET_REASONS else logging.WARNING  # the breaker logs its own
+            log.log(level, "Lookup unavailable for %s: %s", phones.mask(phone.e164), exc.reason)
             return local_facts(phone), exc.reason
 
     # -- step 5 --------------------------------------------------------------------
@@ -218,6 +213,7 @@ class Gatekeeper(GateCore):
         call_status_callback: str | None = None,
         country: str | None = None,
         idempotency_key: str | None = None,
+        client_key: str | None = None,
         **params: Any,
     ) -> Outcome:
         """Reach ``to`` with ``body``: SMS (or the channel of a ``whatsapp:``… address), or a voice call for a
@@ -232,8 +228,10 @@ class Gatekeeper(GateCore):
             params=params,
         )
 
+        ask = Ask(country, sender=request.sender, client_key=client_key)
+
         def run_() -> Outcome:
-            return self._outcome(self._decide(to, "notify", Ask(country, sender=request.sender)), request)
+            return self._outcome(self._decide(to, "notify", ask), request)
 
         return self._once(idempotency_key, "notify", (to, country, request), run_)
 
@@ -246,13 +244,15 @@ class Gatekeeper(GateCore):
         email: str | None = None,
         country: str | None = None,
         idempotency_key: str | None = None,
+        client_key: str | None = None,
         **params: Any,
     ) -> Outcome:
         """Start an MFA challenge: Verify SMS, a Verify call for landlines, TOTP or email for VoIP."""
         request, wanted = self._verify_request(channel, verify_service_sid, email, params)
 
         def run_() -> Outcome:
-            decision = self._decide(to, "mfa", Ask(country, wanted, have_email=email is not None))
+            ask = Ask(country, wanted, have_email=email is not None, client_key=client_key)
+            decision = self._decide(to, "mfa", ask)
             return self._outcome(decision, request)
 
         return self._once(idempotency_key, "verify", (to, country, request), run_)

@@ -42,6 +42,7 @@ class Ask(NamedTuple):
     strict: bool = False
     reroute_landline: bool = False
     have_email: bool = False
+    client_key: str | None = None  # who asks (``"ip:203.0.113.9"``, ``"user:42"``), for the guard's client rules
 
 
 def strict_ask(request: SendRequest, country: str | None, *, dropin_reroute: bool) -> Ask:

@@ -24,6 +24,7 @@ RefusalKind = Literal[
     "risk",
     "store_unavailable",
     "channel",
+    "velocity",
 ]
 LandlineRule = Literal["voice", "refuse"]
 VoipRule = Literal["totp", "email", "refuse", "allow"]

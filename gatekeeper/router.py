@@ -74,6 +74,7 @@ _NOTIFY_CODES: dict[RefusalKind, int] = {
     "risk": 60410,
     "store_unavailable": 20503,
     "channel": 21612,
+    "velocity": 20429,  # too many requests: Twilio's own answer to a rate it will not take
 }
 _MFA_CODES: dict[RefusalKind, int] = {
     **_NOTIFY_CODES,
@@ -81,6 +82,7 @@ _MFA_CODES: dict[RefusalKind, int] = {
     "country": 60605,
     "line_type": 60205,
     "channel": 60200,
+    "velocity": 60203,  # max send attempts reached
 }
 
 

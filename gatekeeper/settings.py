@@ -40,6 +40,7 @@ from gatekeeper.errors import ConfigError, InvalidArgument
 from gatekeeper.models import CHANNELS, LOOKUP_FIELDS
 from gatekeeper.policy import Policy, expand_line_types
 from gatekeeper.settings_env import apply_env
+from gatekeeper.settings_guard import GuardSettings
 
 
 class _Section(BaseModel):
@@ -402,6 +403,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     webhooks: WebhookSettings = WebhookSettings()
     metrics: MetricsSettings = MetricsSettings()
+    guard: GuardSettings = GuardSettings()
     sandbox: SandboxSettings = SandboxSettings()
 
     @classmethod

@@ -190,6 +190,8 @@ def _default(field: FieldInfo) -> str:
         return "(secret)"
     if isinstance(value, BaseModel):  # pragma: no cover - tables are expanded, never a row
         value = value.model_dump()
+    if isinstance(value, list) and value and isinstance(value[0], BaseModel):  # an array of tables ([[guard.rules]])
+        value = [item.model_dump() for item in value]
     return _code(json.dumps(value, ensure_ascii=False))
 
 

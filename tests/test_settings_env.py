@@ -19,8 +19,8 @@ SID = "AC" + "1" * 32
 
 def as_variable(value: Any, annotation: Any) -> str:
     """How a person would write ``value`` in the setting's variable."""
-    if kind_of(annotation) == "json":
-        return json.dumps(value)
+    if kind_of(annotation) == "json":  # an array of tables ([[guard.rules]]) as a list of objects
+        return json.dumps(value, default=lambda model: model.model_dump())
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

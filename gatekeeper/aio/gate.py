@@ -25,13 +25,13 @@ from gatekeeper import pipeline, router
 from gatekeeper.aio.lookup import AsyncLookupService
 from gatekeeper.aio.stores import AsyncStores
 from gatekeeper.channels import nothing_sent
-from gatekeeper.core import OUTCOME, GateCore, health_report
+from gatekeeper.core import NO_REASONS, OUTCOME, GateCore, health_report
 from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected, StoreUnavailable
 from gatekeeper.idempotency import SleepStep, check_key, fingerprint_of, once
 from gatekeeper.lookup import QUIET_REASONS, local_facts
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest, StatusRecord
 from gatekeeper.pipeline import Ask, NeedScreen
-from gatekeeper.policy import Policy
+from gatekeeper.policy import Policy, Verdict
 from gatekeeper.router import Channel
 from gatekeeper.routes import Route
 from gatekeeper.settings import Settings
@@ -102,15 +102,24 @@ class AsyncGatekeeper(GateCore):
         channel: Channel | None = None,
         sender: str | None = None,
         email: str | None = None,
+        client_key: str | None = None,
     ) -> Decision:
-        """The decision for one number, without acting: the best channel for it. Audited."""
-        return await self._decide(number, purpose, Ask(country, channel, sender, have_email=bool(email)))
+        """The decision for one number, without acting: the best channel for it. Audited (``client_key``: who asks)."""
+        ask = Ask(country, channel, sender, have_email=bool(email), client_key=client_key)
+        return await self._decide(number, purpose, ask)
 
     async def check(
-        self, to: str, request: SendRequest, *, purpose: Purpose = "notify", country: str | None = None, uri: str = ""
+        self,
+        to: str,
+        request: SendRequest,
+        *,
+        purpose: Purpose = "notify",
+        country: str | None = None,
+        uri: str = "",
+        client_key: str | None = None,
     ) -> Decision:
         """The decision for sending ``request`` on exactly the channel it asks for; see ``Gatekeeper.check``."""
-        return self._checked(await self._decide(to, purpose, self._strict(request, country)), uri)
+        return self._checked(await self._decide(to, purpose, self._strict(request, country, client_key)), uri)
 
     async def _decide(self, number: str, purpose: Purpose, ask: Ask) -> Decision:
         pol = self._policy(purpose)
@@ -119,23 +128,25 @@ class AsyncGatekeeper(GateCore):
         if route is not None:
             return await self._again(key, route, ask)
         steps = pipeline.decide(number, purpose, pol, ask, default_country=self.default_country)
-        suppression = self.suppression
+        suppression, observed = self.suppression, NO_REASONS
         try:
             need = next(steps)
             while True:
                 if type(need) is NeedScreen:
                     scopes = suppression.scopes(need.sender, need.country, need.channel)
                     answer: object = await self.awaited.run(suppression.screen_steps(need.phone, pol, scopes))
+                    if answer is None and self.guard.applies(purpose):  # then count it, before a Lookup is paid
+                        answer, observed = await self._guarded(need.phone, purpose, ask.client_key)
                 else:
                     answer = await self._enrich(need.phone, pol)
                 need = steps.send(answer)
         except StopIteration as end:
             decided: pipeline.Decided = end.value
-        decision = decided.decision
+        decision = self.observed(decided.decision, observed)
         await self._audit(decision, decided.number, ask.channel, (*decided.marks, time.perf_counter()))
         if decision.cache_hit and decided.phone is not None:
             scopes = self.suppression.scopes(ask.sender, ask.country, pipeline.consent_channel(decided.phone, ask))
-            self.routes.keep(key, decision, decided.phone, pol, scopes)
+            self.routes.keep(key, decided.decision, decided.phone, pol, scopes)
         return decision
 
     async def _again(self, key: tuple[object, ...], route: Route, ask: Ask) -> Decision:
@@ -143,14 +154,24 @@ class AsyncGatekeeper(GateCore):
         t0 = time.perf_counter()
         steps = self.suppression.screen_since_steps(route.clear_at, route.phone, route.policy, route.scopes)
         verdict, mark = await self.awaited.run(steps)
-        decision = route.decision
+        decision, observed = route.decision, NO_REASONS
+        if verdict is None and self.guard.applies(decision.purpose):
+            verdict, observed = await self._guarded(route.phone, decision.purpose, ask.client_key)
         if verdict is not None:
             decision = router.refusal(decision.to, decision.purpose, verdict, None, route.policy)
         else:
             self.routes.cleared(key, route, mark)
+        decision = self.observed(decision, observed)
         t1 = time.perf_counter()
         await self._audit(decision, route.phone.key or decision.to, ask.channel, (t0, t0, t1, t1, time.perf_counter()))
         return decision
+
+    async def _guarded(
+        self, phone: Phone, purpose: Purpose, client_key: str | None
+    ) -> tuple[Verdict | None, tuple[str, ...]]:
+        if self.auditor.needs_key:  # the number's windows are keyed by its pseudonym: the key read, awaited
+            await self.awaited.run(self.auditor.key_steps())
+        return await self.awaited.run(self.guard_steps(phone, purpose, client_key))
 
     async def _enrich(self, phone: Phone, pol: Policy) -> tuple[PhoneFacts, str | None]:
         if not self.settings.lookup.enabled:
@@ -158,13 +179,8 @@ class AsyncGatekeeper(GateCore):
         try:
             return await self.lookup_async.facts(phone, pol.fields, max_age_seconds=pol.max_age_seconds), None
         except LookupUnavailable as exc:
-            quiet = exc.reason in QUIET_REASONS  # the breaker and the budget log their own changes, once
-            log.log(
-                logging.DEBUG if quiet else logging.WARNING,
-                "Lookup unavailable for %s: %s",
-                phones.mask(phone.e164),
-                exc.reason,
-            )
+            level = logging.DEBUG if exc.reason in QUIET_REASONS else logging.WARNING  # the breaker logs its own
+            log.log(level, "Lookup unavailable for %s: %s", phones.mask(phone.e164), exc.reason)
             return local_facts(phone), exc.reason
 
     async def _audit(self, decision: Decision, number: str, channel: str | None, marks: Any) -> None:
@@ -210,6 +226,7 @@ class AsyncGatekeeper(GateCore):
         call_status_callback: str | None = None,
         country: str | None = None,
         idempotency_key: str | None = None,
+        client_key: str | None = None,
         **params: Any,
     ) -> Outcome:
         """Reach ``to`` with ``body``; see ``Gatekeeper.notify``. A refusal is an Outcome, not an error."""
@@ -222,8 +239,10 @@ class AsyncGatekeeper(GateCore):
             params=params,
         )
 
+        ask = Ask(country, sender=request.sender, client_key=client_key)
+
         async def run_() -> Outcome:
-            return await self._outcome(await self._decide(to, "notify", Ask(country, sender=request.sender)), request)
+            return await self._outcome(await self._decide(to, "notify", ask), request)
 
         return await self._once(idempotency_key, "notify", (to, country, request), run_)
 
@@ -236,13 +255,15 @@ class AsyncGatekeeper(GateCore):
         email: str | None = None,
         country: str | None = None,
         idempotency_key: str | None = None,
+        client_key: str | None = None,
         **params: Any,
     ) -> Outcome:
         """Start an MFA challenge; see ``Gatekeeper.start_verification``."""
         request, wanted = self._verify_request(channel, verify_service_sid, email, params)
 
         async def run_() -> Outcome:
-            decision = await self._decide(to, "mfa", Ask(country, wanted, have_email=email is not None))
+            ask = Ask(country, wanted, have_email=email is not None, client_key=client_key)
+            decision = await self._decide(to, "mfa", ask)
             return await self._outcome(decision, request)
 
         return await self._once(idempotency_key, "verify", (to, country, request), run_)

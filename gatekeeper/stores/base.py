@@ -509,6 +509,8 @@ class Stores:
     statuses: StatusStore
     rate_limits: RateLimiter
     audit: AuditLog
+    #: Optional: the guard's sliding windows (``Windows``); None: velocity rules count nothing.
+    windows: Windows | None = None
     #: Optional: webhook events this host could not store yet (``gatekeeper.stores.journal``); while one about
     #: a number waits, the gate refuses to send to it.
     journal: EventJournal | None = None
@@ -525,6 +527,7 @@ class Stores:
             statuses=backend,
             rate_limits=backend,
             audit=backend,
+            windows=backend if isinstance(backend, Windows) else None,
         )
 
     def health_probes(self) -> list[Call]:

@@ -1,0 +1,96 @@
+"""The guard: velocity rules counted in the stores' sliding windows, checked after screening and before a Lookup
+is paid for (``[guard]``; the rules as data are ``velocity.py``'s).
+
+Every attempt counts in every window its rules name (refused attempts too: an attack keeps its own limit
+reached). Over a limit, in ``enforce`` mode the attempt is refused with the first rule's reason
+(``velocity:prefix:+4479111:10m``) and the time a retry would fit; in ``observe`` mode it goes, and its decision
+carries the reason with ``:observe`` appended, for the audit and for tuning. A store without windows
+(``stores.base.Windows``) counts nothing: the guard says so once and lets attempts through.
+
+Each check is one store call per rule (``Windows.hit``); the shipped rules are on MFA only, so a notification
+costs no call here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gatekeeper import policy as policies
+from gatekeeper import velocity
+from gatekeeper.models import Phone, Purpose
+from gatekeeper.policy import Verdict
+from gatekeeper.settings_guard import GuardSettings
+from gatekeeper.stores.base import Call, Steps, Stores, Windows
+
+log = logging.getLogger("gatekeeper.guard")
+
+
+@dataclass(frozen=True)
+class Tripped:
+    """What the guard found: a refusal (enforce) or the reasons an observed attempt would have been refused."""
+
+    verdict: Verdict | None
+    observed: tuple[str, ...] = ()
+
+
+CLEAR = Tripped(None)
+
+
+class Guard:
+    """Counts attempts against ``[guard]``'s rules (see the module docstring)."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        settings: GuardSettings,
+        *,
+        pseudonym: Callable[[str], str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._stores = stores
+        self._mode = settings.mode
+        self._rules = tuple(r.rule() for r in settings.rules) if settings.mode != "off" else ()
+        self._dropped = dict(settings.prefix_digits_dropped)
+        self._pseudonym = pseudonym
+        self._clock = clock
+        self._warned = False
+
+    def off(self) -> Guard:
+        """This guard with no rule (a gate that decides without attempting: batch enrichment)."""
+        twin = copy.copy(self)
+        twin._rules = ()
+        return twin
+
+    def applies(self, purpose: Purpose) -> bool:
+        """Whether any rule counts attempts of ``purpose`` (none: no store call)."""
+        return any(rule.purpose in ("*", purpose) for rule in self._rules)
+
+    def check_steps(self, phone: Phone, purpose: Purpose, client_key: str | None) -> Steps[Tripped]:
+        if not self.applies(purpose):
+            return CLEAR
+        if not isinstance(self._stores.windows, Windows):
+            if not self._warned:
+                self._warned = True
+                log.warning("[guard] has rules but the stores keep no windows: no attempt is counted")
+            return CLEAR
+        pseudonym = self._pseudonym(phone.e164) if phone.e164 else None
+        counts = velocity.counts(phone, purpose, client_key, self._rules, pseudonym=pseudonym, dropped=self._dropped)
+        at, event = self._clock(), secrets.token_hex(8)
+        over: list[tuple[str, float]] = []
+        for count in counts:
+            window = {"at": at, "window_seconds": count.rule.window_seconds, "limit": count.rule.limit}
+            _, free_at = yield Call("windows", "hit", (count.key, event), window)
+            if free_at is not None:
+                over.append((count.reason, free_at))
+        if not over:
+            return CLEAR
+        if self._mode == "observe":
+            return Tripped(None, tuple(f"{reason}:observe" for reason, _ in over))
+        retry_at = max(free_at for _, free_at in over)
+        reasons = (*(reason for reason, _ in over), f"retry_after:{max(0.0, retry_at - at):.0f}s")
+        return Tripped(policies.refuse("velocity", *reasons))

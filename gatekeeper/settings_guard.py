@@ -1,0 +1,54 @@
+"""``[guard]``: the velocity rules' settings (``gatekeeper/velocity.py`` has the rules as data, ``guard.py`` counts
+them). Apart from ``settings.py`` only to keep modules small; ``Settings.guard`` is this."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gatekeeper.velocity import Rule, parse_duration
+
+
+class _Section(BaseModel):  # as settings.py's (defined here too: ruff knows a pydantic model by its base only)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GuardRuleSettings(_Section):
+    """One velocity rule (see gatekeeper/velocity.py): at most ``limit`` attempts per ``scope`` subject in
+    ``window`` ("30s", "10m", "1h", "1d"), for one purpose or "*"."""
+
+    scope: Literal["number", "prefix", "country", "client"]
+    window: str
+    limit: int = Field(ge=1)
+    purpose: Literal["notify", "mfa", "*"] = "*"
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    def rule(self) -> Rule:
+        return Rule(self.scope, parse_duration(self.window), self.limit, self.purpose)
+
+
+#: The shipped rules: on MFA only (an OTP is what SMS pumping buys), so a notify stays one store read. A cooldown
+#: (a number rule with limit 1, window "30s") is one line more; it is not shipped: "resend code" would be refused.
+DEFAULT_GUARD_RULES = (
+    GuardRuleSettings(scope="number", window="10m", limit=5, purpose="mfa"),  # as Verify's own 60203
+    GuardRuleSettings(scope="prefix", window="10m", limit=10, purpose="mfa"),  # a block of numbers walked through
+    GuardRuleSettings(scope="client", window="10m", limit=10, purpose="mfa"),
+    GuardRuleSettings(scope="country", window="1h", limit=1000, purpose="mfa"),
+)
+
+
+class GuardSettings(_Section):
+    """Velocity rules checked before a Lookup is paid for (gatekeeper/guard.py)."""
+
+    # enforce: a rule over its limit refuses (Twilio's code 60203 for MFA, 20429 for notify); observe: the
+    # attempt goes, its audit record names the rule it tripped; off: no rule is counted
+    mode: Literal["enforce", "observe", "off"] = "enforce"
+    rules: list[GuardRuleSettings] = list(DEFAULT_GUARD_RULES)
+    # Digits a prefix rule drops off the end of the number, per country (default 4: +1415555 of +14155550100)
+    prefix_digits_dropped: dict[str, int] = {"GB": 5}

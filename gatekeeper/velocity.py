@@ -1,0 +1,123 @@
+"""The guard's velocity rules, as data: which windows an attempt counts in, under which keys, and how a refusal
+names them. Pure: the counting is the stores' (``stores.base.Windows``), the checking ``guard.py``'s.
+
+A rule counts attempts of one purpose (or every purpose) per *subject* over a sliding window: the destination
+``number``, its ``prefix`` (the number without its last digits: a block of numbers an SMS-pumping attack walks
+through), its ``country``, or a caller-supplied ``client`` key (``"ip:203.0.113.9"``, ``"user:42"``). A rule with
+``limit = 1`` is a cooldown: at most one attempt per window. A refusal names the rule and its window, as
+``velocity:<scope>:<subject>:<window>`` (``velocity:prefix:+4479111:10m``); a number is never named (its rule says
+``velocity:number:10m``), a client key is, as the caller gave it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from gatekeeper.errors import InvalidArgument
+from gatekeeper.models import PURPOSES, Phone, Purpose
+
+Scope = Literal["number", "prefix", "country", "client"]
+SCOPES: tuple[Scope, ...] = ("number", "prefix", "country", "client")
+#: Digits a prefix leaves off the end of the national number, unless ``prefix_digits_dropped`` says otherwise for
+#: the number's country: 4 leaves +1 415 555 of +1 415 555 0100 (a block of 10,000 numbers).
+DEFAULT_DROPPED = 4
+_UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """At most ``limit`` attempts of ``purpose`` (``"*"``: any) per ``scope`` subject in ``window_seconds``."""
+
+    scope: Scope
+    window_seconds: int
+    limit: int
+    purpose: Purpose | Literal["*"] = "*"
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise InvalidArgument(f"a velocity rule's scope is one of {', '.join(SCOPES)}, not {self.scope!r}")
+        if self.purpose != "*" and self.purpose not in PURPOSES:
+            raise InvalidArgument(f"a velocity rule's purpose is one of {', '.join(PURPOSES)} or '*'")
+        if self.window_seconds <= 0 or self.limit < 1:
+            raise InvalidArgument("a velocity rule needs window_seconds > 0 and limit >= 1")
+
+    @property
+    def window(self) -> str:
+        """The window as a reason code shows it: ``10m``, ``1h``, ``1d``, ``90s``."""
+        return duration(self.window_seconds)
+
+
+@dataclass(frozen=True)
+class Count:
+    """One window an attempt counts in: the store key, and the reason code if the rule refuses it."""
+
+    rule: Rule
+    key: str
+    reason: str
+
+
+def parse_duration(value: int | str) -> int:
+    """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"1h"`` or ``"1d"``; an InvalidArgument for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    text = str(value).strip().lower()
+    units = dict(_UNITS)
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    if not number.isdigit() or int(number) <= 0:
+        raise InvalidArgument(f"a window is a number of seconds or like '30s', '10m', '1h', '1d': not {value!r}")
+    return int(number) * units[unit]
+
+
+def duration(seconds: int) -> str:
+    for unit, size in _UNITS:
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"  # pragma: no cover - the loop ends at seconds
+
+
+def prefix(phone: Phone, dropped: Mapping[str, int]) -> str | None:
+    """The number without its last digits (``dropped`` per country, else :data:`DEFAULT_DROPPED`), as E.164
+    (``+4479111`` of ``+447911123456`` with 5 dropped); None for an address with no number behind it."""
+    if phone.e164 is None or phone.region is None or not phone.e164.startswith("+"):
+        return None
+    cut = dropped.get(phone.region, DEFAULT_DROPPED)
+    return phone.e164[:-cut] if 0 < cut < len(phone.e164) - 2 else phone.e164
+
+
+def counts(
+    phone: Phone,
+    purpose: Purpose,
+    client_key: str | None,
+    rules: Iterable[Rule],
+    *,
+    pseudonym: str | None,
+    dropped: Mapping[str, int],
+) -> list[Count]:
+    """The windows an attempt of ``purpose`` to ``phone`` counts in. ``pseudonym`` keys the number's own windows
+    (a keyed hash: the store never holds the number); a rule whose subject is missing (no client key given, an
+    address with no country) does not apply."""
+    out = []
+    for rule in rules:
+        if rule.purpose not in ("*", purpose):
+            continue
+        subject = _subject(rule.scope, phone, client_key, pseudonym, dropped)
+        if subject is None:
+            continue
+        named = "" if rule.scope == "number" else f"{subject}:"
+        key = f"velocity:{rule.scope}:{purpose if rule.purpose != '*' else '*'}:{rule.window_seconds}:{subject}"
+        out.append(Count(rule, key, f"velocity:{rule.scope}:{named}{rule.window}"))
+    return out
+
+
+def _subject(
+    scope: Scope, phone: Phone, client_key: str | None, pseudonym: str | None, dropped: Mapping[str, int]
+) -> str | None:
+    if scope == "number":
+        return pseudonym
+    if scope == "prefix":
+        return prefix(phone, dropped)
+    if scope == "country":
+        return phone.region
+    return client_key or None
