@@ -72,17 +72,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pydantic import TypeAdapter
 
     from gatekeeper.models import Decision
+    from gatekeeper.phone import normalize
 
     with _gate(args) as gate:
-        decision: Decision = gate.decide(args.number, purpose=args.purpose, country=args.country)
+        looking = gate.derive(guarded=False)  # a look is no attempt: it counts in no window
+        decision: Decision = looking.decide(args.number, purpose=args.purpose, country=args.country)
+        phone = normalize(args.number, args.country or gate.default_country)
+        guard = gate.guard.describe(phone, args.purpose, args.client_key) if phone.ok else []
     if args.json:
         sys.stdout.write(TypeAdapter(Decision).dump_json(decision, indent=2).decode() + "\n")
     else:
-        _print_decision(decision)
+        _print_decision(decision, guard)
     return EXIT_REFUSED if decision.refused and decision.enforced else EXIT_OK
 
 
-def _print_decision(decision: Decision) -> None:
+def _print_decision(decision: Decision, guard: Sequence[str] = ()) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -104,6 +108,8 @@ def _print_decision(decision: Decision) -> None:
             value = getattr(f, name)
             if value is not None:
                 table.add_row(name.replace("_", " "), str(value))
+    for i, rule in enumerate(guard):  # the velocity rules an attempt would count in, and past which limit
+        table.add_row("guard" if i == 0 else "", rule)
     Console().print(table)
 
 
@@ -254,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--country", help="ISO-2 hint for national formats (default: [lookup] default_country_code)")
     check.add_argument("--purpose", choices=("notify", "mfa"), default="notify")
     check.add_argument("--json", action="store_true", help="print the Decision as JSON")
+    check.add_argument("--client-key", help='who would ask ("ip:203.0.113.9"), for the guard\'s client rules')
     check.add_argument("--sandbox", action="store_true", help="ask an in-process sandbox instead of Twilio")
     check.set_defaults(func=cmd_check)
 

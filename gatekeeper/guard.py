@@ -56,22 +56,38 @@ class Guard:
         self._mode = settings.mode
         self._rules = tuple(r.rule() for r in settings.rules) if settings.mode != "off" else ()
         self._dropped = dict(settings.prefix_digits_dropped)
+        self._deny, self._safe = tuple(settings.deny), tuple(settings.safe)
         self._pseudonym = pseudonym
         self._clock = clock
         self._warned = False
 
     def off(self) -> Guard:
-        """This guard with no rule (a gate that decides without attempting: batch enrichment)."""
+        """This guard counting nothing (a gate that decides without attempting: batch enrichment); its deny list,
+        which counts nothing, still refuses."""
         twin = copy.copy(self)
         twin._rules = ()
         return twin
 
     def applies(self, purpose: Purpose) -> bool:
-        """Whether any rule counts attempts of ``purpose`` (none: no store call)."""
-        return any(rule.purpose in ("*", purpose) for rule in self._rules)
+        """Whether a list or a rule of ``purpose`` applies (none: the guard is not asked, no store call)."""
+        return bool(self._deny) or any(rule.purpose in ("*", purpose) for rule in self._rules)
+
+    def describe(self, phone: Phone, purpose: Purpose, client_key: str | None) -> list[str]:
+        """What the guard would do with an attempt, in words, counting nothing (``gatekeeper check``)."""
+        denied, safe = velocity.listed(phone, self._deny), velocity.listed(phone, self._safe)
+        if denied is not None:
+            return [f"guard:deny:{denied}: refused in every mode"]
+        if safe is not None:
+            return [f"safe list ({safe}): no rule counts it"]
+        counts = velocity.counts(phone, purpose, client_key, self._rules, pseudonym="-", dropped=self._dropped)
+        mode = "refuses" if self._mode == "enforce" else "is named (observe)"
+        return [f"{c.reason}: past {c.rule.limit} per {c.rule.window} it {mode}" for c in counts]
 
     def check_steps(self, phone: Phone, purpose: Purpose, client_key: str | None) -> Steps[Tripped]:
-        if not self.applies(purpose):
+        denied = velocity.listed(phone, self._deny)
+        if denied is not None:  # the deny list is not a rule: observe mode does not let it through
+            return Tripped(policies.refuse("risk", f"guard:deny:{denied}"))
+        if not any(rule.purpose in ("*", purpose) for rule in self._rules) or velocity.listed(phone, self._safe):
             return CLEAR
         if not isinstance(self._stores.windows, Windows):
             if not self._warned:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gatekeeper.velocity import Rule, parse_duration
+from gatekeeper.velocity import Rule, check_entry, parse_duration
 
 
 class _Section(BaseModel):  # as settings.py's (defined here too: ruff knows a pydantic model by its base only)
@@ -52,3 +52,12 @@ class GuardSettings(_Section):
     rules: list[GuardRuleSettings] = list(DEFAULT_GUARD_RULES)
     # Digits a prefix rule drops off the end of the number, per country (default 4: +1415555 of +14155550100)
     prefix_digits_dropped: dict[str, int] = {"GB": 5}
+    # Numbers, prefixes ("+4479111") or countries ("NG") never sent to, in every mode (reason guard:deny:…)
+    deny: list[str] = []
+    # Numbers, prefixes or countries no velocity rule counts (your own test numbers, a partner's block)
+    safe: list[str] = []
+
+    @field_validator("deny", "safe")
+    @classmethod
+    def _entries(cls, v: list[str]) -> list[str]:
+        return [check_entry(entry) for entry in v]

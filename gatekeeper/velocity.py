@@ -70,6 +70,25 @@ def parse_duration(value: int | str) -> int:
     return int(number) * units[unit]
 
 
+def check_entry(entry: str) -> str:
+    """A safe- or deny-list entry as kept: a number or number prefix in E.164 (``+4479111``), or a country (``NG``)."""
+    text = entry.strip()
+    if (text.startswith("+") and text[1:].isdigit() and 2 <= len(text) <= 16) or (len(text) == 2 and text.isalpha()):
+        return text.upper()
+    raise InvalidArgument(f"a list entry is a number or prefix in E.164 ('+4479111') or a country ('NG'): {entry!r}")
+
+
+def listed(phone: Phone, entries: Iterable[str]) -> str | None:
+    """The first entry that covers ``phone``: its number, a prefix of it, or its country."""
+    for entry in entries:
+        if entry.startswith("+"):
+            if phone.e164 is not None and phone.e164.startswith(entry):
+                return entry
+        elif phone.region == entry:
+            return entry
+    return None
+
+
 def duration(seconds: int) -> str:
     for unit, size in _UNITS:
         if seconds % size == 0:

@@ -79,6 +79,17 @@ def test_check_in_the_sandbox(capsys: pytest.CaptureFixture[str]) -> None:
     assert "totp" in capsys.readouterr().out
 
 
+def test_check_shows_the_guard_rules_a_number_would_count_in(capsys: pytest.CaptureFixture[str]) -> None:
+    """check names each velocity rule an attempt would count in, with its limit, and counts nothing itself: a
+    sixth look at one number is not refused."""
+    args = ["check", "+14155550100", "--purpose", "mfa", "--sandbox", "--client-key", "ip:203.0.113.9"]
+    for _ in range(6):
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "velocity:prefix:+1415555:10m: past 10 per 10m it refuses" in out
+    assert "velocity:client:ip:203.0.113.9:10m" in out and "velocity:number:10m" in out
+
+
 def test_check_refusal_and_bad_number(capsys: pytest.CaptureFixture[str]) -> None:
     """A refused number exits 3 with its Twilio code; garbage is refused, never a crash."""
     assert main(["check", "not a number", "--sandbox"]) == 3

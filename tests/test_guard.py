@@ -13,7 +13,7 @@ import pytest
 from guard_traces import VA, attack, legitimate, run
 from support import FakeClock
 
-from gatekeeper import GatedClient, Gatekeeper, GateRefused, Settings, Stores
+from gatekeeper import ConfigError, GatedClient, Gatekeeper, GateRefused, Settings, Stores
 from gatekeeper.sandbox import Sandbox, SandboxServer
 from gatekeeper.stores.memory import MemoryStore
 from gatekeeper.stores.sqlite import SQLiteStore
@@ -173,3 +173,17 @@ def test_an_sms_pumping_attack_is_blocked_within_30_and_a_legitimate_trace_is_no
     else:
         assert attacked.blocked == 0 and attacked.observed == 200 - 10
     assert legit.blocked == 0 and legit.observed == 0
+
+
+def test_deny_and_safe_lists(make_gate: Callable[..., tuple[Gatekeeper, FakeClock]], sandbox: Sandbox) -> None:
+    """A denied prefix or country is refused for every purpose, even in observe mode, with no Lookup; a safe
+    number is counted by no rule (its prefix's attempts go on past the limit); a bad entry is a ConfigError."""
+    gate, _ = make_gate(guard={"mode": "observe", "deny": ["+1415555", "ng"], "safe": ["+14155550300"]})
+    refused = gate.decide(PREFIX_BLOCK[0], "notify")
+    assert refused.refused and refused.enforced and refused.reasons == ("guard:deny:+1415555",)
+    assert gate.decide("+2348021234567", "mfa").reasons == ("guard:deny:NG",)
+    assert sum(sandbox.lookup_counts().values()) == 0
+    safe, _ = make_gate(guard={"safe": ["+14155550300"]})
+    assert not any(safe.decide("+14155550300", "mfa").refused for _ in range(8))  # past the number rule's 5
+    with pytest.raises(ConfigError):
+        Settings.load(env={"GATEKEEPER_GUARD__DENY": '["4479111"]'})
