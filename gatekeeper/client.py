@@ -131,8 +131,9 @@ class _Door:
         if self.async_gate or self.async_client:
             raise self._cannot(asynchronous=False)
         gate: Gatekeeper = self.gate  # type: ignore[assignment]  # not an AsyncGatekeeper: async_gate is False
-        request, key = _client_key(request)
-        decision = gate.check(_text(to), request, purpose=purpose, country=country, uri=uri, client_key=key)
+        request, key = _client_key(request) if "client_key" in request.params else (request, None)
+        target = to if type(to) is str else _text(to)
+        decision = gate.check(target, request, purpose=purpose, country=country, uri=uri, client_key=key)
         return gate.act(_sayable(decision, request, uri), request, client=self.client).resource
 
     async def send_async(self, to: Any, request: SendRequest, purpose: Purpose, country: str | None, uri: str) -> Any:

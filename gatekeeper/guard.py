@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from gatekeeper import policy as policies
 from gatekeeper import velocity
-from gatekeeper.models import Phone, Purpose
+from gatekeeper.models import PURPOSES, Phone, Purpose
 from gatekeeper.policy import Verdict
 from gatekeeper.settings_guard import GuardSettings
 from gatekeeper.stores.base import Call, Steps, Stores, Windows
@@ -57,6 +57,7 @@ class Guard:
         self._rules = tuple(r.rule() for r in settings.rules) if settings.mode != "off" else ()
         self._dropped = dict(settings.prefix_digits_dropped)
         self._deny, self._safe = tuple(settings.deny), tuple(settings.safe)
+        self._applies = {p: bool(self._deny) or any(r.purpose in ("*", p) for r in self._rules) for p in PURPOSES}
         self._pseudonym = pseudonym
         self._clock = clock
         self._warned = False
@@ -66,11 +67,12 @@ class Guard:
         which counts nothing, still refuses."""
         twin = copy.copy(self)
         twin._rules = ()
+        twin._applies = {p: bool(self._deny) for p in PURPOSES}
         return twin
 
     def applies(self, purpose: Purpose) -> bool:
         """Whether a list or a rule of ``purpose`` applies (none: the guard is not asked, no store call)."""
-        return bool(self._deny) or any(rule.purpose in ("*", purpose) for rule in self._rules)
+        return self._applies[purpose]  # on every decision: a lookup
 
     def describe(self, phone: Phone, purpose: Purpose, client_key: str | None) -> list[str]:
         """What the guard would do with an attempt, in words, counting nothing (``gatekeeper check``)."""

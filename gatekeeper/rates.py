@@ -62,8 +62,10 @@ class Budgets:
 
     def free(self, api: str, account: str | None) -> bool:
         """Whether a permit costs nothing to take: the API has no rate and this process saw no pause of it."""
-        rate = getattr(self._settings, f"{api}_per_second", 0.0)
-        return rate <= 0 and self._pauses.get(_bucket("rate", api, account), 0.0) <= self._clock()
+        if getattr(self._settings, f"{api}_per_second", 0.0) > 0:
+            return False
+        # on every send: no string built, no clock read, while this process has seen no pause at all
+        return not self._pauses or self._pauses.get(_bucket("rate", api, account), 0.0) <= self._clock()
 
     def take_steps(self, api: Api, account: str | None) -> Steps[float]:
         """The seconds to wait before this caller's permit; raises RateLimited past ``[rates] max_wait_ms``."""

@@ -142,7 +142,7 @@ class AsyncGatekeeper(GateCore):
                 need = steps.send(answer)
         except StopIteration as end:
             decided: pipeline.Decided = end.value
-        decision = self.observed(decided.decision, observed)
+        decision = self.observed(decided.decision, observed) if observed else decided.decision
         await self._audit(decision, decided.number, ask.channel, (*decided.marks, time.perf_counter()))
         if decision.cache_hit and decided.phone is not None:
             scopes = self.suppression.scopes(ask.sender, ask.country, pipeline.consent_channel(decided.phone, ask))
@@ -161,7 +161,7 @@ class AsyncGatekeeper(GateCore):
             decision = router.refusal(decision.to, decision.purpose, verdict, None, route.policy)
         else:
             self.routes.cleared(key, route, mark)
-        decision = self.observed(decision, observed)
+        decision = self.observed(decision, observed) if observed else decision
         t1 = time.perf_counter()
         await self._audit(decision, route.phone.key or decision.to, ask.channel, (t0, t0, t1, t1, time.perf_counter()))
         return decision
