@@ -12,79 +12,109 @@ Each data row of the CSV becomes one JSON Lines record in the output::
 decided; ``error`` says why, and ``action``, ``e164`` and ``facts`` are null). ``facts`` is null when the gate
 refused before enrichment (not a number, country, opt-out). ``row`` counts data rows from 1, header and blank
 lines excluded. The output is the user's data, so it holds full numbers; logs only ever show masked ones.
+Reading the input and the output is :mod:`gatekeeper.batch_files`.
 
 * **Every row goes through** :meth:`Gatekeeper.decide`, so the gate's normalizer, suppression, policy and
   Lookup cache apply exactly as for a live send. Duplicate numbers cost one Lookup: a row whose number is
   being decided by another row of the run waits for that answer and reads it from the cache.
-* **Rate**: every Lookup request (retries included) first reserves one permit from the gate's
-  ``RateLimiter`` (bucket ``"lookup"``, GCRA) and sleeps its wait: the permit hangs on the LookupService
-  itself, so exactly the requests that reach Twilio are paced. In Redis the bucket lives on the server's
-  clock, so every process and host using the same store and prefix shares one budget (give them the same
-  rate). Burst is 1: permits are spaced 1/rate apart, so no 1-second window holds more than ``rate + 1``.
+* **Rate**: every Lookup request (retries included) first takes a permit of the ``lookups`` budget of its
+  account (:class:`~gatekeeper.rates.Budgets`, the very bucket live Lookups draw on), at ``rate_per_second``
+  with no burst. In Redis the bucket is on the server's clock, so every process and host using the same
+  store and prefix shares one budget (give them the same rate), and live traffic shares it too. Permits are
+  spaced so that ``rate`` of them span one second plus :data:`JITTER_MARGIN_SECONDS` (30 ms): what delays a
+  request on its way to Twilio (a thread's turn, the connection, the server) may vary by that much and still
+  no one-second window there, the first included, holds more than ``rate``. The run so reaches ``rate / 1.03``
+  at most (``bench/enrich.py`` measures it). One worker per process at a time asks the store, and takes its
+  permit only when it is due (within 5 ms): a permit is stamped when its request goes, never reserved ahead
+  and used late. A request that still goes more than half the margin after its permit (a slow store answer,
+  a busy host) moves the next permits by the excess, and a process's first request, on cold paths, gets 20 ms
+  more. At most three rows per process get ready for a permit at once, so no burst of work delays the
+  requests already let through. A 429's ``Retry-After`` pauses the bucket for every process, and the request
+  is retried after the pause.
+* **Concurrency**: at most ``concurrency`` rows are being decided at once, by default ``ceil(rate)``
+  between 8 and 64: enough to keep the rate while each Lookup takes up to a second.
+* **Ctrl-C**: the first (SIGINT, when the run is in the main thread under Python's default handler) stops
+  the run gently: no new Lookup starts, rows waiting for a permit give it up, and the Lookups already in
+  flight (paid for) finish and are written; then ``KeyboardInterrupt`` is raised. A second Ctrl-C leaves at
+  once. A ``KeyboardInterrupt`` raised otherwise is handled the same way.
 * **Resume**: rows already in the output (same row number and same input value) are skipped, missing rows
-  appended. A partial last line left by a crash is cut off and its row done again. An output written for a
-  different input raises :class:`BatchError` before any work.
-* **Bounded**: at most ``concurrency`` rows are being decided at once and at most ``2 * concurrency`` are
-  pending; the CSV is streamed (read once to count and check rows, once to work). The resume index costs
-  8 bytes per input row.
+  appended. A partial last line left by a crash is cut off and its row done again. A missing row whose
+  number's Lookup answer is in the Lookup cache (fresh for the purpose) is decided from it, at no cost: the
+  output and the cache both count as done, so a run stopped any way (twice Ctrl-C, a kill, a crash) pays
+  for no number twice, given a store that outlives the process (SQLite, Redis) with ``[cache] enabled``.
+  An output written for a different input raises :class:`BatchError` before any work.
+* **Bounded**: at most ``2 * concurrency`` rows are pending; the CSV is streamed (read once to count and
+  check rows, once to work). The resume index costs 8 bytes per input row.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import logging
 import math
-import re
+import signal
 import threading
-from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from types import FrameType
+from typing import Any, Literal, TypeVar
 
 import requests
 from twilio.base.exceptions import TwilioException
 
+from gatekeeper.batch_files import (
+    COUNTRY_CODE,
+    BatchError,
+    DoneIndex,
+    Row,
+    check_paths,
+    count_rows,
+    cut_partial_tail,
+    read_output,
+    reading,
+)
 from gatekeeper.errors import ConfigError, GatekeeperError, StoreUnavailable
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.models import LOOKUP_FIELDS, PURPOSES, Decision, Phone, Purpose
 from gatekeeper.phone import mask, normalize
 from gatekeeper.policy import Policy
+from gatekeeper.rates import Budgets, LookupGuard
+from gatekeeper.stores.base import Steps
+from gatekeeper.stores.base import run as run_steps
+
+__all__ = ["BatchError", "EnrichSummary", "ProgressEvent", "default_concurrency", "enrich_file"]
 
 log = logging.getLogger("gatekeeper.batch")
 
-#: Header names taken as the number column when none is given, in this order (case-insensitive).
-NUMBER_COLUMNS: tuple[str, ...] = ("phone", "phone_number", "number", "to", "msisdn")
 #: The PhoneFacts written under ``facts`` in each record.
 FACTS = ("country_code", "line_type", "carrier_name", "mcc", "mnc", "caller_name", "source", "fetched_at", "valid")
-#: An optional column with a per-row ISO 3166 alpha-2 hint for numbers written in national format.
-COUNTRY_COLUMN = "country"
-#: The rate limiter bucket; every process enriching against one store shares it.
-RATE_BUCKET = "lookup"
-#: GCRA burst. 1 spaces permits evenly: a batch has no idle time to "save up", and a burst would only
-#: make several processes sharing a bucket collide at Twilio's own per-second limit.
-BURST = 1
+#: ``rate`` permits span one second plus this: the slack for the varying delay between a permit and its request
+#: reaching Twilio. A request delayed more than the one ``rate`` permits after it would put ``rate + 1`` into one
+#: of Twilio's one-second windows. 30 ms, for 3 % of the rate: on the 2-core development host the delay from a
+#: permit to the sandbox is 2 ms at the median and 5-20 ms at worst, more for a process's first requests (see
+#: _COLD_SECONDS), with four processes sharing a bucket (tests/batch/test_shared_budget.py).
+JITTER_MARGIN_SECONDS = 0.03
 MAX_CONCURRENCY = 256
 
 RowStatus = Literal["ok", "refused", "error", "skipped"]
+T = TypeVar("T")
 
 _WINDOW = 2  # rows pending per worker: enough to keep workers busy, small enough to bound memory
-_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by errors="surrogateescape"
-_COUNTRY = re.compile("[A-Za-z]{2}")
+_LEAD_SECONDS = 0.005  # a permit is taken once due within this; its worker sleeps the rest, the turn passed on
+_READY_ROWS = 3  # rows of a process on their way to a permit at once (see _Pacer)
+_LATE_SECONDS = JITTER_MARGIN_SECONDS / 2  # a request later than this after its permit moves the next ones
+_COLD_SECONDS = 0.02  # the extra room a process's first request gets (see _Pacer.__call__)
+_NAP_SECONDS = 0.25  # a worker waiting for a permit looks this often whether the run is stopping
+_PATIENCE_MS = 3_600_000  # a batch waits out any pause Twilio asks for (up to an hour) rather than skip the row
 
 
-class BatchError(GatekeeperError):
-    """The batch cannot start or go on: a missing or unreadable input, an output that does not match it…
-
-    The message says what to fix. Raised before any Lookup is made, except when the rate limiter's store
-    becomes unavailable mid-run (the run stops rather than exceed the budget; re-run to resume).
-    """
+class _Stopped(BatchError):
+    """The run is stopping: a row whose Lookup has not begun gives it up, unpaid, and is not written."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +144,19 @@ class ProgressEvent:
     so_far: EnrichSummary
 
 
+def default_concurrency(rate_per_second: float) -> int:
+    """Rows decided at once when not given: one per Lookup a second of the rate (a Lookup taking up to a second
+    still keeps the rate), at least 8, at most 64 (the Twilio client's connection pool)."""
+    return min(64, max(8, math.ceil(rate_per_second)))
+
+
 def enrich_file(
     gate: Gatekeeper,
     input_path: str | PathLike[str],
     output_path: str | PathLike[str],
     *,
     rate_per_second: float = 50,
-    concurrency: int = 20,
+    concurrency: int | None = None,
     fields: Sequence[str] | None = None,
     purpose: Purpose = "notify",
     country: str | None = None,
@@ -132,146 +168,201 @@ def enrich_file(
     """Decide every number in the CSV at ``input_path`` and append one JSON record per row to ``output_path``.
 
     ``fields`` overrides the purpose's Lookup fields; ``country`` is the hint for rows without a ``country``
-    column value (else the gate's default); ``number_column`` names the number column (else auto-detected).
-    ``clock``/``sleep`` pace the rate limit and default to the gate's. Re-running with the same output
-    resumes. Raises :class:`BatchError` for what the caller must fix; a bad row is an error record instead.
+    column value (else the gate's default); ``number_column`` names the number column (else auto-detected);
+    ``concurrency`` defaults to :func:`default_concurrency`. ``clock``/``sleep`` pace the rate limit and default
+    to the gate's. Re-running with the same output resumes. Raises :class:`BatchError` for what the caller must
+    fix (a bad row is an error record instead), and ``KeyboardInterrupt`` after Ctrl-C, once the rows in flight
+    are written.
     """
     src, out = Path(input_path), Path(output_path)
-    _check_paths(src, out)
+    check_paths(src, out)
     if not (rate_per_second > 0 and math.isfinite(rate_per_second)):
         raise BatchError(f"rate must be a positive number of Lookups per second, not {rate_per_second!r}")
-    if isinstance(concurrency, bool) or not 1 <= concurrency <= MAX_CONCURRENCY:
+    if concurrency is None:
+        concurrency = default_concurrency(rate_per_second)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise BatchError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency!r}")
-    if country is not None and not _COUNTRY.fullmatch(country):
+    if country is not None and not COUNTRY_CODE.fullmatch(country):
         raise BatchError(f"country must be a two-letter ISO 3166 code such as 'US', not {country!r}")
     clock = clock or gate.clock
-    view = _gate_for(gate, purpose, fields, _Permits(gate, rate_per_second, clock, sleep or gate.sleep))
-    with _reading(src, number_column) as (layout, rows):  # the header is checked before the output is read
-        index, complete_bytes = _read_output(out, max_row=src.stat().st_size)
-        total = _count_rows(rows, index, src, out)
-    _cut_partial_tail(out, complete_bytes)
+    stop, interrupted = threading.Event(), threading.Event()
+    pacer = _Pacer(gate, rate_per_second, clock, sleep or gate.sleep, stop)
+    view = _gate_for(gate, purpose, fields, pacer, concurrency)
+    with reading(src, number_column) as (layout, rows):  # the header is checked before the output is read
+        index, complete_bytes = read_output(out, max_row=src.stat().st_size)
+        total = count_rows(rows, index, src, out)
+    cut_partial_tail(out, complete_bytes)
     log.info("enriching %s (%d rows, numbers in column %r) into %s", src, total, layout.column, out)
 
-    enricher = _Enricher(view, purpose, country.upper() if country else None)
+    enricher = _Enricher(view, purpose, country.upper() if country else None, pacer)
     counts: Counter[str] = Counter()
     started = clock()
     try:
-        sink = out.open("a", encoding="utf-8", newline="\n")
+        sink = out.open("ab", buffering=0)
     except OSError as exc:
         raise BatchError(f"cannot write {out}: {exc.strerror}; check the path and its permissions") from exc
-    with sink, _reading(src, number_column) as (_, rows):
+    with sink, reading(src, number_column) as (_, rows), _first_interrupt_stops(stop, interrupted):
 
-        def emit(row: _Row, status: RowStatus, record: dict[str, Any] | None) -> None:
+        def emit(row: Row, status: RowStatus, record: dict[str, Any] | None) -> None:
             if record is not None:
-                # One write per record, flushed: an interrupted run keeps every record it wrote, and a
+                # One unbuffered write per record: however the run stops, every record written is whole, and a
                 # crash mid-write leaves at most one partial last line, which the next run cuts off.
-                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                sink.flush()
+                sink.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
             _count(counts, status, record)
             if progress is not None:
                 progress(ProgressEvent(row.n, status, total, _summary(counts, clock() - started)))
 
-        _run(rows, index, enricher, concurrency, emit)
-    elapsed = max(0.0, clock() - started)
-    summary = _summary(counts, elapsed)
+        _run(rows, index, enricher, concurrency, emit, stop=stop)
+    summary = _summary(counts, max(0.0, clock() - started))
+    if interrupted.is_set():
+        log.info("enrich interrupted, the rows in flight written: %s", summary)
+        raise KeyboardInterrupt
     log.info("enrich finished: %s", summary)
     return summary
 
 
 # -- the run ---------------------------------------------------------------------------------
-def _run(rows: Iterator[_Row], index: _DoneIndex, enricher: _Enricher, concurrency: int, emit: _Emit) -> None:
+def _run(
+    rows: Iterator[Row], index: DoneIndex, enricher: _Enricher, concurrency: int, emit: _Emit, *, stop: threading.Event
+) -> None:
     """Feed rows to ``concurrency`` workers; only this thread writes, so records never interleave."""
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gatekeeper-enrich")
-    pending: set[Future[_Result]] = set()
+    pending: set[Future[_Result]] = set()  # submitted, not written yet
 
-    def emit_all(futures: set[Future[_Result]]) -> BaseException | None:
-        """Write every result among ``futures``; return the first failure instead of losing the others."""
+    def write(done: Iterable[Future[_Result]]) -> BaseException | None:
+        """Write the results among ``done``; return the first failure instead of losing the others."""
         failure: BaseException | None = None
-        for future in futures:
+        for future in done:
+            pending.discard(future)  # first: an interrupt in emit() must not get the row written twice
             error = None if future.cancelled() else future.exception()
             if error is not None:
                 failure = failure or error
-            elif not future.cancelled():
-                result = future.result()
+            elif not future.cancelled() and not (result := future.result()).stopped:
                 emit(result.row, *_record(result))
         return failure
 
+    def drain() -> None:
+        """Start nothing new, and write what the rows under way bring: their Lookups are paid for."""
+        stop.set()  # rows waiting for a permit give it up
+        for future in list(pending):
+            future.cancel()
+        write(wait(list(pending)).done)
+
     def settle(keep: int) -> None:
-        nonlocal pending
-        while len(pending) > keep:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            failure = emit_all(finished)
+        while len(pending) > keep and not stop.is_set():
+            failure = write(wait(list(pending), return_when=FIRST_COMPLETED).done)
             if failure is not None:
-                # A fatal error (the rate limiter is gone): start nothing new, but keep the records of rows
-                # already running, whose Lookups are paid for.
-                for future in pending:
-                    future.cancel()
-                emit_all(wait(pending).done)
-                pending = set()
+                # A fatal error (the rate limiter is gone): start nothing new, keep what is paid for, stop.
+                drain()
                 raise failure
 
     try:
         for row in rows:
+            if stop.is_set():
+                break
             if index.holds(row.n, row.input):
                 emit(row, "skipped", None)
             elif row.problem is not None:
                 emit(row, *_record(_Result(row, None, None, row.problem)))
             else:
                 settle(keep=_WINDOW * concurrency - 1)
+                if not stop.is_set():
+                    enricher.pacer.take_slot()
+                if stop.is_set():
+                    break
                 pending.add(pool.submit(enricher, row))
         settle(keep=0)
-    except BaseException:
-        # Ctrl-C or a fatal error: stop queued rows now; rows already written stay, and a re-run resumes.
-        pool.shutdown(wait=False, cancel_futures=True)
+        if stop.is_set():  # the first Ctrl-C
+            log.info("stopping: writing the %d rows under way", len(pending))
+            drain()
+    except KeyboardInterrupt:
+        if not stop.is_set():  # raised, not signalled to the run: still write what is paid for
+            drain()
         raise
-    pool.shutdown()
+    finally:
+        # Every row under way is written by now (the end, the first Ctrl-C, a fatal error) and the idle workers
+        # exit; after a second Ctrl-C this leaves at once, and the Lookups in flight still finish into the cache.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
-_Emit = Callable[["_Row", RowStatus, "dict[str, Any] | None"], None]
+_Emit = Callable[[Row, RowStatus, "dict[str, Any] | None"], None]
+
+
+@contextmanager
+def _first_interrupt_stops(stop: threading.Event, interrupted: threading.Event) -> Iterator[None]:
+    """While the run lasts, the first Ctrl-C (SIGINT) stops it at a safe point instead of raising wherever the
+    main thread is; Python's handler is then back, so a second one raises at once. Only in the main thread and
+    over Python's default handler: an application's own handler is left alone."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def first(signum: int, frame: FrameType | None) -> None:
+        interrupted.set()
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is first:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass(frozen=True)
 class _Result:
-    row: _Row
+    row: Row
     phone: Phone | None
     decision: Decision | None
     error: str | None = None
+    stopped: bool = False  # the run stopped before its Lookup: nothing to write; the next run does the row
 
 
 class _Enricher:
     """Decides one row, from worker threads."""
 
-    def __init__(self, gate: Gatekeeper, purpose: Purpose, country: str | None) -> None:
+    def __init__(self, gate: Gatekeeper, purpose: Purpose, country: str | None, pacer: _Pacer) -> None:
         self.gate = gate
         self.purpose = purpose
         self.country = country
+        self.pacer = pacer
         self._inflight: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, row: _Row) -> _Result:
-        country = row.country or self.country
-        phone = normalize(row.input, country or self.gate.default_country)  # an LRU hit for the gate's own parse
-        # A number another row of this run is deciding waits for that row and then reads the cache: it
-        # must not sit on the Lookup's fill lock, whose wait is sized for a request, not a permit queue.
-        e164, mine = phone.e164, None
-        if e164 is not None:
-            with self._lock:
-                running = self._inflight.get(e164)
-                if running is None:
-                    mine = self._inflight[e164] = threading.Event()
-            if running is not None:
-                running.wait()
+    def __call__(self, row: Row) -> _Result:
+        self.pacer.slot_held()  # the run took a ready slot for this row before handing it over
+        e164, mine = None, None
         try:
+            country = row.country or self.country
+            phone = normalize(row.input, country or self.gate.default_country)  # an LRU hit for the gate's parse
+            # A number another row of this run is deciding waits for that row and then reads the cache: it
+            # must not sit on the Lookup's fill lock, whose wait is sized for a request, not a permit queue.
+            e164 = phone.e164
+            if e164 is not None:
+                with self._lock:
+                    running = self._inflight.get(e164)
+                    if running is None:
+                        mine = self._inflight[e164] = threading.Event()
+                if running is not None:
+                    self.pacer.give_back()  # waiting on another row is not getting ready for a permit
+                    running.wait()
             return self._decide(row, phone, country)
         finally:
+            self.pacer.give_back()
             if e164 is not None and mine is not None:
                 with self._lock:
                     del self._inflight[e164]
                 mine.set()
 
-    def _decide(self, row: _Row, phone: Phone, country: str | None) -> _Result:
+    def _decide(self, row: Row, phone: Phone, country: str | None) -> _Result:
         try:
             decision = self.gate.decide(row.input, self.purpose, country)
+        except _Stopped:
+            return _Result(row, phone, None, stopped=True)
         except (BatchError, ConfigError):
             raise  # the rate limiter is gone, or Lookup refuses the credentials: every row would fail; stop
         except (GatekeeperError, TwilioException, requests.RequestException) as exc:
@@ -280,34 +371,102 @@ class _Enricher:
         return _Result(row, phone, decision)
 
 
-class _Permits:
-    """One rate-limit permit per Lookup request, reserved from the gate's (possibly shared) limiter."""
+class _Pacer:
+    """Before every Lookup request of the run (retries too): one permit of the paced ``lookups`` budget.
+
+    One worker of this process at a time asks the store (the others could only be told "not yet"); it takes
+    its permit once due within ``_LEAD_SECONDS``, passes the turn on and sleeps the rest: about two store
+    calls per permit. A worker waiting naps at most ``_NAP_SECONDS`` at a time and gives up once the run is
+    stopping (``_Stopped``): a Lookup not begun is not paid for. At most ``_READY_ROWS`` rows of the process
+    are on their way to a permit at once (started, screened, read from the cache, queued here): rows all
+    starting together would spend a burst of CPU that delays the requests already let through, and a request
+    delayed behind it reaches Twilio bunched up with the next ones (on a 2-core host, four processes starting
+    40 rows each delayed the first requests by 40-130 ms, and the strict limit answered 20429).
+    """
 
     def __init__(
-        self, gate: Gatekeeper, rate_per_second: float, clock: Callable[[], float], sleep: Callable[[float], None]
+        self,
+        gate: Gatekeeper,
+        rate_per_second: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        stop: threading.Event,
     ) -> None:
-        self.limiter = gate.stores.rate_limits
-        self.rate_per_second = rate_per_second
+        patient = gate.settings.rates.model_copy(update={"max_wait_ms": _PATIENCE_MS})
+        spaced = rate_per_second / (1 + JITTER_MARGIN_SECONDS)
+        self.budgets = Budgets(gate.stores, patient, clock=clock, paced={"lookups": spaced})
+        self.stores = gate.stores
+        self.account: str | None = gate.client.account_sid
         self.clock = clock
         self.sleep = sleep
+        self.stop = stop
+        self._turn = threading.Lock()
+        self._cold = True  # no permit taken yet
+        self._ready = threading.BoundedSemaphore(_READY_ROWS)
+        self._holding = threading.local()  # whether this worker holds a ready slot
+
+    def take_slot(self) -> None:
+        """Before a row is handed to a worker (the run's thread waits here): one of the ready slots. Rows start
+        only as slots free up, so the pool starts threads only as they are needed, not one per row read."""
+        self._ready.acquire()
+
+    def slot_held(self) -> None:
+        """In the worker, as the row starts: the slot taken for it is this worker's to give back."""
+        self._holding.slot = True
+
+    def give_back(self) -> None:
+        """The row has its permit, waits on another row, or is done: the next row may get ready."""
+        if getattr(self._holding, "slot", False):
+            self._holding.slot = False
+            self._ready.release()
 
     def __call__(self) -> None:
+        with self._turn:
+            while True:
+                self._go_on()
+                asked = self.clock()
+                taken, wait_seconds = self._store(self.budgets.pace_steps("lookups", self.account, lead=_LEAD_SECONDS))
+                if taken:
+                    self.give_back()  # the next row may get ready while this one waits out its lead
+                    cold, self._cold = self._cold, False
+                    break
+                self.sleep(min(max(wait_seconds - _LEAD_SECONDS / 2, 0.0), _NAP_SECONDS))
+        due, left = asked + wait_seconds, wait_seconds
+        while left > 0:  # within the lead; longer only for a store that reserves (no Budget verb)
+            nap = min(left, _NAP_SECONDS)
+            self.sleep(nap)
+            left -= nap
+            if left > 0:
+                self._go_on()
+        # The request goes now, ``clock() - due`` after its permit (at most: the permit may have been due up to the
+        # store's answer later) because of a slow store answer or a busy host. The margin absorbs _LATE_SECONDS of
+        # that and keeps the rest for the way to Twilio; past it the next permits move by the excess, or the ones
+        # after this request, on time, would reach Twilio bunched up with it. A process's first request also takes
+        # cold paths (code run the first time, every process starting at once): the next permits leave it
+        # _COLD_SECONDS more.
+        push = max(0.0, self.clock() - due - _LATE_SECONDS) + (_COLD_SECONDS if cold else 0.0)
+        if push > 0:
+            self._store(self.budgets.push_steps("lookups", self.account, push))
+
+    def _store(self, steps: Steps[T]) -> T:
         try:
-            wait_seconds = self.limiter.reserve(
-                RATE_BUCKET, rate_per_second=self.rate_per_second, burst=BURST, now=self.clock()
-            )
+            return run_steps(self.stores, steps)
         except StoreUnavailable as exc:
-            # Fail safe: without the shared limiter the budget cannot be kept, so stop rather than exceed it.
+            # Fail safe: without the shared budget the rate cannot be kept, so stop rather than exceed it.
             raise BatchError(
-                f"the rate limiter's store is unavailable ({exc}); stopped so the Lookup budget is not exceeded. "
-                "Re-run the same command to resume"
+                f"the rate limiter's store is unavailable ({exc}); stopped so the Lookup budget is not "
+                "exceeded. Re-run the same command to resume"
             ) from exc
-        if wait_seconds > 0:
-            self.sleep(wait_seconds)
+
+    def _go_on(self) -> None:
+        if self.stop.is_set():
+            raise _Stopped("the run is stopping; this Lookup was not made")
 
 
-def _gate_for(gate: Gatekeeper, purpose: str, fields: Sequence[str] | None, permits: _Permits) -> Gatekeeper:
-    """A view of ``gate`` whose Lookups take permits, with ``fields`` for ``purpose`` when given.
+def _gate_for(
+    gate: Gatekeeper, purpose: str, fields: Sequence[str] | None, pacer: _Pacer, concurrency: int
+) -> Gatekeeper:
+    """A view of ``gate`` whose Lookups take the pacer's permits, with ``fields`` for ``purpose`` when given.
 
     The derived gate shares the client, the stores and the Lookup cache and its single-flight lock,
     leaving the caller's gate untouched.
@@ -321,7 +480,12 @@ def _gate_for(gate: Gatekeeper, purpose: str, fields: Sequence[str] | None, perm
         if unknown:
             raise BatchError(f"unknown Lookup field(s) {unknown}; use any of {', '.join(sorted(LOOKUP_FIELDS))}")
         policy = {purpose: replace(gate.policies[purpose], fields=tuple(dict.fromkeys(wanted)))}
-    return gate.derive(policy=policy, before_lookup=permits)
+    view = gate.derive(policy=policy, before_lookup=pacer, guarded=False)  # enrichment reaches no one: no velocity
+    # The view's Lookup service is its own copy (derive() made it for the hook): its guard takes no second
+    # permit for a Lookup (the pacer took one), still writes a 429's pause to the shared bucket, keeps the
+    # gate's breaker, and lets the run's ``concurrency`` Lookups be in flight.
+    view.lookup.guard = LookupGuard(gate.stores, pacer.budgets, gate.breaker, concurrency)
+    return view
 
 
 # -- records and counts ----------------------------------------------------------------------
@@ -365,221 +529,3 @@ def _summary(counts: Counter[str], elapsed: float) -> EnrichSummary:
         elapsed_seconds=elapsed,
         achieved_rate=counts["lookup"] / elapsed if elapsed > 0 else 0.0,
     )
-
-
-# -- reading the input -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Layout:
-    width: int
-    number: int
-    country: int | None
-    column: str
-
-
-@dataclass(frozen=True)
-class _Row:
-    n: int
-    input: str  # the number cell as written (bytes that were not UTF-8 shown as U+FFFD); with n, the resume key
-    country: str | None = None
-    problem: str | None = None  # why the row cannot be decided; it becomes an error record
-
-
-def _check_paths(src: Path, out: Path) -> None:
-    if not src.exists():
-        raise BatchError(f"input file {src} does not exist; pass the path of a CSV file with a header line")
-    if src.is_dir():
-        raise BatchError(f"{src} is a directory; pass the path of a CSV file")
-    if out.is_dir():
-        raise BatchError(f"output {out} is a directory; pass a file path such as {out / 'enriched.jsonl'}")
-    if not out.parent.is_dir():
-        raise BatchError(f"the folder of output {out} does not exist; create it or choose another path")
-    if out.exists() and src.samefile(out):
-        raise BatchError(f"the output {out} is the input file; choose another output path")
-
-
-@contextmanager
-def _reading(src: Path, number_column: str | None) -> Iterator[tuple[_Layout, Iterator[_Row]]]:
-    """The header's layout and the data rows, streamed."""
-    try:
-        # surrogateescape keeps bytes that are not UTF-8, so one bad row becomes an error record, not a crash.
-        handle = src.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
-    except OSError as exc:
-        raise BatchError(f"cannot read {src}: {exc.strerror}; check the path and its permissions") from exc
-    with handle:
-        # Spreadsheets in many locales export ";"-separated "CSV": use the delimiter the header line has most of.
-        first = next((line for line in iter(lambda: handle.readline(65_536), "") if line.strip()), "")
-        handle.seek(0)
-        reader = csv.reader(handle, delimiter=max(",;\t", key=first.count) if first.strip() else ",")
-        layout = _read_header(reader, src, number_column)
-        yield layout, _rows(reader, layout)
-
-
-def _read_header(reader: Iterator[list[str]], src: Path, number_column: str | None) -> _Layout:
-    try:
-        header = next((cells for cells in reader if any(c.strip() for c in cells)), None)
-    except csv.Error as exc:
-        raise BatchError(f"the header line of {src} is not readable CSV ({exc})") from exc
-    if header is None:
-        raise BatchError(f"{src} is empty; it needs a header line (e.g. 'phone') and then one number per row")
-    if any(_UNDECODABLE.search(c) for c in header):
-        raise BatchError(f"the header line of {src} is not UTF-8 text; save the file as UTF-8 CSV")
-    names = [c.strip().lower() for c in header]
-    if number_column is not None:
-        if number_column.strip().lower() not in names:
-            shown = ", ".join(repr(c.strip()) for c in header)
-            raise BatchError(f"{src} has no column {number_column!r}; its columns are {shown}")
-        number = names.index(number_column.strip().lower())
-    else:
-        number = next((names.index(n) for n in NUMBER_COLUMNS if n in names), 0)
-        first = header[0]
-        if number == 0 and sum(ch.isdigit() for ch in first) >= 5 and not any(ch.isalpha() for ch in first):
-            raise BatchError(
-                f"the first line of {src} looks like a phone number, not a header; add a header line such as 'phone'"
-            )
-        if not names[number]:
-            raise BatchError(
-                f"{src} has no usable number column: none is named {', '.join(NUMBER_COLUMNS)} and the first "
-                "has no name; name it in the header or pass the column name"
-            )
-    country = names.index(COUNTRY_COLUMN) if COUNTRY_COLUMN in names else None
-    return _Layout(len(header), number, None if country == number else country, header[number].strip())
-
-
-def _rows(reader: Iterator[list[str]], layout: _Layout) -> Iterator[_Row]:
-    n = 0
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # e.g. a field past csv's size limit; the reader goes on at the next line
-            n += 1
-            yield _Row(n, "", problem=f"unreadable CSV row: {exc}")
-            continue
-        if any(c.strip() for c in cells):  # blank lines are not rows
-            n += 1
-            yield _parse_row(n, cells, layout)
-
-
-def _parse_row(n: int, cells: list[str], layout: _Layout) -> _Row:
-    raw = cells[layout.number] if layout.number < len(cells) else ""
-    text = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if any(_UNDECODABLE.search(c) for c in cells):
-        return _Row(n, text, problem="the row is not UTF-8 text (undecodable bytes); save the file as UTF-8")
-    if len(cells) != layout.width:
-        return _Row(n, text, problem=f"the row has {len(cells)} fields but the header has {layout.width}")
-    if not text.strip():
-        return _Row(n, text, problem=f"empty number in column {layout.column!r}")
-    hint = cells[layout.country].strip() if layout.country is not None else ""
-    if hint and not _COUNTRY.fullmatch(hint):
-        return _Row(n, text, problem=f"country {hint!r} is not a two-letter ISO 3166 code such as 'US'")
-    return _Row(n, text, hint.upper() or None)
-
-
-def _count_rows(rows: Iterator[_Row], index: _DoneIndex, src: Path, out: Path) -> int:
-    """The input's data rows; checks on the way that every row already in ``out`` was written for this input."""
-    total = 0
-    for row in rows:
-        total = row.n
-        if index.count and index.conflicts(row.n, row.input):
-            raise BatchError(
-                f"{out} was written for a different input: row {row.n} of {src} has changed since. "
-                f"Write to a new output file, or delete {out} to start over"
-            )
-    if index.max_row > total:
-        raise BatchError(
-            f"{out} holds row {index.max_row} but {src} has only {total} rows, so it was written for a different "
-            f"input. Write to a new output file, or delete {out} to start over"
-        )
-    return total
-
-
-# -- resuming from the output ----------------------------------------------------------------
-class _DoneIndex:
-    """Rows already in the output: row number → a 56-bit digest of its input (+1, so 0 means absent)."""
-
-    def __init__(self) -> None:
-        self._digests = array("Q")  # 8 bytes a row, not a dict entry: resuming a 10M-row file stays cheap
-        self.count = 0
-        self.max_row = 0
-
-    @staticmethod
-    def _digest(text: str) -> int:
-        raw = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=7).digest()
-        return int.from_bytes(raw, "big") + 1
-
-    def _at(self, row: int) -> int:
-        return self._digests[row] if row < len(self._digests) else 0
-
-    def add(self, row: int, text: str) -> bool:
-        """Remember ``row``; False if it is already there with another input."""
-        digest, size = self._digest(text), len(self._digests)
-        if row >= size:
-            self._digests.frombytes(bytes(8 * (max(row + 1, 2 * size) - size)))
-        if self._digests[row]:
-            return self._digests[row] == digest
-        self._digests[row] = digest
-        self.count += 1
-        self.max_row = max(self.max_row, row)
-        return True
-
-    def holds(self, row: int, text: str) -> bool:
-        return self._at(row) == self._digest(text) if self.count else False
-
-    def conflicts(self, row: int, text: str) -> bool:
-        stored = self._at(row)
-        return stored != 0 and stored != self._digest(text)
-
-
-def _read_output(out: Path, *, max_row: int) -> tuple[_DoneIndex, int]:
-    """What ``out`` already holds, and the byte length of its complete lines."""
-    index = _DoneIndex()
-    complete = 0
-    try:
-        handle = out.open("rb")
-    except FileNotFoundError:
-        return index, 0
-    except OSError as exc:
-        raise BatchError(f"cannot read {out} to resume: {exc.strerror}") from exc
-    with handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.endswith(b"\n"):
-                break  # a crash mid-write; cut off, and the row is done again
-            complete += len(line)
-            if not line.strip():
-                continue
-            parsed = _parse_record(line)
-            if parsed is None:
-                raise BatchError(
-                    f"line {lineno} of {out} is not a record written by gatekeeper enrich; "
-                    "choose another output file, or remove that line"
-                )
-            row, text = parsed
-            if row > max_row:  # more rows than the input has bytes: not this input's output
-                raise BatchError(
-                    f"{out} holds row {row}, more rows than the input can have, so it was written for a different "
-                    f"input. Write to a new output file, or delete {out} to start over"
-                )
-            if not index.add(row, text):
-                raise BatchError(f"{out} holds row {row} twice with different inputs; use a new output file")
-    return index, complete
-
-
-def _parse_record(line: bytes) -> tuple[int, str] | None:
-    try:
-        record = json.loads(line)
-        row, text = record["row"], record["input"]
-    except (ValueError, TypeError, KeyError):  # not JSON (or not UTF-8), not an object, not ours
-        return None
-    return (row, text) if type(row) is int and row >= 1 and isinstance(text, str) else None
-
-
-def _cut_partial_tail(out: Path, complete_bytes: int) -> None:
-    try:
-        if not out.exists() or out.stat().st_size <= complete_bytes:
-            return
-        log.warning("%s ends in a partial record from an interrupted run; that row is done again", out)
-        with out.open("r+b") as handle:
-            handle.truncate(complete_bytes)
-    except OSError as exc:
-        raise BatchError(f"cannot repair {out}: {exc.strerror}; check its permissions") from exc

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gatekeeper.settings import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 3  # argparse itself exits 2 on a usage error
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 log = logging.getLogger("gatekeeper.cli")
 
 
@@ -117,7 +118,7 @@ def cmd_enrich(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from gatekeeper.batch import ProgressEvent, enrich_file
+    from gatekeeper.batch import EnrichSummary, ProgressEvent, enrich_file
 
     fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
     progress = Progress(
@@ -129,13 +130,16 @@ def cmd_enrich(args: argparse.Namespace) -> int:
         console=Console(stderr=True),
     )
     task = progress.add_task("enrich", total=None, detail="")
+    last: list[ProgressEvent] = []
 
     def on_progress(event: ProgressEvent) -> None:
         progress.start()  # on the first row, so input errors print alone, without an empty bar
         s = event.so_far
         detail = f"looked up {s.looked_up}, cached {s.cached}, refused {s.refused}, errors {s.errors}"
         progress.update(task, completed=s.rows, total=event.total, detail=detail)
+        last[:] = [event]
 
+    summary: EnrichSummary | None = None
     with _gate(args) as gate:
         try:
             summary = enrich_file(
@@ -149,9 +153,18 @@ def cmd_enrich(args: argparse.Namespace) -> int:
                 country=args.country,
                 progress=on_progress,
             )
+        except KeyboardInterrupt:
+            pass  # Ctrl-C: enrich_file wrote the rows whose Lookups were in flight before raising
         finally:
             if progress.live.is_started:
                 progress.stop()
+    if summary is None:
+        done = f"{last[0].so_far.rows} of {last[0].total} rows" if last else "no rows"
+        sys.stderr.write(
+            f"gatekeeper: interrupted with {done} done, the Lookups in flight included, in {args.output}; "
+            "run the same command again to resume\n"
+        )
+        return EXIT_INTERRUPTED
     sys.stdout.write(
         f"rows {summary.rows}  looked up {summary.looked_up}  cached {summary.cached}  refused {summary.refused}  "
         f"errors {summary.errors}  skipped (already done) {summary.skipped}  "
@@ -270,7 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     enrich.add_argument("input", type=Path, help="CSV with a header and a phone column")
     enrich.add_argument("-o", "--output", type=Path, required=True, help="JSON Lines output; re-runs resume it")
     enrich.add_argument("--rate", type=_positive(float), default=50.0, help="Lookups per second, never exceeded")
-    enrich.add_argument("--concurrency", type=_positive(int), default=20, help="Lookups in flight at most")
+    enrich.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        help="rows decided at once, so Lookups in flight at most (default: the rate, between 8 and 64)",
+    )
     enrich.add_argument("--fields", help="comma-separated Lookup fields (default: [lookup] default_fields)")
     enrich.add_argument("--country", help="ISO-2 hint for rows without a country column")
     enrich.add_argument("--purpose", choices=("notify", "mfa"), default="notify")

@@ -8,6 +8,12 @@ takes no permit it would not use) and :class:`~gatekeeper.errors.RateLimited` is
 Twilio with ``Retry-After`` pauses the whole bucket for every process. A rate of 0 (the default)
 means no limit and costs no store call; a pause then holds in this process only.
 
+**Paced** APIs (``Budgets(..., paced={"lookups": rate})``, batch enrichment's): the caller takes each
+permit itself, beforehand, with :meth:`Budgets.pace_steps`, from the same bucket, at its own rate and
+with no burst (and moves the next ones with :meth:`Budgets.push_steps` when its request went late);
+``take_steps`` then takes none (only pauses hold it up), and a 429's pause still reaches every process.
+Live traffic and a batch on one account thus draw on one budget.
+
 **The breaker**: Lookups that fail ``[lookup] breaker_failures`` times in a row (after their retries)
 open it for ``breaker_interval_seconds``: a pause of the breaker's bucket in the store, so every
 process stops calling Lookup at once. While it is open a new number costs no Lookup attempt, and
@@ -24,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,6 +45,9 @@ Api = Literal["lookups", "messages", "calls", "verify"]
 Admission = Literal["closed", "open", "probe"]
 
 
+_FAR = 3600.0  # seconds: "however far off" for a store's take (a number every store can read)
+
+
 def _bucket(kind: str, api: str, account: str | None) -> str:
     return f"{kind}:{api}:{account or '-'}"
 
@@ -46,11 +55,19 @@ def _bucket(kind: str, api: str, account: str | None) -> str:
 class Budgets:
     """The buckets of ``[rates]`` (see the module docstring)."""
 
-    def __init__(self, stores: Stores, settings: RateSettings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        settings: RateSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        paced: Mapping[str, float] | None = None,
+    ) -> None:
         self._stores = stores
         self._settings = settings
         self._clock = clock
         self._pauses: dict[str, float] = {}  # this process's pauses, for buckets the store keeps none of
+        self._paced = dict(paced or {})  # API -> rate, for APIs whose caller takes each permit with pace_steps
 
     @property
     def max_wait(self) -> float:
@@ -72,7 +89,7 @@ class Budgets:
         rate, bucket = self.rate(api), _bucket("rate", api, account)
         now, max_wait = self._clock(), self._settings.max_wait_ms / 1000
         wait = max(0.0, self._pauses.get(bucket, 0.0) - now)
-        if rate > 0 and wait <= max_wait:
+        if rate > 0 and wait <= max_wait and api not in self._paced:
             burst = max(1, int(rate * self._settings.burst_seconds))
             limits = {"rate_per_second": rate, "burst": burst, "now": now}
             if isinstance(self._stores.rate_limits, Budget):
@@ -90,8 +107,34 @@ class Budgets:
         bucket = _bucket("rate", api, account)
         until = self._clock() + seconds
         self._pauses[bucket] = max(self._pauses.get(bucket, 0.0), until)
-        if self.rate(api) > 0 and isinstance(self._stores.rate_limits, Budget):
+        if (self.rate(api) > 0 or api in self._paced) and isinstance(self._stores.rate_limits, Budget):
             yield Call("rate_limits", "pause", (bucket,), {"until": until})
+
+    def pace_steps(self, api: Api, account: str | None, *, lead: float) -> Steps[tuple[bool, float]]:
+        """One try at a permit of a paced API: ``(True, wait)`` when one was taken, due in ``wait`` <= ``lead``
+        seconds; else ``(False, wait)``, nothing taken, the seconds until one is due. Permits come at the paced
+        rate with no burst, each stamped when due rather than when asked for: a caller that comes late moves the
+        ones after it instead of using up time that has passed. A store without ``Budget`` reserves (always
+        taken, however far off)."""
+        bucket, now = _bucket("rate", api, account), self._clock()
+        paused = self._pauses.get(bucket, 0.0) - now
+        if paused > lead:
+            return False, paused
+        limits = {"rate_per_second": self._paced[api], "burst": 1, "now": now}
+        if isinstance(self._stores.rate_limits, Budget):
+            taken, wait = yield Call("rate_limits", "take", (bucket,), {**limits, "max_wait": lead})
+            return bool(taken), float(wait)
+        return True, float((yield Call("rate_limits", "reserve", (bucket,), limits)))
+
+    def push_steps(self, api: Api, account: str | None, seconds: float) -> Steps[None]:
+        """Move a paced API's next permits ``seconds`` later (a permit of that length, however far off): its last
+        request went that late (a slow store answer, a busy host), and the ones after it must not catch up."""
+        bucket = _bucket("rate", api, account)
+        limits = {"rate_per_second": 1 / seconds, "burst": 1, "now": self._clock()}
+        if isinstance(self._stores.rate_limits, Budget):
+            yield Call("rate_limits", "take", (bucket,), {**limits, "max_wait": _FAR})
+        else:
+            yield Call("rate_limits", "reserve", (bucket,), limits)
 
 
 class Breaker:

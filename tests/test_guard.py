@@ -187,3 +187,16 @@ def test_deny_and_safe_lists(make_gate: Callable[..., tuple[Gatekeeper, FakeCloc
     assert not any(safe.decide("+14155550300", "mfa").refused for _ in range(8))  # past the number rule's 5
     with pytest.raises(ConfigError):
         Settings.load(env={"GATEKEEPER_GUARD__DENY": '["4479111"]'})
+
+
+def test_enrichment_counts_in_no_window(sandbox_server: SandboxServer, tmp_path: Path) -> None:
+    """A CSV of one block of numbers enriched for MFA is no attack: the batch's gate counts nothing, so every row
+    is decided (no velocity refusal past the prefix rule's 10)."""
+    from gatekeeper.batch import enrich_file
+
+    rows = tmp_path / "in.csv"
+    rows.write_text("phone\n" + "\n".join(PREFIX_BLOCK) + "\n")
+    gate = Gatekeeper(sandbox_server.client(), stores=Stores.using(MemoryStore()))  # the pacer's own real clock
+    enrich_file(gate, rows, tmp_path / "out.jsonl", purpose="mfa", rate_per_second=1000)
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert len(lines) == len(PREFIX_BLOCK) and not any("velocity:" in line for line in lines)

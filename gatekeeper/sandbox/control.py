@@ -19,7 +19,7 @@ PUT      /_sandbox/verifications/code                ``{"code", "to"?, "sid"?}``
 GET      /_sandbox/faults                            active faults
 POST     /_sandbox/faults                            ``{"kind", ...Fault fields}`` (201)
 DELETE   /_sandbox/faults                            clear faults and rate limit (204)
-PUT      /_sandbox/rate_limit                        ``{"rate_per_second", "burst"?, "route"?}``
+PUT      /_sandbox/rate_limit                        ``{"rate_per_second", "burst"?, "route"?, "strict"?}``
 DELETE   /_sandbox/rate_limit                        lift the rate limit (204)
 POST     /_sandbox/numbers                           ``{e164: {fields}}`` overrides (204)
 GET      /_sandbox/numbers/<number>?country=         the profile used for a number
@@ -163,7 +163,10 @@ def control_blueprint() -> Blueprint:
             raise ValueError("rate_per_second must be a number")
         if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int)):
             raise ValueError("burst must be an integer")
-        _sandbox().set_rate_limit(float(rate), burst, str(body.get("route", "*")))
+        strict = body.get("strict", False)
+        if not isinstance(strict, bool):
+            raise ValueError("strict must be true or false")
+        _sandbox().set_rate_limit(float(rate), burst, str(body.get("route", "*")), strict=strict)
         return Response(status=204)
 
     @bp.delete("/rate_limit")
@@ -267,9 +270,11 @@ class SandboxControlClient:
         """Remove faults and the rate limit."""
         self._call("DELETE", "/faults")
 
-    def set_rate_limit(self, rate_per_second: float, burst: int | None = None, route: str = "*") -> None:
-        """Answer 20429 beyond ``rate_per_second``."""
-        body = {"rate_per_second": rate_per_second, "burst": burst, "route": route}
+    def set_rate_limit(
+        self, rate_per_second: float, burst: int | None = None, route: str = "*", *, strict: bool = False
+    ) -> None:
+        """Answer 20429 beyond ``rate_per_second`` (``strict``: in any one-second window, no burst)."""
+        body = {"rate_per_second": rate_per_second, "burst": burst, "route": route, "strict": strict}
         self._call("PUT", "/rate_limit", json=body)
 
     def override_numbers(self, overrides: dict[str, dict[str, Any]]) -> None:

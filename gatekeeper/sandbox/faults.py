@@ -1,4 +1,5 @@
-"""Fault injection: latency, HTTP errors, 20429s, connection drops, and a token-bucket rate limit.
+"""Fault injection: latency, HTTP errors, 20429s, connection drops, and a rate limit (a token bucket, or a
+strict one-second window).
 
 A fault matches a route (``"lookup"``, ``"messages.create"``, ``"calls"`` as a prefix, or
 ``"*"``) and optionally one number, and can be limited to the next ``times`` matching
@@ -12,6 +13,7 @@ import itertools
 import math
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -95,6 +97,32 @@ class TokenBucket:
         return (1.0 - self._tokens) / self.rate_per_second
 
 
+class SlidingWindow:
+    """The strict limit: at most ``limit`` requests in any one-second window, the first second included.
+
+    No burst at all: a token bucket starts full and lets ``burst`` through at once *and* refills meanwhile, so
+    its first second admits up to ``burst + rate``; this window admits ``limit`` in every second, whenever it
+    starts. It holds a client to the exact promise "never more than R per second".
+    """
+
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        if limit < 1:
+            raise ValueError("a strict rate limit needs rate_per_second >= 1")
+        self.limit = limit
+        self._clock = clock
+        self._admitted: deque[float] = deque()
+
+    def take(self) -> float:
+        """Admit one request; returns 0.0 on success, else the seconds until the window has room."""
+        now = self._clock()
+        while self._admitted and self._admitted[0] <= now - 1.0:
+            self._admitted.popleft()
+        if len(self._admitted) < self.limit:
+            self._admitted.append(now)
+            return 0.0
+        return self._admitted[0] + 1.0 - now
+
+
 @dataclass(frozen=True)
 class FaultDecision:
     """What to do with one request: sleep first, then maybe answer with a fault."""
@@ -112,7 +140,7 @@ class FaultPlan:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._ids = itertools.count(1)
-        self._bucket: TokenBucket | None = None
+        self._bucket: TokenBucket | SlidingWindow | None = None
         self._bucket_route = "*"
 
     def add(self, kind: str, **options: Any) -> Fault:
@@ -133,12 +161,21 @@ class FaultPlan:
         with self._lock:
             return [f for f in self._faults if f.times is None or f.hits < f.times]
 
-    def set_rate_limit(self, rate_per_second: float, burst: int | None = None, route: str = "*") -> None:
-        """Answer 20429 beyond ``rate_per_second`` (burst defaults to one second's worth)."""
+    def set_rate_limit(
+        self, rate_per_second: float, burst: int | None = None, route: str = "*", *, strict: bool = False
+    ) -> None:
+        """Answer 20429 beyond ``rate_per_second`` (burst defaults to one second's worth); ``strict``: at most
+        ``floor(rate_per_second)`` in any one-second window, no burst (see :class:`SlidingWindow`)."""
         if not route_known(route):
             raise ValueError(f"unknown route {route!r}; use '*' or one of {', '.join(ROUTES)}")
-        size = burst if burst is not None else max(1, math.ceil(rate_per_second))
-        bucket = TokenBucket(rate_per_second, size, self._clock)
+        if strict and burst is not None:
+            raise ValueError("a strict rate limit has no burst; leave burst out")
+        bucket: TokenBucket | SlidingWindow
+        if strict:
+            bucket = SlidingWindow(math.floor(rate_per_second), self._clock)
+        else:
+            size = burst if burst is not None else max(1, math.ceil(rate_per_second))
+            bucket = TokenBucket(rate_per_second, size, self._clock)
         with self._lock:
             self._bucket, self._bucket_route = bucket, route
 

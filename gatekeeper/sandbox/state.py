@@ -251,9 +251,12 @@ class Sandbox:
         """Remove every fault and the rate limit."""
         self.faults.clear()
 
-    def set_rate_limit(self, rate_per_second: float, burst: int | None = None, route: str = "*") -> None:
-        """Answer 20429 (HTTP 429, ``Retry-After``) to requests beyond ``rate_per_second``."""
-        self.faults.set_rate_limit(rate_per_second, burst, route)
+    def set_rate_limit(
+        self, rate_per_second: float, burst: int | None = None, route: str = "*", *, strict: bool = False
+    ) -> None:
+        """Answer 20429 (HTTP 429, ``Retry-After``) to requests beyond ``rate_per_second``; ``strict``: beyond
+        ``rate_per_second`` in any one-second window, with no burst."""
+        self.faults.set_rate_limit(rate_per_second, burst, route, strict=strict)
 
     def override_numbers(self, overrides: Mapping[str, Mapping[str, Any]]) -> None:
         """Add or change fixture numbers (E.164 → partial ``NumberProfile`` fields)."""

@@ -1,0 +1,85 @@
+"""Four processes share one Lookup budget on Redis against the sandbox's strict limit: no 20429, and the rate."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatekeeper import Gatekeeper, Stores
+from gatekeeper.batch import enrich_file
+from gatekeeper.sandbox import sandbox_client
+from gatekeeper.stores.redis import RedisStore
+
+RATE = 100.0  # Lookups per second for the four together: 25 each, so about 1.6 s for 160 rows
+ROWS_EACH = 40
+
+
+def enrich_process(url: str, redis_url: str, prefix: str, src: str, out: str, ready: Any, go: Any, done: Any) -> None:
+    """One enrich process: its own gate on the shared Redis prefix, warmed (connections opened, first-use costs
+    paid) before the release, so the four start together."""
+    gate = Gatekeeper(sandbox_client(url), stores=Stores.using(RedisStore.from_url(redis_url, prefix=prefix)))
+    gate.decide(f"+1415555{abs(hash(src)) % 9000 + 1000}")
+    ready.release()
+    go.wait()
+    summary = enrich_file(gate, src, out, rate_per_second=RATE)
+    done.put(summary.looked_up)
+    gate.close()
+
+
+def most_in_one_second(times: list[float]) -> int:
+    """The most events in any half-open one-second window [t, t + 1), as the strict limit counts them."""
+    times = sorted(times)
+    most, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - 1.0:
+            j += 1
+        most = max(most, i - j + 1)
+    return most
+
+
+@pytest.mark.redis
+def test_four_processes_on_one_bucket_get_no_20429_and_the_rate(sandbox_server, redis_url, redis_prefix, files):
+    """Four `enrich` processes on one Redis prefix against a sandbox that answers 20429 to any Lookup past RATE in
+    a one-second window (no burst, the first second included): none is refused, no window holds more than RATE,
+    and together they reach at least 0.9 of it."""
+    sandbox = sandbox_server.sandbox
+    # fork: the children start in milliseconds with everything imported. Freezing what the session holds first
+    # spares them and the sandbox (whose clock dates each request) full collections of the test session's heap.
+    ctx = multiprocessing.get_context("fork")
+    ready, go, done = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+    gc.freeze()
+    procs = []
+    try:
+        for i in range(4):
+            rows = "".join(f"+1415{3_000_000 + 100_000 * i + n:07d}\n" for n in range(ROWS_EACH))
+            src, out = files.csv("phone\n" + rows, f"{i}.csv"), files.root / f"{i}.jsonl"
+            args = (sandbox_server.url, redis_url, redis_prefix, str(src), str(out), ready, go, done)
+            procs.append(ctx.Process(target=enrich_process, args=args))
+            procs[-1].start()
+        for _ in procs:
+            assert ready.acquire(timeout=30)
+        sandbox.reset()  # forget the warm-up Lookups
+        sandbox.set_rate_limit(RATE, route="lookup", strict=True)
+        go.set()
+        looked_up = [done.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=10)
+    finally:
+        gc.unfreeze()
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+    assert looked_up == [ROWS_EACH] * 4 and [p.exitcode for p in procs] == [0] * 4
+
+    requests = sandbox.requests("lookup")
+    assert [r.status for r in requests if r.status != 200] == []  # no 20429, nor anything else
+    times = sorted(r.received_at for r in requests)
+    assert len(times) == 4 * ROWS_EACH
+    assert most_in_one_second(times) <= RATE
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    assert achieved >= 0.9 * RATE, achieved
+    assert all(len(Path(files.root / f"{i}.jsonl").read_text().splitlines()) == ROWS_EACH for i in range(4))
