@@ -32,6 +32,7 @@ from gatekeeper.rates import Api, Breaker, Budgets, LookupGuard
 from gatekeeper.router import Channel
 from gatekeeper.routes import Routes
 from gatekeeper.settings import Settings
+from gatekeeper.spend import Spend
 from gatekeeper.stores.base import Call, Erasure, Risk, Steps, Stores, run
 from gatekeeper.suppress import Suppression
 
@@ -99,6 +100,7 @@ class GateCore:
         self.suppression = Suppression(self.stores, s.webhooks, default_country=self.default_country, clock=clock)
         self.auditor = Auditor(self.stores, s.audit, clock=clock)
         self.guard = Guard(self.stores, s.guard, pseudonym=self.auditor.digest, clock=clock)
+        self.spend = Spend(self.stores, s.spend, clock=clock)
         r = s.routing
         send_policy = channels.SendPolicy(
             max_retries=s.twilio.max_send_retries, sleep=sleep, sleep_async=sleep_async, budget=_SendBudget(self)
@@ -208,6 +210,14 @@ class GateCore:
         if action is Action.REFUSE:
             raise GateRefused(decision, code=decision.twilio_code or 21211)
         return action
+
+    def _charged(self, decision: Decision, verdict: Verdict | None) -> None:
+        """After ``[spend]`` charged a send: its refusal raised as the error Twilio would have answered."""
+        if verdict is not None:
+            refused = router.refusal(
+                decision.to, decision.purpose, verdict, decision.facts, self._policy(decision.purpose)
+            )
+            raise GateRefused(refused, code=refused.twilio_code or 20429)
 
     def _refused(self, decision: Decision, verdict: Verdict, exc: SendRejected) -> GateRefused:
         """Twilio's own refusal (21610), as the gate's: what the next decision will say without asking."""

@@ -172,6 +172,8 @@ class Gatekeeper(GateCore):
         """Send ``request`` as ``decision`` says (in observe mode, as the request asked), through ``client``
         (default: the gate's own). Raises :class:`GateRefused` for an enforced refusal: nothing to send."""
         action = self._acting(decision, request)
+        if self.spend.capped:
+            self._charged(decision, run(self.stores, self.spend.charge_steps(action, decision, request)))
         try:
             return self.channels[action].send(client or self.client, action, decision, request)
         except SendRejected as exc:
@@ -182,6 +184,9 @@ class Gatekeeper(GateCore):
         """:meth:`act` with the SDK's ``*_async`` calls on ``client`` (its HttpClient asynchronous); what Twilio's
         refusal teaches is stored off the event loop. For the drop-in's ``create_async`` on a blocking gate."""
         action = self._acting(decision, request)
+        if self.spend.capped:
+            steps = self.spend.charge_steps(action, decision, request)
+            self._charged(decision, await asyncio.to_thread(run, self.stores, steps))
         try:
             return await self.channels[action].send_async(client, action, decision, request)
         except SendRejected as exc:

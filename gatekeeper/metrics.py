@@ -127,6 +127,17 @@ def decided(purpose: str, action: str, code: int | None) -> None:
     decision_counter(purpose, action, code).inc()
 
 
+SPEND_REFUSALS = Counter(
+    "gatekeeper_spend_refusals",
+    "Sends that would have passed a [spend] cap (refused, or let through in observe mode), by period and scope.",
+    ["period", "scope"],
+)
+
+
+def spend_refused(period: str, scope: str) -> None:
+    SPEND_REFUSALS.labels(period, scope).inc()
+
+
 def cache_read(hit: bool) -> None:
     (CACHE_HIT if hit else _CACHE_MISS).inc()
 

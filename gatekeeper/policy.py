@@ -25,6 +25,7 @@ RefusalKind = Literal[
     "store_unavailable",
     "channel",
     "velocity",
+    "spend",
 ]
 LandlineRule = Literal["voice", "refuse"]
 VoipRule = Literal["totp", "email", "refuse", "allow"]

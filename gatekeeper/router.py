@@ -75,6 +75,7 @@ _NOTIFY_CODES: dict[RefusalKind, int] = {
     "store_unavailable": 20503,
     "channel": 21612,
     "velocity": 20429,  # too many requests: Twilio's own answer to a rate it will not take
+    "spend": 20429,  # a cap of this account's own: no Twilio code says "budget", this one says "not now"
 }
 _MFA_CODES: dict[RefusalKind, int] = {
     **_NOTIFY_CODES,

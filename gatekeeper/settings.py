@@ -40,7 +40,7 @@ from gatekeeper.errors import ConfigError, InvalidArgument
 from gatekeeper.models import CHANNELS, LOOKUP_FIELDS
 from gatekeeper.policy import Policy, expand_line_types
 from gatekeeper.settings_env import apply_env
-from gatekeeper.settings_guard import GuardSettings
+from gatekeeper.settings_guard import GuardSettings, SpendSettings
 
 
 class _Section(BaseModel):
@@ -404,6 +404,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     metrics: MetricsSettings = MetricsSettings()
     guard: GuardSettings = GuardSettings()
+    spend: SpendSettings = SpendSettings()
     sandbox: SandboxSettings = SandboxSettings()
 
     @classmethod

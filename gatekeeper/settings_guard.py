@@ -4,9 +4,12 @@ them). Apart from ``settings.py`` only to keep modules small; ``Settings.guard``
 from __future__ import annotations
 
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gatekeeper.errors import InvalidArgument
+from gatekeeper.prices import PriceTable
 from gatekeeper.velocity import Rule, check_entry, parse_duration
 
 
@@ -41,6 +44,42 @@ DEFAULT_GUARD_RULES = (
     GuardRuleSettings(scope="client", window="10m", limit=10, purpose="mfa"),
     GuardRuleSettings(scope="country", window="1h", limit=1000, purpose="mfa"),
 )
+
+
+class SpendSettings(_Section):
+    """Spend caps on each send's estimated cost (gatekeeper/spend.py); with no cap set nothing is charged."""
+
+    # enforce: a send that would pass a cap is refused (spend:daily:GB); observe: it goes, logged and counted
+    mode: Literal["enforce", "observe"] = "enforce"
+    time_zone: str = "UTC"  # days and months turn over at midnight here
+    daily_usd: float | None = Field(None, gt=0)  # all countries together
+    monthly_usd: float | None = Field(None, gt=0)
+    country_daily_usd: dict[str, float] = {}  # per ISO country, e.g. {"NG": 20}
+    country_monthly_usd: dict[str, float] = {}
+    # Overrides of the starting price table (gatekeeper/prices.py), e.g. {"GB": {"sms": "0.045"}}
+    prices: dict[str, dict[str, str]] = {}
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidArgument(f"spend.time_zone is an IANA zone like 'Europe/London': not {v!r}") from None
+        return v
+
+    @field_validator("country_daily_usd", "country_monthly_usd")
+    @classmethod
+    def _countries(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(len(code) != 2 or not code.isalpha() or cap <= 0 for code, cap in v.items()):
+            raise InvalidArgument("a country cap is an ISO country ('NG') and an amount in USD above 0")
+        return {code.upper(): cap for code, cap in v.items()}
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        PriceTable.from_mapping(v, where="spend.prices")  # a bad price names its key
+        return v
 
 
 class GuardSettings(_Section):

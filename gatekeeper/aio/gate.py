@@ -197,6 +197,8 @@ class AsyncGatekeeper(GateCore):
     async def act(self, decision: Decision, request: SendRequest, *, client: Client | None = None) -> Outcome:
         """Send ``request`` as ``decision`` says with the SDK's ``*_async`` calls; see ``Gatekeeper.act``."""
         action = self._acting(decision, request)
+        if self.spend.capped:
+            self._charged(decision, await self.awaited.run(self.spend.charge_steps(action, decision, request)))
         try:
             return await self.channels[action].send_async(client or self.client, action, decision, request)
         except SendRejected as exc:

@@ -37,6 +37,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkabl
 
 from gatekeeper.errors import InvalidArgument, InvalidArgumentType, StoreUnavailable
 from gatekeeper.models import AuditEntry, PhoneFacts, StatusRecord
+from gatekeeper.stores.guard_verbs import Ledger, Windows
 
 __all__ = [  # AuditEntry is re-exported: custom stores import it from here
     "ACCOUNT_SCOPE",
@@ -47,6 +48,7 @@ __all__ = [  # AuditEntry is re-exported: custom stores import it from here
     "ConsentChange",
     "FailureStore",
     "IdempotencyStore",
+    "Ledger",
     "LookupCache",
     "OptOutStore",
     "RateLimiter",
@@ -456,28 +458,6 @@ def gcra(tat: float | None, paused: float, now: float, rate_per_second: float, b
 
 
 @runtime_checkable
-class Windows(Protocol):
-    """Optional, for the guard's velocity rules and cooldowns: sliding windows of events, one atomic verb.
-
-    Every attempt counts, refused or not (so an attack keeps its own limit reached); an event id recorded twice
-    counts once (a retried check does not count double)."""
-
-    def hit(self, key: str, event: str, *, at: float, window_seconds: float, limit: int) -> tuple[int, float | None]:
-        """Record ``event`` under ``key`` at ``at`` and count the events in the window ending at ``at``
-        (``(at - window_seconds, at]``), this one included. With that count above ``limit``, also when a new event
-        would next fit (the time the oldest event keeping it out leaves the window); else None. Events older than
-        the window are forgotten."""
-
-
-def check_window(window_seconds: float, limit: int) -> None:
-    """:meth:`Windows.hit`'s arguments, checked alike by every backend. With more than ``limit`` events in the
-    window, a new one fits once all but ``limit - 1`` have left: when the ``count - limit``-th oldest (from 0)
-    leaves, at its time plus the window."""
-    if window_seconds <= 0 or limit < 1:
-        raise InvalidArgument("a window needs window_seconds > 0 and limit >= 1")
-
-
-@runtime_checkable
 class AuditLog(Protocol):
     def record(self, entry: AuditEntry) -> None:
         """Append one decision record."""
@@ -511,6 +491,8 @@ class Stores:
     audit: AuditLog
     #: Optional: the guard's sliding windows (``Windows``); None: velocity rules count nothing.
     windows: Windows | None = None
+    #: Optional: spend totals (``Ledger``); None: spend caps are not kept.
+    ledger: Ledger | None = None
     #: Optional: webhook events this host could not store yet (``gatekeeper.stores.journal``); while one about
     #: a number waits, the gate refuses to send to it.
     journal: EventJournal | None = None
@@ -528,6 +510,7 @@ class Stores:
             rate_limits=backend,
             audit=backend,
             windows=backend if isinstance(backend, Windows) else None,
+            ledger=backend if isinstance(backend, Ledger) else None,
         )
 
     def health_probes(self) -> list[Call]:

@@ -29,11 +29,11 @@ from gatekeeper.stores.base import (
     Claim,
     ConsentChange,
     Risk,
-    check_window,
     gcra,
     lookup_prefix,
     subject_key,
 )
+from gatekeeper.stores.guard_verbs import check_window
 
 V = TypeVar("V")
 
@@ -115,6 +115,7 @@ class MemoryStore:
         self._audit_max_age = audit_max_age_seconds
         self._suppressing_writes = 0  # see suppression_version
         self._secrets: dict[str, bytes] = {}
+        self._ledger: _LRU[float] = _LRU(max_entries, clock)
         self._windows: _LRU[tuple[list[tuple[float, str]], set[str]]] = _LRU(max_entries, clock)
         self._paused: dict[str, float] = {}  # a bucket's pause: few (one per Twilio API and account)
 
@@ -386,6 +387,16 @@ class MemoryStore:
             self._windows.put(key, (times, events), window_seconds)
             count = len(times)
             return count, (times[count - limit][0] + window_seconds if count > limit else None)
+
+    # -- ledger ----------------------------------------------------------------------
+    def spend(self, caps: Sequence[tuple[str, float]], amount: float, *, ttl_seconds: float) -> str | None:
+        with self._lock:
+            totals = [self._ledger.get(key) or 0.0 for key, _ in caps]
+            over = next((key for (key, cap), total in zip(caps, totals, strict=True) if total + amount > cap), None)
+            if over is None:
+                for (key, _), total in zip(caps, totals, strict=True):
+                    self._ledger.put(key, total + amount, ttl_seconds)  # refreshed: a period's key ends with it
+            return over
 
     # -- audit ---------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:

@@ -315,6 +315,11 @@ class RedisStore(RedisVerbs):
         left = float(self._run(self._pause_left(bucket)))
         return time.time() + left if left > 0 else 0.0
 
+    # -- ledger --------------------------------------------------------------------
+    def spend(self, caps: Sequence[tuple[str, float]], amount: float, *, ttl_seconds: float) -> str | None:
+        """Every cap's total, all or none, in one script (see ``stores.base.Ledger``)."""
+        return cast("str | None", self._run(self._spend(caps, amount, ttl_seconds)))
+
     # -- windows -------------------------------------------------------------------
     def hit(self, key: str, event: str, *, at: float, window_seconds: float, limit: int) -> tuple[int, float | None]:
         """One event of a sliding window (see ``stores.base.Windows``): one script on the window's key."""

@@ -290,6 +290,11 @@ class AsyncRedisStore(RedisVerbs):
         left = float(await self._run(self._pause_left(bucket)))
         return time.time() + left if left > 0 else 0.0
 
+    # -- ledger --------------------------------------------------------------------
+    async def spend(self, caps: Sequence[tuple[str, float]], amount: float, *, ttl_seconds: float) -> str | None:
+        """Every cap's total, all or none, in one script (see ``stores.base.Ledger``)."""
+        return cast("str | None", await self._run(self._spend(caps, amount, ttl_seconds)))
+
     # -- windows -------------------------------------------------------------------
     async def hit(
         self, key: str, event: str, *, at: float, window_seconds: float, limit: int

@@ -101,6 +101,20 @@ local oldest = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITH
 return {count, string.format('%.6f', tonumber(oldest[2]) + w)}
 """
 
+# KEYS: the totals (one hash tag: one slot); ARGV: amount, ttl ms, then each key's cap. All or none: 0 when every
+# total stays within its cap (all added), else the index of the first it would pass (nothing added).
+_SPEND = """
+local amount = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or 0) + amount > tonumber(ARGV[i + 2]) then return i end
+end
+for i = 1, #KEYS do
+  redis.call('INCRBYFLOAT', KEYS[i], ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+end
+return 0
+"""
+
 # KEYS[1] theoretical arrival time, KEYS[2] pause end (same hash tag: one slot); ARGV: interval s, tolerance s,
 # max wait s. One GCRA permit on the server's clock, taken only if due within the wait; a pause's end comes first.
 # Returns {taken 0|1, wait in seconds as text} (Lua numbers would be truncated to integers).
@@ -179,6 +193,7 @@ SCRIPTS = {
     "take": _TAKE,
     "screen": _SCREEN,
     "hit": _HIT,
+    "spend": _SPEND,
     "pause": _PAUSE,
     "pause_left": _PAUSE_LEFT,
     "record": _RECORD,

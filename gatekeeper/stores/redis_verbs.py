@@ -28,10 +28,10 @@ from gatekeeper.stores.base import (
     CachedLookup,
     Claim,
     ConsentChange,
-    check_window,
     lookup_prefix,
     subject_key,
 )
+from gatekeeper.stores.guard_verbs import check_window
 
 _CACHED = TypeAdapter(CachedLookup)
 _CONSENT_HISTORY = 50
@@ -326,6 +326,15 @@ class RedisVerbs:
     def _pause_left(self, bucket: str) -> Verb:
         left = yield _script("pause_left", self._k("pause", bucket))
         return float(left)
+
+    # -- ledger --------------------------------------------------------------------
+    def _spend(self, caps: Sequence[tuple[str, float]], amount: float, ttl_seconds: float) -> Verb:
+        if not caps:
+            return None
+        keys = [f"{self._p}spend:{{ledger}}:{key}" for key, _ in caps]  # one slot: one script sees every total
+        args = [repr(float(amount)), _ms(ttl_seconds), *(repr(float(cap)) for _, cap in caps)]
+        over = yield Op("script:spend", (), {"keys": keys, "args": args})
+        return caps[int(over) - 1][0] if int(over) else None
 
     # -- windows -------------------------------------------------------------------
     def _hit(self, key: str, event: str, at: float, window_seconds: float, limit: int) -> Verb:

@@ -69,30 +69,23 @@ from gatekeeper.stores.base import (
     Claim,
     ConsentChange,
     Risk,
-    check_window,
     gcra,
     lookup_prefix,
     subject_key,
 )
-from gatekeeper.stores.sqlite_file import SQLiteFile
+from gatekeeper.stores.sqlite_guard import _LEDGER, _WINDOWS, GuardTables
 
 #: Bumped with every change to the tables below; a file written by a newer version is refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION = "gatekeeper"
 _APPLICATION_ID = 0x474B5052  # "GKPR" in the file header, so `file` and tools can tell what it is
 _CACHED = TypeAdapter(CachedLookup)
 _CONSENT_HISTORY = 50
 _PURGE_BATCH = 8
 _TTL_TABLES = ("lookups", "fill_leases", "failures", "suppressions", "claims", "statuses", "rates")
-_PURGED = (*_TTL_TABLES, "windows")  # windows has its expiry index in _WINDOWS
+_PURGED = (*_TTL_TABLES, "windows", "ledger")  # windows has its expiry index in _WINDOWS
 
 _PAUSES = "CREATE TABLE pauses (bucket TEXT PRIMARY KEY, until REAL NOT NULL)"  # schema 2
-_WINDOWS = (  # schema 3: the guard's sliding windows
-    "CREATE TABLE windows (key TEXT NOT NULL, event TEXT NOT NULL, at REAL NOT NULL, expires_at REAL NOT NULL,"
-    " PRIMARY KEY (key, event))",
-    "CREATE INDEX windows_by_time ON windows (key, at)",
-    "CREATE INDEX windows_expiry ON windows (expires_at)",
-)
 _SCHEMA = (
     "CREATE TABLE lookups (key TEXT PRIMARY KEY, entry BLOB NOT NULL, expires_at REAL NOT NULL)",
     "CREATE TABLE fill_leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
@@ -113,6 +106,7 @@ _SCHEMA = (
     "CREATE TABLE rates (bucket TEXT PRIMARY KEY, tat REAL NOT NULL, expires_at REAL NOT NULL)",
     _PAUSES,
     *_WINDOWS,
+    *_LEDGER,
     "CREATE INDEX statuses_by_hash ON statuses (to_hash)",  # an erasure finds a number's statuses by it
     "CREATE TABLE audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, to_hash TEXT, entry TEXT NOT NULL)",
     "CREATE INDEX audit_by_time ON audit (at)",  # retention
@@ -127,7 +121,7 @@ _PURGE = {
 }
 
 
-class SQLiteStore(SQLiteFile):
+class SQLiteStore(GuardTables):
     """Every store protocol in one SQLite file (see the module docstring), for every thread and process on a host.
 
     ``path`` is the database file; its directory must exist and be writable. Raises
@@ -142,7 +136,7 @@ class SQLiteStore(SQLiteFile):
     application_id = _APPLICATION_ID
     schema_version = SCHEMA_VERSION
     # 1 -> 2: the budgets' shared pauses; 2 -> 3: the guard's windows
-    migrations: ClassVar[dict[int, tuple[str, ...]]] = {1: (_PAUSES,), 2: _WINDOWS}
+    migrations: ClassVar[dict[int, tuple[str, ...]]] = {1: (_PAUSES,), 2: _WINDOWS, 3: _LEDGER}
 
     def __init__(
         self,
@@ -533,28 +527,6 @@ class SQLiteStore(SQLiteFile):
     def paused_until(self, bucket: str) -> float:
         rows = self._read("SELECT until FROM pauses WHERE bucket = ?", (bucket,))
         return float(rows[0][0]) if rows else 0.0
-
-    # -- windows ----------------------------------------------------------------------------
-    def hit(self, key: str, event: str, *, at: float, window_seconds: float, limit: int) -> tuple[int, float | None]:
-        """One event of a sliding window (see ``stores.base.Windows``), in one transaction."""
-        check_window(window_seconds, limit)
-
-        def work(conn: sqlite3.Connection, now: float) -> tuple[int, float | None]:
-            conn.execute(
-                "INSERT INTO windows (key, event, at, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (key, event, at, now + window_seconds),
-            )
-            conn.execute("DELETE FROM windows WHERE key = ? AND at <= ?", (key, at - window_seconds))
-            self._purge(conn, "windows", now)
-            count = int(conn.execute("SELECT count(*) FROM windows WHERE key = ?", (key,)).fetchone()[0])
-            if count <= limit:
-                return count, None
-            row = conn.execute(
-                "SELECT at FROM windows WHERE key = ? ORDER BY at LIMIT 1 OFFSET ?", (key, count - limit)
-            ).fetchone()
-            return count, float(row[0]) + window_seconds
-
-        return self._write(work, durable=False)
 
     # -- audit ------------------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:

@@ -22,6 +22,7 @@ from gatekeeper.stores.base import (
     Erasure,
     FailureStore,
     IdempotencyStore,
+    Ledger,
     LookupCache,
     OptOutStore,
     RateLimiter,
@@ -302,6 +303,23 @@ class StoreContract:
         assert store.hit("k", "e5", at=T0 + 200, **w) == (1, None)  # all older than the window: forgotten
         with pytest.raises(InvalidArgument):
             store.hit("k", "e6", at=T0, window_seconds=0, limit=1)
+
+    # -- ledger -----------------------------------------------------------------------
+    def test_a_ledger_adds_to_every_total_or_to_none(self, store: Any, pass_time: Callable[[float], None]) -> None:
+        """Amounts add to every capped total while all stay within their caps; one that would pass any cap adds to
+        none and names it; a total ends with its period (the TTL); refunds (negative amounts) always apply."""
+        if not isinstance(store, Ledger):
+            pytest.skip("this store keeps no ledger (spend caps need one)")
+        day, country = ("day:2026-11-30:*", 1.0), ("day:2026-11-30:GB", 0.25)
+        assert store.spend([day, country], 0.1, ttl_seconds=0.5) is None
+        assert store.spend([day, country], 0.1, ttl_seconds=0.5) is None
+        assert store.spend([day, country], 0.1, ttl_seconds=0.5) == "day:2026-11-30:GB"  # 0.3 > 0.25: nothing added
+        assert store.spend([day, ("day:2026-11-30:US", 0.25)], 0.1, ttl_seconds=0.5) is None  # GB's refusal added none
+        assert store.spend([day], 0.75, ttl_seconds=0.5) == "day:2026-11-30:*"  # 0.3 + 0.75 > 1.0
+        assert store.spend([day, country], -0.1, ttl_seconds=0.5) is None  # a refund
+        assert store.spend([country], 0.15, ttl_seconds=0.5) is None  # 0.1 + 0.15 within 0.25 again
+        pass_time(0.6)  # Redis: real time, kept short
+        assert store.spend([country], 0.25, ttl_seconds=0.5) is None  # the period ended: a new total
 
     # -- audit ----------------------------------------------------------------------
     def test_audit_newest_first(self, store: Any) -> None:

@@ -381,6 +381,7 @@ def test_a_file_of_the_previous_schema_is_brought_up_to_date_keeping_its_opt_out
     with closing(raw(db)) as conn:  # made a schema 1 file, as the release before wrote it, with an opt-out in it
         conn.execute("DROP TABLE pauses")
         conn.execute("DROP TABLE windows")
+        conn.execute("DROP TABLE ledger")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         conn.commit()
     store = SQLiteStore(db)
