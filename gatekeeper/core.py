@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
 from pydantic import TypeAdapter
@@ -37,6 +38,11 @@ from gatekeeper.stores.base import Call, Erasure, Risk, Steps, Stores, run
 from gatekeeper.suppress import Suppression
 
 T = TypeVar("T")
+#: The notifications quiet hours hold back, and those of them a Messaging Service can schedule (send_at).
+QUIET_ACTIONS = frozenset({Action.SMS, Action.MESSAGE, Action.WHATSAPP, Action.VOICE})
+SCHEDULABLE = frozenset({Action.SMS, Action.MESSAGE, Action.WHATSAPP})
+SCHEDULE_LEAD_SECONDS = 15 * 60 + 1  # Twilio schedules a message at least 15 minutes ahead
+SCHEDULE_MAX_SECONDS = 35 * 86_400  # and at most 35 days
 G = TypeVar("G", bound="GateCore")
 NO_REASONS: tuple[str, ...] = ()
 
@@ -101,6 +107,7 @@ class GateCore:
         self.auditor = Auditor(self.stores, s.audit, clock=clock)
         self.guard = Guard(self.stores, s.guard, pseudonym=self.auditor.digest, clock=clock)
         self.spend = Spend(self.stores, s.spend, clock=clock)
+        self.quiet_hours = s.quiet.hours()
         r = s.routing
         send_policy = channels.SendPolicy(
             max_retries=s.twilio.max_send_retries, sleep=sleep, sleep_async=sleep_async, budget=_SendBudget(self)
@@ -210,6 +217,39 @@ class GateCore:
         if action is Action.REFUSE:
             raise GateRefused(decision, code=decision.twilio_code or 21211)
         return action
+
+    def _quiet(self, decision: Decision, request: SendRequest, action: Action) -> SendRequest:
+        """Quiet hours (``[quiet]``) for a notification about to go: the request to send (in defer mode, with a
+        Messaging Service, scheduled for the window's opening: ``send_at``, at least the 15 minutes Twilio asks
+        ahead), or GateRefused naming the quiet zone and ``retry_at`` (notify answers DEFER in defer mode)."""
+        mode = self.settings.quiet.mode
+        if mode == "off" or decision.purpose != "notify" or action not in QUIET_ACTIONS:
+            return request
+        phone = phones.normalize(decision.to, self.default_country)
+        if phone.e164 is None:  # sip:, client: … have no local time
+            return request
+        now = self.clock()
+        verdict = self.quiet_hours.check(phone.e164, now, "notify")
+        if verdict.allowed:
+            return request
+        earliest = verdict.earliest
+        if mode == "defer" and earliest is not None and request.messaging_service_sid and action in SCHEDULABLE:
+            send_at = max(earliest, datetime.fromtimestamp(now + SCHEDULE_LEAD_SECONDS, timezone.utc))
+            if send_at.timestamp() - now <= SCHEDULE_MAX_SECONDS:
+                return request._replace(params={**request.params, "send_at": send_at, "schedule_type": "fixed"})
+        retry = f"retry_at:{earliest.isoformat()}" if earliest is not None else "retry_at:none"
+        verdict_ = policies.refuse("quiet_hours", verdict.reason or "quiet_hours", retry)
+        refused = router.refusal(decision.to, "notify", verdict_, decision.facts, self._policy("notify"))
+        raise GateRefused(refused, code=refused.twilio_code or 20429)
+
+    @staticmethod
+    def _deferred(refused: GateRefused, mode: str) -> Outcome:
+        """A refusal as notify answers it: DEFER (with ``detail["earliest"]``) for quiet hours in defer mode."""
+        decision = refused.decision
+        quiet = next((r for r in decision.reasons if r.startswith("retry_at:")), None)
+        if mode == "defer" and quiet and any(r.startswith("quiet_hours:") for r in decision.reasons):
+            return Outcome(action=Action.DEFER, decision=decision, detail={"earliest": quiet.removeprefix("retry_at:")})
+        return Outcome(action=Action.REFUSE, decision=decision)
 
     def _charged(self, decision: Decision, verdict: Verdict | None) -> None:
         """After ``[spend]`` charged a send: its refusal raised as the error Twilio would have answered."""

@@ -172,6 +172,7 @@ class Gatekeeper(GateCore):
         """Send ``request`` as ``decision`` says (in observe mode, as the request asked), through ``client``
         (default: the gate's own). Raises :class:`GateRefused` for an enforced refusal: nothing to send."""
         action = self._acting(decision, request)
+        request = self._quiet(decision, request, action)
         if self.spend.capped:
             self._charged(decision, run(self.stores, self.spend.charge_steps(action, decision, request)))
         try:
@@ -184,6 +185,7 @@ class Gatekeeper(GateCore):
         """:meth:`act` with the SDK's ``*_async`` calls on ``client`` (its HttpClient asynchronous); what Twilio's
         refusal teaches is stored off the event loop. For the drop-in's ``create_async`` on a blocking gate."""
         action = self._acting(decision, request)
+        request = self._quiet(decision, request, action)
         if self.spend.capped:
             steps = self.spend.charge_steps(action, decision, request)
             self._charged(decision, await asyncio.to_thread(run, self.stores, steps))
@@ -267,8 +269,8 @@ class Gatekeeper(GateCore):
             return Outcome(action=Action.REFUSE, decision=decision)
         try:
             return self.act(decision, request)
-        except GateRefused as refused:  # Twilio said the person opted out: a refusal, as if the gate knew
-            return Outcome(action=Action.REFUSE, decision=refused.decision)
+        except GateRefused as refused:  # Twilio said the person opted out (or quiet hours): a refusal, or DEFER
+            return self._deferred(refused, self.settings.quiet.mode)
 
     def _once(self, key: str | None, kind: str, asked: tuple[object, ...], run_: Callable[[], Outcome]) -> Outcome:
         """Run ``run_`` once per idempotency key; a repeat of what was ``asked`` returns the first Outcome and

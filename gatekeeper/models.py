@@ -88,6 +88,7 @@ class Action(str, enum.Enum):
     TOTP = "totp"
     EMAIL = "email"
     REFUSE = "refuse"
+    DEFER = "defer"  # an Outcome only: quiet hours, and no way to schedule the send (``detail["earliest"]``)
 
     def __str__(self) -> str:
         return self.value
@@ -208,6 +209,7 @@ API_OF: Mapping[Action, str] = MappingProxyType(
         Action.STUDIO: "studio",
         Action.TOTP: "totp",
         Action.REFUSE: "none",
+        Action.DEFER: "none",
     }
 )
 

@@ -26,6 +26,7 @@ RefusalKind = Literal[
     "channel",
     "velocity",
     "spend",
+    "quiet_hours",
 ]
 LandlineRule = Literal["voice", "refuse"]
 VoipRule = Literal["totp", "email", "refuse", "allow"]

@@ -76,6 +76,7 @@ _NOTIFY_CODES: dict[RefusalKind, int] = {
     "channel": 21612,
     "velocity": 20429,  # too many requests: Twilio's own answer to a rate it will not take
     "spend": 20429,  # a cap of this account's own: no Twilio code says "budget", this one says "not now"
+    "quiet_hours": 20429,  # not now: the recipient's night
 }
 _MFA_CODES: dict[RefusalKind, int] = {
     **_NOTIFY_CODES,

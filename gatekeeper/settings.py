@@ -40,7 +40,7 @@ from gatekeeper.errors import ConfigError, InvalidArgument
 from gatekeeper.models import CHANNELS, LOOKUP_FIELDS
 from gatekeeper.policy import Policy, expand_line_types
 from gatekeeper.settings_env import apply_env
-from gatekeeper.settings_guard import GuardSettings, SpendSettings
+from gatekeeper.settings_guard import GuardSettings, QuietSettings, SpendSettings
 
 
 class _Section(BaseModel):
@@ -405,6 +405,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     guard: GuardSettings = GuardSettings()
     spend: SpendSettings = SpendSettings()
+    quiet: QuietSettings = QuietSettings()
     sandbox: SandboxSettings = SandboxSettings()
 
     @classmethod

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gatekeeper.errors import InvalidArgument
 from gatekeeper.prices import PriceTable
+from gatekeeper.quiet import QuietHours
 from gatekeeper.velocity import Rule, check_entry, parse_duration
 
 
@@ -80,6 +81,24 @@ class SpendSettings(_Section):
     def _prices(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         PriceTable.from_mapping(v, where="spend.prices")  # a bad price names its key
         return v
+
+
+class QuietSettings(_Section):
+    """Quiet hours in the recipient's local time for notifications (gatekeeper/quiet.py); MFA is exempt."""
+
+    # off: not checked; refuse: a notification in quiet hours is refused (quiet_hours:US:America/New_York);
+    # defer: one with a Messaging Service is scheduled for the window's opening (send_at), any other answered DEFER
+    mode: Literal["off", "refuse", "defer"] = "off"
+    window: str = "08:00-21:00"  # when sending is allowed, local time; an end before the start wraps midnight
+    countries: dict[str, str | None] = {}  # per ISO country, e.g. {"FR": "09:00-20:00"}; null: no quiet hours
+
+    @model_validator(mode="after")
+    def _hours(self) -> QuietSettings:
+        self.hours()  # a bad window or country is refused with the settings
+        return self
+
+    def hours(self) -> QuietHours:
+        return QuietHours(default=self.window, countries=dict(self.countries))  # type: ignore[arg-type]
 
 
 class GuardSettings(_Section):

@@ -138,3 +138,12 @@ def test_bad_spend_settings_are_config_errors(spend: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         Settings.load(env={f"GATEKEEPER_SPEND__{k.upper()}": __import__("json").dumps(v) if not isinstance(v, str)
                            else v for k, v in spend.items()})  # fmt: skip
+
+
+def test_max_price_passes_through_to_twilio(sandbox_server: SandboxServer, sandbox: Sandbox) -> None:
+    """Twilio's own per-message price cap (max_price) reaches Messages from notify and from the drop-in."""
+    gate = Gatekeeper(sandbox_server.client(), stores=Stores.using(MemoryStore()))
+    a, b = mobiles(2)
+    assert gate.notify(a, "hi", from_=FROM, max_price="0.05").action is Action.SMS
+    GatedClient(gate.client, gate).messages.create(to=b, from_=FROM, body="hi", max_price="0.05")
+    assert [r.form.get("MaxPrice") for r in sandbox.requests(route="messages.create")] == [["0.05"], ["0.05"]]

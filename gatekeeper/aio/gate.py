@@ -197,6 +197,7 @@ class AsyncGatekeeper(GateCore):
     async def act(self, decision: Decision, request: SendRequest, *, client: Client | None = None) -> Outcome:
         """Send ``request`` as ``decision`` says with the SDK's ``*_async`` calls; see ``Gatekeeper.act``."""
         action = self._acting(decision, request)
+        request = self._quiet(decision, request, action)
         if self.spend.capped:
             self._charged(decision, await self.awaited.run(self.spend.charge_steps(action, decision, request)))
         try:
@@ -275,8 +276,8 @@ class AsyncGatekeeper(GateCore):
             return Outcome(action=Action.REFUSE, decision=decision)
         try:
             return await self.act(decision, request)
-        except GateRefused as refused:  # Twilio said the person opted out: a refusal, as if the gate knew
-            return Outcome(action=Action.REFUSE, decision=refused.decision)
+        except GateRefused as refused:  # Twilio said the person opted out (or quiet hours): a refusal, or DEFER
+            return self._deferred(refused, self.settings.quiet.mode)
 
     async def _once(
         self, key: str | None, kind: str, asked: tuple[object, ...], run_: Callable[[], Awaitable[Outcome]]

@@ -272,6 +272,10 @@ def _create_message(account_sid: str) -> Response:
     if len(media) > 10:
         raise TwilioApiError(400, 21623, "Too many media URLs: at most 10 are allowed.")
     status_callback = _callback_url(form.get("StatusCallback"), 21609, "StatusCallback")
+    schedule = form.get("ScheduleType")
+    if schedule is not None and (schedule != "fixed" or not form.get("SendAt") or service is None):
+        # Twilio schedules only with a Messaging Service, schedule_type "fixed" and a send_at
+        raise invalid_parameter("ScheduleType", schedule)
     if from_ in MAGIC_FROM_ERRORS:
         raise create_error(MAGIC_FROM_ERRORS[from_], to, from_)
     to, profile = _message_target(sandbox, to, from_)
@@ -285,6 +289,8 @@ def _create_message(account_sid: str) -> Response:
         messaging_service_sid=service,
         now=sandbox.clock(),
     )
+    if schedule is not None:
+        resource["status"] = "scheduled"  # the sandbox sends it at once (its lifecycle) but answers as Twilio does
     sandbox.add_message(resource, profile=profile, account=account, status_callback=status_callback)
     _log.info("message %s accepted to %s", resource["sid"], mask(profile.e164))
     return json_response(resource, 201)
