@@ -114,6 +114,27 @@ def _print_decision(decision: Decision, guard: Sequence[str] = ()) -> None:
     Console().print(table)
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import time
+
+    from gatekeeper.replay import replay
+    from gatekeeper.settings import Settings
+    from gatekeeper.velocity import parse_duration
+    from gatekeeper.wiring import build_stores
+
+    proposed = Settings.load(args.policy)
+    since = time.time() - parse_duration(args.since) if args.since else None
+    stores = build_stores(_settings(args))  # the audit is read; no Twilio call, no credentials needed
+    try:
+        records = stores.audit.recent(args.limit)
+    finally:
+        for close in stores.closers:
+            close()
+    for line in replay(records, proposed, since=since).lines():
+        sys.stdout.write(line + "\n")
+    return EXIT_OK
+
+
 def cmd_enrich(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -276,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--client-key", help='who would ask ("ip:203.0.113.9"), for the guard\'s client rules')
     check.add_argument("--sandbox", action="store_true", help="ask an in-process sandbox instead of Twilio")
     check.set_defaults(func=cmd_check)
+
+    replay = sub.add_parser(
+        "replay", parents=[common], help="decide the audit trail again under another policy; print what changes"
+    )
+    replay.add_argument("--policy", type=Path, required=True, help="the settings file to try ([policy], [guard] …)")
+    replay.add_argument("--since", help="only decisions this recent: '7d', '12h' (default: every one kept)")
+    replay.add_argument("--limit", type=_positive(int), default=100_000, help="the newest decisions read at most")
+    replay.set_defaults(func=cmd_replay)
 
     enrich = sub.add_parser(
         "enrich", parents=[common], help="batch Lookup of a CSV into JSON Lines (rate-limited, resumable)"
