@@ -102,6 +102,9 @@ def facts_from_payload(
         valid=payload.get("valid"),
         carrier_error_code=int(err) if err is not None else None,
         sms_pumping_risk_score=int(score) if score is not None else None,
+        sms_pumping_blocked=risk.get("number_blocked"),
+        sim_swapped=((payload.get("sim_swap") or {}).get("last_sim_swap") or {}).get("swapped_in_period"),
+        line_status=(payload.get("line_status") or {}).get("status"),
         fields=fields,
     )
 

@@ -169,6 +169,9 @@ class PhoneFacts:
     valid: bool | None = None
     carrier_error_code: int | None = None
     sms_pumping_risk_score: int | None = None
+    sms_pumping_blocked: bool | None = None  # Lookup's sms_pumping_risk.number_blocked (Twilio blocks it)
+    sim_swapped: bool | None = None  # sim_swap: the SIM changed within Lookup's period (24 h)
+    line_status: str | None = None  # line_status: "active", "inactive", "unreachable" …
     fields: tuple[str, ...] = ()
 
 

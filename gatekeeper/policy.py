@@ -64,6 +64,8 @@ class Policy:
     on_lookup_error: LookupErrorRule = "allow_local"
     carrier_error: Literal["allow", "refuse"] = "allow"
     max_sms_pumping_risk: int | None = None
+    sim_swap: Literal["ignore", "flag", "refuse"] = "ignore"  # a SIM changed in the last 24 h
+    refuse_line_statuses: frozenset[str] = frozenset()  # e.g. {"inactive", "unreachable"}
     max_age_seconds: float | None = None
     mode: Mode = "enforce"
     opt_outs_block: bool = True
@@ -155,10 +157,27 @@ def evaluate(
     line_type = facts.line_type if line_types else None
     if line_type is not None and line_type in policy.deny_line_types:
         return refuse("line_type", *reasons, f"line_type:denied:{line_type}")
-    risk = facts.sms_pumping_risk_score
-    if risk is not None and policy.max_sms_pumping_risk is not None and risk > policy.max_sms_pumping_risk:
-        return refuse("risk", *reasons, f"sms_pumping_risk:{risk}")
+    risky = _risk(facts, policy, reasons)
+    if risky is not None:
+        return risky
     flagged = line_type is not None and line_type in policy.flag_line_types
     if flagged:
         reasons.append(f"line_type:flagged:{line_type}")
     return Verdict(allowed=True, reasons=tuple(reasons), flagged=flagged)
+
+
+def _risk(facts: PhoneFacts, policy: Policy, reasons: list[str]) -> Verdict | None:
+    """Lookup's risk packages, where fetched: the pumping score and Twilio's own block, the line's status, a SIM
+    swap (``flag`` adds its reason to ``reasons``)."""
+    risk = facts.sms_pumping_risk_score
+    if risk is not None and policy.max_sms_pumping_risk is not None and risk > policy.max_sms_pumping_risk:
+        return refuse("risk", *reasons, f"sms_pumping_risk:{risk}")
+    if facts.sms_pumping_blocked:  # Twilio's own block: a send would fail (30450) and cost the Lookup for nothing
+        return refuse("risk", *reasons, "sms_pumping_risk:number_blocked")
+    if facts.line_status is not None and facts.line_status in policy.refuse_line_statuses:
+        return refuse("risk", *reasons, f"line_status:{facts.line_status}")
+    if facts.sim_swapped and policy.sim_swap != "ignore":
+        if policy.sim_swap == "refuse":
+            return refuse("risk", *reasons, "sim_swap:recent")
+        reasons.append("sim_swap:recent")
+    return None

@@ -211,6 +211,8 @@ class PurposeSettings(_Section):
     on_lookup_error: Literal["refuse", "allow_local"] | None = None
     carrier_error: Literal["allow", "refuse"] | None = None
     max_sms_pumping_risk: int | None = None
+    sim_swap: Literal["ignore", "flag", "refuse"] | None = None
+    refuse_line_statuses: list[str] | None = None
     max_age_seconds: int | None = Field(None, gt=0)  # facts older than this are looked up again; unset: mfa a day
     mode: Literal["enforce", "observe"] | None = None
     fields: list[str] | None = None  # the Lookup fields this purpose asks for; unset: [lookup] default_fields
@@ -248,6 +250,10 @@ class PolicySettings(_Section):
     mode: Literal["enforce", "observe"] = "enforce"
     carrier_error: Literal["allow", "refuse"] = "allow"
     max_sms_pumping_risk: int | None = None
+    # Lookup's sim_swap (a SIM changed in 24 h): "ignore", "flag" (a reason), "refuse"; set, the field is fetched
+    sim_swap: Literal["ignore", "flag", "refuse"] = "ignore"
+    # Lookup's line_status values refused, e.g. ["inactive", "unreachable"]; set, the field is fetched
+    refuse_line_statuses: list[str] = []
     opt_out_blocks_mfa: bool = False
     deny_channels: list[str] = []
     notify: PurposeSettings = PurposeSettings()
@@ -283,12 +289,26 @@ class PolicySettings(_Section):
             on_lookup_error=pick("on_lookup_error", defaults[1]),
             carrier_error=pick("carrier_error", self.carrier_error),
             max_sms_pumping_risk=pick("max_sms_pumping_risk", self.max_sms_pumping_risk),
+            sim_swap=pick("sim_swap", self.sim_swap),
+            refuse_line_statuses=frozenset(pick("refuse_line_statuses", self.refuse_line_statuses)),
             max_age_seconds=pick("max_age_seconds", defaults[2]),
             mode=pick("mode", self.mode),
             opt_outs_block=True if purpose == "notify" else self.opt_out_blocks_mfa,
-            fields=tuple(pick("fields", default_fields)),
+            fields=_with_risk_fields(tuple(pick("fields", default_fields)), p, self),
             deny_channels=frozenset(pick("deny_channels", self.deny_channels)),
         )
+
+
+def _with_risk_fields(fields: tuple[str, ...], purpose: PurposeSettings, policy: PolicySettings) -> tuple[str, ...]:
+    """The Lookup fields a purpose asks for, with those its risk rules read: fetched only when a rule needs them."""
+    wanted = list(fields)
+    if (purpose.max_sms_pumping_risk or policy.max_sms_pumping_risk) is not None:
+        wanted.append("sms_pumping_risk")
+    if (purpose.sim_swap or policy.sim_swap) != "ignore":
+        wanted.append("sim_swap")
+    if purpose.refuse_line_statuses or policy.refuse_line_statuses:
+        wanted.append("line_status")
+    return tuple(dict.fromkeys(wanted))
 
 
 class RoutingSettings(_Section):

@@ -75,6 +75,9 @@ class NumberProfile:
     calling_country_code: str | None = None
     national_format: str | None = None
     sms_pumping_risk_score: int = 5
+    number_blocked: bool = False  # Lookup's sms_pumping_risk.number_blocked
+    sim_swapped: bool = False  # Lookup's sim_swap.last_sim_swap.swapped_in_period
+    line_status: str = "active"  # Lookup's line_status.status
     create_error: int | None = None
     delivery: Delivery = "delivered"
     delivery_error_code: int | None = None

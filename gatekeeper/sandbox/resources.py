@@ -110,7 +110,7 @@ def _caller_name(profile: NumberProfile, query: Mapping[str, str]) -> dict[str, 
 def _sms_pumping_risk(profile: NumberProfile, query: Mapping[str, str]) -> dict[str, Any]:
     return {
         "carrier_risk_category": profile.carrier_risk_category,
-        "number_blocked": False,
+        "number_blocked": profile.number_blocked,
         "number_blocked_date": None,
         "number_blocked_last_3_months": False,
         "sms_pumping_risk_score": profile.sms_pumping_risk_score,
@@ -120,7 +120,8 @@ def _sms_pumping_risk(profile: NumberProfile, query: Mapping[str, str]) -> dict[
 
 def _sim_swap(profile: NumberProfile, query: Mapping[str, str]) -> dict[str, Any]:
     carrier, mcc, mnc = _carrier_fields(profile)
-    last = {"last_sim_swap_date": None, "swapped_period": "PT24H", "swapped_in_period": False}
+    swapped = "2026-01-01T00:00:00Z" if profile.sim_swapped else None
+    last = {"last_sim_swap_date": swapped, "swapped_period": "PT24H", "swapped_in_period": profile.sim_swapped}
     return {
         "last_sim_swap": last,
         "carrier_name": carrier,
@@ -187,7 +188,7 @@ _PACKAGE_BUILDERS: dict[str, Callable[[NumberProfile, Mapping[str, str]], dict[s
     "line_type_intelligence": _line_type_intelligence,
     "caller_name": _caller_name,
     "sms_pumping_risk": _sms_pumping_risk,
-    "line_status": lambda profile, query: {"status": "active", "error_code": None},
+    "line_status": lambda profile, query: {"status": profile.line_status, "error_code": None},
     "sim_swap": _sim_swap,
     "call_forwarding": lambda profile, query: {"call_forwarding_enabled": False, "error_code": None},
     "reassigned_number": _reassigned_number,
