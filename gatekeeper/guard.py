@@ -26,6 +26,7 @@ from gatekeeper.models import PURPOSES, Phone, Purpose
 from gatekeeper.policy import Verdict
 from gatekeeper.settings_guard import GuardSettings
 from gatekeeper.stores.base import Call, Steps, Stores, Windows
+from gatekeeper.stores.guard_verbs import WindowBatch
 
 log = logging.getLogger("gatekeeper.guard")
 
@@ -99,12 +100,15 @@ class Guard:
         pseudonym = self._pseudonym(phone.e164) if phone.e164 else None
         counts = velocity.counts(phone, purpose, client_key, self._rules, pseudonym=pseudonym, dropped=self._dropped)
         at, event = self._clock(), secrets.token_hex(8)
-        over: list[tuple[str, float]] = []
-        for count in counts:
-            window = {"at": at, "window_seconds": count.rule.window_seconds, "limit": count.rule.limit}
-            _, free_at = yield Call("windows", "hit", (count.key, event), window)
-            if free_at is not None:
-                over.append((count.reason, free_at))
+        if isinstance(self._stores.windows, WindowBatch):  # every rule in one step (one Redis round trip)
+            checks = [(c.key, c.rule.window_seconds, c.rule.limit) for c in counts]
+            answers = yield Call("windows", "hits", (checks, event), {"at": at})
+        else:
+            answers = []
+            for count in counts:
+                window = {"at": at, "window_seconds": count.rule.window_seconds, "limit": count.rule.limit}
+                answers.append((yield Call("windows", "hit", (count.key, event), window)))
+        over = [(count.reason, free_at) for count, (_, free_at) in zip(counts, answers, strict=True) if free_at]
         if not over:
             return CLEAR
         if self._mode == "observe":

@@ -23,6 +23,18 @@ class Windows(Protocol):
         the window are forgotten."""
 
 
+@runtime_checkable
+class WindowBatch(Protocol):
+    """Optional, beside :class:`Windows`: several windows' events in one step (one Redis round trip for every
+    rule an attempt counts in, instead of one per rule)."""
+
+    def hits(
+        self, checks: Sequence[tuple[str, float, int]], event: str, *, at: float
+    ) -> list[tuple[int, float | None]]:
+        """:meth:`Windows.hit` for each ``(key, window_seconds, limit)`` of ``checks``, with one event at ``at``;
+        the answers in order."""
+
+
 def check_window(window_seconds: float, limit: int) -> None:
     """:meth:`Windows.hit`'s arguments, checked alike by every backend. With more than ``limit`` events in the
     window, a new one fits once all but ``limit - 1`` have left: when the ``count - limit``-th oldest (from 0)

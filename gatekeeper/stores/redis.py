@@ -325,6 +325,12 @@ class RedisStore(RedisVerbs):
         """One event of a sliding window (see ``stores.base.Windows``): one script on the window's key."""
         return cast("tuple[int, float | None]", self._run(self._hit(key, event, at, window_seconds, limit)))
 
+    def hits(
+        self, checks: Sequence[tuple[str, float, int]], event: str, *, at: float
+    ) -> list[tuple[int, float | None]]:
+        """Several windows' events in one round trip (see ``stores.base.WindowBatch``)."""
+        return cast("list[tuple[int, float | None]]", self._run(self._hits(checks, event, at)))
+
     # -- audit ---------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:
         """Queued, and sent with the next batch by the write-behind (see ``stores.write_behind``)."""

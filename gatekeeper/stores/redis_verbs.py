@@ -342,6 +342,14 @@ class RedisVerbs:
         count, free_at = yield _script("hit", self._k("win", key), event, at, window_seconds, limit)
         return int(count), (float(free_at) if free_at else None)
 
+    def _hits(self, checks: Sequence[tuple[str, float, int]], event: str, at: float) -> Verb:
+        """Every window's script in one pipeline: one round trip (a cluster's client sends each node its own)."""
+        for _, window_seconds, limit in checks:
+            check_window(window_seconds, limit)
+        scripts = tuple(_script("hit", self._k("win", key), event, at, w, limit) for key, w, limit in checks)
+        answers = (yield Pipe(scripts)) if scripts else []
+        return [(int(count), float(free_at) if free_at else None) for count, free_at in answers]
+
     # -- audit ---------------------------------------------------------------------
     def _record(self, entries: Sequence[AuditEntry]) -> Verb:
         """Append, in order and in one command, trimming to ``audit_max`` (about) and, exactly, to

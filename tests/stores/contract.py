@@ -30,6 +30,7 @@ from gatekeeper.stores.base import (
     StatusEvents,
     StatusStore,
     SuppressionVersion,
+    WindowBatch,
     Windows,
     lookup_key,
     version_reader,
@@ -303,6 +304,17 @@ class StoreContract:
         assert store.hit("k", "e5", at=T0 + 200, **w) == (1, None)  # all older than the window: forgotten
         with pytest.raises(InvalidArgument):
             store.hit("k", "e6", at=T0, window_seconds=0, limit=1)
+
+    def test_several_windows_in_one_step_answer_as_one_at_a_time(self, store: Any) -> None:
+        """hits() records one event in each window (keys of different slots on a cluster) and answers in order,
+        as hit() would for each."""
+        if not isinstance(store, WindowBatch):
+            pytest.skip("this store counts windows one at a time")
+        checks = [("a", 60.0, 1), ("b", 60.0, 2)]
+        assert store.hits(checks, "e1", at=T0) == [(1, None), (1, None)]
+        assert store.hits(checks, "e2", at=T0 + 1) == [(2, pytest.approx(T0 + 61)), (2, None)]
+        assert store.hit("b", "e3", at=T0 + 2, window_seconds=60, limit=2) == (3, pytest.approx(T0 + 61))
+        assert store.hits([], "e4", at=T0) == []
 
     # -- ledger -----------------------------------------------------------------------
     def test_a_ledger_adds_to_every_total_or_to_none(self, store: Any, pass_time: Callable[[float], None]) -> None:

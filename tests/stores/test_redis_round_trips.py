@@ -89,3 +89,16 @@ def test_a_failure_status_is_claimed_and_counted_once(gate: Gatekeeper, redis_st
     assert post(web, "/twilio/messages/status", params) == 200
     assert claimed[1] > 1  # the claim, the status, the failure, the claim settled
     assert redis_store.suppression(TO, now=gate.clock(), window_seconds=3600, threshold=1) == "failures:1"
+
+
+def test_the_guard_counts_every_rule_of_an_mfa_decision_in_one_round_trip(
+    gate: Gatekeeper, redis_store: RedisStore
+) -> None:
+    """The shipped MFA rules an attempt counts in (number, prefix, country; client with a key) go to Redis in one
+    pipeline: a repeated number's MFA decision is the screening's round trip and the guard's."""
+    gate.decide(TO, "mfa", client_key="ip:1")
+    redis_store.flush()
+    with counting() as trips:
+        gate.decide(TO, "mfa", client_key="ip:1")
+        caller = trips.of()
+    assert caller == (5, 2)  # the screening script; four window scripts in one pipeline
