@@ -91,8 +91,7 @@ class Suppression:
         self._failure_codes = frozenset(settings.failure_codes)
         self._default_country = default_country
         self._clock = clock
-        self._screening_for: tuple[object, bool] = (None, False)  # (the store, whether it screens in one step)
-        self._status_events_for: tuple[object, bool] = (None, False)  # (the store, whether it takes events whole)
+        self._capabilities: dict[str, tuple[tuple[object, ...], bool]] = {}  # see _capable
 
     # -- scopes --------------------------------------------------------------------
     def scopes(self, sender: str | None, country: str | None = None, channel: str | None = None) -> tuple[str, ...]:
@@ -145,13 +144,23 @@ class Suppression:
             return policies.refuse("store_unavailable", f"store:{exc.reason}")  # unavailable, or pool_exhausted
         return policies.screen_suppression(scope, suppression, policy)
 
+    def _capable(self, slot: str, stores: tuple[object, ...], able: Callable[[], bool]) -> bool:
+        """``able()``, worked out once for these store objects and again only when one is swapped: a Protocol
+        isinstance costs microseconds, on every send."""
+        seen = self._capabilities.get(slot)
+        if seen is None or any(a is not b for a, b in zip(seen[0], stores, strict=True)):
+            seen = self._capabilities[slot] = (stores, able())
+        return seen[1]
+
     def _screens_at_once(self) -> bool:
         """Whether one store keeps opt-outs and failures and reads both in one step (``stores.base.Screening``)."""
         store: object = self._stores.opt_outs
-        if self._screening_for[0] is not store:
-            able = store is self._stores.failures and isinstance(store, Screening) and screening_trusted(store)
-            self._screening_for = (store, able)
-        return self._screening_for[1]
+        failures: object = self._stores.failures
+        return self._capable(
+            "screening",
+            (store, failures),
+            lambda: store is failures and isinstance(store, Screening) and screening_trusted(store),
+        )
 
     def clear_mark(self) -> Hashable | None:
         """A mark of the stores' state that stays equal while nothing suppressing is written; None when a
@@ -330,10 +339,10 @@ class Suppression:
             and (error_code in self._failure_codes or error_code == OPTED_OUT_CODE)
         ):
             return False
-        store: object = self._stores.statuses
-        if self._status_events_for[0] is not store:  # a Protocol isinstance costs microseconds: once per store
-            self._status_events_for = (store, isinstance(store, StatusEvents) and status_events_trusted(store))
-        return self._status_events_for[1]
+        store = self._stores.statuses
+        return self._capable(
+            "status_events", (store,), lambda: isinstance(store, StatusEvents) and status_events_trusted(store)
+        )
 
     def record_status_event(
         self, event: str, sid: str, status: str, rank: int, *, error_code: int | None, to_hash: str | None
