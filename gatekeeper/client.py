@@ -15,7 +15,9 @@ tree (``client.messages``, ``client.api.account.messages``, ``client.api.v2010.a
 * **any other creating call fails closed**: ``create…`` on a resource the gate does not know, a
   ``create_with_http_info``, or a raw ``client.request`` that is not a GET raises
   :class:`~gatekeeper.errors.UngatedCall` naming it, unless ``[routing] passthrough`` lists it;
-* **reads pass through unchanged** (``fetch``, ``list``, ``stream``, ``page``, ``update``, ``delete``).
+* **reads pass through unchanged** (``fetch``, ``list``, ``stream``, ``page``, ``update``, ``delete``), and so
+  does checking a Verify code (``verification_checks.create``), whose answer is counted for the guard's
+  conversion-aware limits (``gate.record_verification``).
 
 A refused call raises :class:`GateRefused`, a ``TwilioRestException`` with the code Twilio itself
 would have answered. The drop-in never changes channel on its own: ``messages.create`` to a
@@ -56,6 +58,8 @@ _SDK_OBJECTS = (Domain, Version, ListResource, InstanceContext, InstanceResource
 NOT_SENDING: frozenset[str] = frozenset(
     {"verify.v2.service.verification_check.create", "api.v2010.account.message.feedback.create"}
 )
+#: Checking a Verify code: passed through, and an approval counted for the guard (conversion-aware limits).
+CHECK_CALL = "verify.v2.service.verification_check.create"
 _MESSAGE_FIELDS = ("body", "from_", "messaging_service_sid", "status_callback")
 _CALL_FIELDS = ("from_", "status_callback")
 
@@ -231,6 +235,8 @@ def _refuser(inner: Any, name: str, method: Callable[..., Any], door: _Door) -> 
     """A creating call the gate does not know: passed through when listed in ``[routing] passthrough`` (or one
     of the few known to send nothing, :data:`NOT_SENDING`, in either its blocking or async form)."""
     called = call_name(inner, name)
+    if call_name(inner, name.removesuffix("_async")) == CHECK_CALL:
+        return _counted(method, door)
     if called in door.passthrough or call_name(inner, name.removesuffix("_async")) in door.passthrough:
         return _through(method, door)
 
@@ -238,6 +244,35 @@ def _refuser(inner: Any, name: str, method: Callable[..., Any], door: _Door) -> 
         raise UngatedCall(called)
 
     return refuse
+
+
+def _counted(method: Callable[..., Any], door: _Door) -> Callable[..., Any]:
+    """``verification_checks.create`` (or ``_async``) as it is, Twilio's answer counted for the guard's
+    conversion-aware limits (``gate.record_verification``: an approval, once per verification)."""
+
+    def fields(checked: Any) -> tuple[str, str, str]:
+        return str(getattr(checked, "to", "") or ""), str(getattr(checked, "sid", "") or ""), str(checked.status)
+
+    if inspect.iscoroutinefunction(method):
+
+        async def checked_async(*args: Any, **kwargs: Any) -> Any:
+            checked = await method(*args, **kwargs)
+            gate = door.gate
+            if isinstance(gate, AsyncGatekeeper):
+                await gate.record_verification(*fields(checked))
+            else:  # a blocking gate's stores, off the event loop
+                await asyncio.to_thread(gate.record_verification, *fields(checked))
+            return door.wrap(checked)
+
+        return checked_async
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        result = method(*args, **kwargs)
+        if isinstance(door.gate, Gatekeeper):
+            door.gate.record_verification(*fields(result))
+        return door.wrap(result)
+
+    return checked
 
 
 _Asked = tuple[Any, SendRequest, Purpose, "str | None"]

@@ -23,6 +23,7 @@ from gatekeeper import channels, pipeline, router
 from gatekeeper import phone as phones
 from gatekeeper import policy as policies
 from gatekeeper.audit import Auditor
+from gatekeeper.conversion import SENT_CODES, Kind
 from gatekeeper.errors import GateRefused, InvalidArgument, InvalidArgumentType, SendRejected
 from gatekeeper.guard import Guard
 from gatekeeper.lookup import LookupConfig, LookupService
@@ -197,6 +198,22 @@ class GateCore:
         attempt tripped (``guard.py``)."""
         tripped = yield from self.guard.check_steps(phone, purpose, client_key)
         return tripped.verdict, tripped.observed
+
+    def verification_steps(self, to: str, verification_sid: str, status: str) -> Steps[None] | None:
+        """The store steps counting one verification for the guard's conversion-aware limits: ``pending`` as
+        started, ``approved`` as approved (``conversion.py``); None when there is nothing to count."""
+        kind = {"pending": "started", "approved": "approved"}.get(str(status).lower())
+        if kind is None or not self.guard.conversion.enabled or not isinstance(verification_sid, str):
+            return None
+        phone = phones.normalize(to, self.default_country) if isinstance(to, str) and verification_sid else None
+        if phone is None or phone.e164 is None:
+            return None
+        return self.guard.conversion.record_steps(phone, verification_sid, cast("Kind", kind))
+
+    @staticmethod
+    def sent_code(outcome: Outcome) -> tuple[str, str, str] | None:
+        """A Verify code the gate sent, as :meth:`verification_steps` counts it (``to``, its SID, ``pending``)."""
+        return (outcome.decision.to, outcome.sid, "pending") if outcome.action in SENT_CODES and outcome.sid else None
 
     @staticmethod
     def observed(decision: Decision, reasons: tuple[str, ...]) -> Decision:

@@ -24,13 +24,14 @@ from twilio.rest import Client
 from gatekeeper import phone as phones
 from gatekeeper import pipeline, router
 from gatekeeper.channels import nothing_sent
-from gatekeeper.core import NO_REASONS, OUTCOME, GateCore, health_report
+from gatekeeper.core import NO_REASONS, OUTCOME
 from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected
 from gatekeeper.idempotency import Once, check_key, fingerprint_of
 from gatekeeper.lookup import QUIET_REASONS, local_facts
-from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest, StatusRecord
+from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest
 from gatekeeper.pipeline import Ask, NeedScreen
 from gatekeeper.policy import Policy
+from gatekeeper.records import GateRecords
 from gatekeeper.router import Channel
 from gatekeeper.routes import Route
 from gatekeeper.settings import Settings
@@ -39,7 +40,7 @@ from gatekeeper.stores.base import Stores, run
 log = logging.getLogger("gatekeeper")
 
 
-class Gatekeeper(GateCore):
+class Gatekeeper(GateRecords):
     """Decides whether and how to reach a number, then acts.
 
     ``Gatekeeper(twilio_client)`` uses built-in defaults and reads no file or environment;
@@ -176,10 +177,13 @@ class Gatekeeper(GateCore):
         if self.spend.capped:
             self._charged(decision, run(self.stores, self.spend.charge_steps(action, decision, request)))
         try:
-            return self.channels[action].send(client or self.client, action, decision, request)
+            outcome = self.channels[action].send(client or self.client, action, decision, request)
         except SendRejected as exc:
             self.heard(decision, action, exc)
             raise
+        if (code := self.sent_code(outcome)) is not None:  # counted for the guard's conversion-aware limits
+            self.record_verification(*code)
+        return outcome
 
     async def act_async(self, decision: Decision, request: SendRequest, *, client: Client) -> Outcome:
         """:meth:`act` with the SDK's ``*_async`` calls on ``client`` (its HttpClient asynchronous); what Twilio's
@@ -190,10 +194,13 @@ class Gatekeeper(GateCore):
             steps = self.spend.charge_steps(action, decision, request)
             self._charged(decision, await asyncio.to_thread(run, self.stores, steps))
         try:
-            return await self.channels[action].send_async(client, action, decision, request)
+            outcome = await self.channels[action].send_async(client, action, decision, request)
         except SendRejected as exc:
             await asyncio.to_thread(self.heard, decision, action, exc)
             raise
+        if (code := self.sent_code(outcome)) is not None:
+            await asyncio.to_thread(self.record_verification, *code)
+        return outcome
 
     def heard(self, decision: Decision, action: Action, exc: SendRejected) -> None:
         """Twilio refused a send: keep what it said, so the next send need not pay to hear it again. 21610 is
@@ -297,44 +304,6 @@ class Gatekeeper(GateCore):
             return kept[0]
         assert ran.result is not None  # a completed send always stores its outcome
         return replace(OUTCOME.validate_json(ran.result), replayed=True)
-
-    # -- consent and status --------------------------------------------------------
-    def opt_out(
-        self, number: str, *, sender: str | None = None, country: str | None = None, source: str = "api"
-    ) -> bool:
-        """Record an opt-out (account-wide, or for ``sender`` with ``opt_out_scope = "sender"``); True if it changed."""
-        return self.suppression.set_consent(number, opted_out=True, sender=sender, country=country, source=source)
-
-    def opt_in(
-        self, number: str, *, sender: str | None = None, country: str | None = None, source: str = "api"
-    ) -> bool:
-        """Lift an opt-out; without ``sender`` it lifts every scope for the number."""
-        return self.suppression.set_consent(number, opted_out=False, sender=sender, country=country, source=source)
-
-    def is_opted_out(self, number: str, *, sender: str | None = None, country: str | None = None) -> bool:
-        """Whether ``number`` (``whatsapp:+1…`` for that channel's own opt-outs) opted out of ``sender``'s sends."""
-        return self.suppression.is_opted_out(number, sender=sender, country=country)
-
-    def status_of(self, sid: str) -> StatusRecord | None:
-        """The stored delivery status for a message or call SID (None if never seen)."""
-        return self.stores.statuses.status_of(sid)
-
-    def health(self) -> dict[str, Any]:
-        """Whether the stores answer, and how they may lose an opt-out (see ``core.health_report``)."""
-        return health_report(self.stores.health(), self.stores.durability())
-
-    def audit(self, number: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest audit records (masked number, keyed hash, facts, reasons), newest first: all, or ``number``'s
-        among the newest ``[audit] max_entries``."""
-        wanted, scan = self._audit_query(number, limit)
-        return self._audit_filtered(self.stores.audit.recent(scan), wanted, limit)
-
-    def erase(self, number: str, *, country: str | None = None) -> None:
-        """Forget ``number`` (an erasure request): its Lookup answers, consent history, failures, statuses and audit
-        records, here and in the stores; what stays is a do-not-contact tombstone (an account-wide opt-out, kept
-        under a keyed hash), so it is never messaged again. Raises InvalidArgumentType when a store cannot erase."""
-        for call in self._erasure(number, country):
-            getattr(getattr(self.stores, call.role), call.verb)(*call.args, **call.kwargs)
 
 
 __all__ = ["Gatekeeper"]

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 
 from gatekeeper import policy as policies
 from gatekeeper import velocity
+from gatekeeper.conversion import SCOPES as TIGHTENED_SCOPES
+from gatekeeper.conversion import Conversion, Tightened
 from gatekeeper.models import PURPOSES, Phone, Purpose
 from gatekeeper.policy import Verdict
 from gatekeeper.settings_guard import GuardSettings
 from gatekeeper.stores.base import Call, Steps, Stores, Windows
-from gatekeeper.stores.guard_verbs import WindowBatch
+from gatekeeper.stores.guard_verbs import WindowBatch, WindowTally
 
 log = logging.getLogger("gatekeeper.guard")
 
@@ -62,6 +64,8 @@ class Guard:
         self._pseudonym = pseudonym
         self._clock = clock
         self._warned = False
+        terms = settings.conversion.terms() if self._rules else None
+        self.conversion = Conversion(terms, dropped=self._dropped, clock=clock)
 
     def off(self) -> Guard:
         """This guard counting nothing (a gate that decides without attempting: batch enrichment); its deny list,
@@ -84,7 +88,14 @@ class Guard:
             return [f"safe list ({safe}): no rule counts it"]
         counts = velocity.counts(phone, purpose, client_key, self._rules, pseudonym="-", dropped=self._dropped)
         mode = "refuses" if self._mode == "enforce" else "is named (observe)"
-        return [f"{c.reason}: past {c.rule.limit} per {c.rule.window} it {mode}" for c in counts]
+        said = [f"{c.reason}: past {c.rule.limit} per {c.rule.window} it {mode}" for c in counts]
+        terms = self.conversion.terms
+        if terms is not None and purpose == "mfa" and any(c.rule.scope in TIGHTENED_SCOPES for c in counts):
+            said.append(
+                f"conversion: its prefix and country rules tighten while under {terms.floor:.0%} of "
+                f"{terms.min_started}+ verifications started in {velocity.duration(terms.window_seconds)} are approved"
+            )
+        return said
 
     def check_steps(self, phone: Phone, purpose: Purpose, client_key: str | None) -> Steps[Tripped]:
         denied = velocity.listed(phone, self._deny)
@@ -99,20 +110,37 @@ class Guard:
             return CLEAR
         pseudonym = self._pseudonym(phone.e164) if phone.e164 else None
         counts = velocity.counts(phone, purpose, client_key, self._rules, pseudonym=pseudonym, dropped=self._dropped)
+        tight: dict[str, Tightened] = {}
+        if self._tightens(purpose, counts):
+            tight = yield from self.conversion.tighten_steps(phone)
+        limits = [
+            velocity.tightened(c.rule.limit, tight[c.rule.scope].factor) if c.rule.scope in tight else c.rule.limit
+            for c in counts
+        ]
         at, event = self._clock(), secrets.token_hex(8)
         if isinstance(self._stores.windows, WindowBatch):  # every rule in one step (one Redis round trip)
-            checks = [(c.key, c.rule.window_seconds, c.rule.limit) for c in counts]
+            checks = [(c.key, c.rule.window_seconds, limit) for c, limit in zip(counts, limits, strict=True)]
             answers = yield Call("windows", "hits", (checks, event), {"at": at})
         else:
             answers = []
-            for count in counts:
-                window = {"at": at, "window_seconds": count.rule.window_seconds, "limit": count.rule.limit}
+            for count, limit in zip(counts, limits, strict=True):
+                window = {"at": at, "window_seconds": count.rule.window_seconds, "limit": limit}
                 answers.append((yield Call("windows", "hit", (count.key, event), window)))
-        over = [(count.reason, free_at) for count, (_, free_at) in zip(counts, answers, strict=True) if free_at]
+        over = [(count, free_at) for count, (_, free_at) in zip(counts, answers, strict=True) if free_at]
         if not over:
             return CLEAR
+        why = [tight[s].reason for s in dict.fromkeys(c.rule.scope for c, _ in over) if s in tight]
+        reasons = (*(count.reason for count, _ in over), *why)  # a tightened rule says why it is tight
         if self._mode == "observe":
-            return Tripped(None, tuple(f"{reason}:observe" for reason, _ in over))
+            return Tripped(None, tuple(f"{reason}:observe" for reason in reasons))
         retry_at = max(free_at for _, free_at in over)
-        reasons = (*(reason for reason, _ in over), f"retry_after:{max(0.0, retry_at - at):.0f}s")
-        return Tripped(policies.refuse("velocity", *reasons))
+        return Tripped(policies.refuse("velocity", *reasons, f"retry_after:{max(0.0, retry_at - at):.0f}s"))
+
+    def _tightens(self, purpose: Purpose, counts: list[velocity.Count]) -> bool:
+        """Whether an attempt reads the conversion tallies: MFA, a prefix or country rule, a store that tallies."""
+        return (
+            purpose == "mfa"
+            and self.conversion.enabled
+            and any(c.rule.scope in TIGHTENED_SCOPES for c in counts)
+            and isinstance(self._stores.windows, WindowTally)
+        )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gatekeeper.errors import InvalidArgument
 from gatekeeper.prices import PriceTable
 from gatekeeper.quiet import QuietHours
-from gatekeeper.velocity import Rule, check_entry, parse_duration
+from gatekeeper.velocity import Rule, Terms, check_entry, parse_duration
 
 
 class _Section(BaseModel):  # as settings.py's (defined here too: ruff knows a pydantic model by its base only)
@@ -101,6 +101,36 @@ class QuietSettings(_Section):
         return QuietHours(default=self.window, countries=dict(self.countries))  # type: ignore[arg-type]
 
 
+class ConversionSettings(_Section):
+    """Conversion-aware limits for MFA (gatekeeper/conversion.py): where a prefix's or a country's Verify codes
+    stop being entered, its prefix and country rules tighten."""
+
+    enabled: bool = True
+    window: str = "1h"  # verifications started and approved are counted over this
+    settle: str = "2m"  # codes sent this recently are not counted as started yet (they may still be entered)
+    min_started: int = Field(10, ge=1)  # below this many settled verifications a subject is never judged
+    floor: float = Field(0.3, gt=0, le=1)  # approval rate under which its rules tighten, to rate ÷ floor of
+    min_factor: float = Field(0.1, gt=0, le=1)  # their limits, never below this share of them (nor below 1)
+
+    @field_validator("window", "settle")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _settled(self) -> ConversionSettings:
+        if parse_duration(self.settle) >= parse_duration(self.window):
+            raise InvalidArgument("guard.conversion.settle must be shorter than its window")
+        return self
+
+    def terms(self) -> Terms | None:
+        if not self.enabled:
+            return None
+        window, settle = parse_duration(self.window), parse_duration(self.settle)
+        return Terms(window, settle, self.min_started, self.floor, self.min_factor)
+
+
 class GuardSettings(_Section):
     """Velocity rules checked before a Lookup is paid for (gatekeeper/guard.py)."""
 
@@ -114,6 +144,7 @@ class GuardSettings(_Section):
     deny: list[str] = []
     # Numbers, prefixes or countries no velocity rule counts (your own test numbers, a partner's block)
     safe: list[str] = []
+    conversion: ConversionSettings = ConversionSettings()
 
     @field_validator("deny", "safe")
     @classmethod

@@ -11,6 +11,7 @@ through), its ``country``, or a caller-supplied ``client`` key (``"ip:203.0.113.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -140,3 +141,29 @@ def _subject(
     if scope == "country":
         return phone.region
     return client_key or None
+
+
+# -- conversion-aware limits (gatekeeper/conversion.py counts; these are its terms and its arithmetic) --------
+@dataclass(frozen=True)
+class Terms:
+    """``[guard.conversion]`` as the guard uses it (seconds, shares)."""
+
+    window_seconds: int = 3600
+    settle_seconds: int = 120
+    min_started: int = 10
+    floor: float = 0.3
+    min_factor: float = 0.1
+
+
+def factor(started: int, approved: int, terms: Terms) -> float | None:
+    """The share of its limits a subject keeps: None (all of them) below ``min_started`` settled verifications or
+    at an approval rate of ``floor`` or more; else the rate over the floor, at least ``min_factor``."""
+    if started < terms.min_started:
+        return None
+    rate = min(1.0, approved / started)
+    return None if rate >= terms.floor else max(terms.min_factor, rate / terms.floor)
+
+
+def tightened(limit: int, share: float) -> int:
+    """A rule's limit at ``share`` of itself: never below 1 (a tightened rule still lets one attempt through)."""
+    return max(1, math.floor(limit * share))

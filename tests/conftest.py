@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,11 @@ from support import (
 )
 from twilio.rest import Client
 
+from gatekeeper import Gatekeeper, Settings, Stores
 from gatekeeper.sandbox import Sandbox, SandboxServer
+from gatekeeper.stores.memory import MemoryStore
 from gatekeeper.stores.redis import RedisStore
+from gatekeeper.stores.sqlite import SQLiteStore
 
 
 @pytest.fixture
@@ -170,3 +173,32 @@ def sandbox(sandbox_server: SandboxServer) -> Iterator[Sandbox]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def each_store_gate(
+    request: pytest.FixtureRequest, sandbox_server: SandboxServer, tmp_path: Path
+) -> Iterator[Callable[..., tuple[Gatekeeper, FakeClock]]]:
+    """Gates on each store (memory, SQLite, Redis) over the sandbox, on one fake clock (the guard's windows take the
+    caller's time); ``make(**settings)`` builds one."""
+    made: list[Gatekeeper] = []
+
+    def make(**settings: Any) -> tuple[Gatekeeper, FakeClock]:
+        clock = FakeClock()
+        if request.param == "memory":
+            store: Any = MemoryStore(clock=clock)
+        elif request.param == "sqlite":
+            store = SQLiteStore(tmp_path / f"gk{len(made)}.db", clock=clock)
+        else:
+            url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+            store = RedisStore.from_url(url, prefix=f"{prefix}{len(made)}:")
+        gate = Gatekeeper(
+            sandbox_server.client(), settings=Settings(**settings), clock=clock, sleep=clock.sleep,
+            stores=Stores.using(store),
+        )  # fmt: skip
+        made.append(gate)
+        return gate, clock
+
+    yield make
+    for gate in made:
+        gate.close()

@@ -5,7 +5,7 @@ requests and a legitimate trace of the same length is not."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ from support import FakeClock
 from gatekeeper import ConfigError, GatedClient, Gatekeeper, GateRefused, Settings, Stores
 from gatekeeper.sandbox import Sandbox, SandboxServer
 from gatekeeper.stores.memory import MemoryStore
-from gatekeeper.stores.sqlite import SQLiteStore
 
+MakeGate = Callable[..., tuple[Gatekeeper, FakeClock]]
 PREFIX_BLOCK = [f"+1415555{200 + i:04d}" for i in range(14)]
 
 
@@ -34,42 +34,12 @@ def mobiles_apart(n: int) -> list[str]:
     return found[:n]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def make_gate(
-    request: pytest.FixtureRequest, sandbox_server: SandboxServer, tmp_path: Path
-) -> Iterator[Callable[..., tuple[Gatekeeper, FakeClock]]]:
-    """Gates on each store, on one fake clock (the windows take the caller's time)."""
-    made: list[Gatekeeper] = []
-
-    def make(**settings: Any) -> tuple[Gatekeeper, FakeClock]:
-        clock = FakeClock()
-        if request.param == "memory":
-            store: Any = MemoryStore(clock=clock)
-        elif request.param == "sqlite":
-            store = SQLiteStore(tmp_path / f"gk{len(made)}.db", clock=clock)
-        else:
-            from gatekeeper.stores.redis import RedisStore
-
-            url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-            store = RedisStore.from_url(url, prefix=f"{prefix}{len(made)}:")
-        gate = Gatekeeper(
-            sandbox_server.client(), settings=Settings(**settings), clock=clock, sleep=clock.sleep,
-            stores=Stores.using(store),
-        )  # fmt: skip
-        made.append(gate)
-        return gate, clock
-
-    yield make
-    for gate in made:
-        gate.close()
-
-
 def test_the_prefix_rule_refuses_a_walked_block_says_when_to_retry_and_forgets(
-    make_gate: Callable[..., tuple[Gatekeeper, FakeClock]], sandbox: Sandbox
+    each_store_gate: MakeGate, sandbox: Sandbox
 ) -> None:
     """Ten MFA attempts in one prefix within 10 minutes go; the eleventh is refused with Twilio's 60203, the rule,
     its window and the wait, before any Lookup; once the window has passed, the block is open again."""
-    gate, clock = make_gate()
+    gate, clock = each_store_gate()
     allowed = [gate.decide(n, "mfa", client_key=f"ip:{i}") for i, n in enumerate(PREFIX_BLOCK[:10])]
     assert not any(d.refused for d in allowed)
     lookups = sum(sandbox.lookup_counts().values())
@@ -82,10 +52,10 @@ def test_the_prefix_rule_refuses_a_walked_block_says_when_to_retry_and_forgets(
     assert not gate.decide(PREFIX_BLOCK[11], "mfa", client_key="ip:11").refused
 
 
-def test_number_and_client_rules_and_notify_left_alone(make_gate: Callable[..., tuple[Gatekeeper, FakeClock]]) -> None:
+def test_number_and_client_rules_and_notify_left_alone(each_store_gate: MakeGate) -> None:
     """A sixth MFA attempt to one number in 10 minutes is refused without naming the number; an eleventh from one
     client key across prefixes names the key; notifications count in no window by default."""
-    gate, _ = make_gate()
+    gate, _ = each_store_gate()
     number = PREFIX_BLOCK[0]
     assert [gate.decide(number, "mfa").refused for _ in range(6)] == [False] * 5 + [True]
     assert gate.decide(number, "mfa").reasons[0] == "velocity:number:10m"
@@ -97,9 +67,9 @@ def test_number_and_client_rules_and_notify_left_alone(make_gate: Callable[..., 
 
 
 def test_observe_mode_lets_the_attempt_go_and_names_the_rule(
-    make_gate: Callable[..., tuple[Gatekeeper, FakeClock]],
+    each_store_gate: MakeGate,
 ) -> None:
-    gate, _ = make_gate(guard={"mode": "observe"})
+    gate, _ = each_store_gate(guard={"mode": "observe"})
     decisions = [gate.decide(PREFIX_BLOCK[0], "mfa") for _ in range(6)]
     assert not any(d.refused for d in decisions)
     assert decisions[-1].reasons[-1] == "velocity:number:10m:observe"
@@ -175,15 +145,15 @@ def test_an_sms_pumping_attack_is_blocked_within_30_and_a_legitimate_trace_is_no
     assert legit.blocked == 0 and legit.observed == 0
 
 
-def test_deny_and_safe_lists(make_gate: Callable[..., tuple[Gatekeeper, FakeClock]], sandbox: Sandbox) -> None:
+def test_deny_and_safe_lists(each_store_gate: MakeGate, sandbox: Sandbox) -> None:
     """A denied prefix or country is refused for every purpose, even in observe mode, with no Lookup; a safe
     number is counted by no rule (its prefix's attempts go on past the limit); a bad entry is a ConfigError."""
-    gate, _ = make_gate(guard={"mode": "observe", "deny": ["+1415555", "ng"], "safe": ["+14155550300"]})
+    gate, _ = each_store_gate(guard={"mode": "observe", "deny": ["+1415555", "ng"], "safe": ["+14155550300"]})
     refused = gate.decide(PREFIX_BLOCK[0], "notify")
     assert refused.refused and refused.enforced and refused.reasons == ("guard:deny:+1415555",)
     assert gate.decide("+2348021234567", "mfa").reasons == ("guard:deny:NG",)
     assert sum(sandbox.lookup_counts().values()) == 0
-    safe, _ = make_gate(guard={"safe": ["+14155550300"]})
+    safe, _ = each_store_gate(guard={"safe": ["+14155550300"]})
     assert not any(safe.decide("+14155550300", "mfa").refused for _ in range(8))  # past the number rule's 5
     with pytest.raises(ConfigError):
         Settings.load(env={"GATEKEEPER_GUARD__DENY": '["4479111"]'})

@@ -201,10 +201,13 @@ class AsyncGatekeeper(GateCore):
         if self.spend.capped:
             self._charged(decision, await self.awaited.run(self.spend.charge_steps(action, decision, request)))
         try:
-            return await self.channels[action].send_async(client or self.client, action, decision, request)
+            outcome = await self.channels[action].send_async(client or self.client, action, decision, request)
         except SendRejected as exc:
             await self.heard(decision, action, exc)
             raise
+        if (code := self.sent_code(outcome)) is not None:  # counted for the guard's conversion-aware limits
+            await self.record_verification(*code)
+        return outcome
 
     async def heard(self, decision: Decision, action: Action, exc: SendRejected) -> None:
         """What Twilio's refusal says about the number, kept; see ``Gatekeeper.heard``."""
@@ -360,6 +363,20 @@ class AsyncGatekeeper(GateCore):
         for call in self._erasure(number, country):
             await self.awaited.call(call)
 
+    # -- verifications ---------------------------------------------------------------
+    async def record_verification(self, to: str, verification_sid: str, status: str) -> None:
+        """Count one verification for the guard's conversion-aware limits; see ``Gatekeeper.record_verification``."""
+        steps = self.verification_steps(to, verification_sid, status)
+        if steps is not None:
+            with self.guard.conversion.quietly(status):
+                await self.awaited.run(steps)
+
+    async def verify_check(self, to: str, code: str, *, verify_service_sid: str, **params: Any) -> Any:
+        """Check a Verify code with ``create_async`` and count an approval; see ``Gatekeeper.verify_check``."""
+        checks = self.client.verify.v2.services(verify_service_sid).verification_checks
+        checked = await checks.create_async(to=to, code=code, **params)
+        await self.record_verification(checked.to or to, checked.sid or "", checked.status or "")
+        return checked
 
 def _import_sdk(client: Client) -> tuple[object, ...]:
     """Touch the SDK resources the gate itself uses. twilio imports each on first attribute access (about

@@ -37,7 +37,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkabl
 
 from gatekeeper.errors import InvalidArgument, InvalidArgumentType, StoreUnavailable
 from gatekeeper.models import AuditEntry, PhoneFacts, StatusRecord
-from gatekeeper.stores.guard_verbs import Ledger, WindowBatch, Windows
+from gatekeeper.stores.guard_verbs import Ledger, WindowBatch, Windows, WindowTally
 
 __all__ = [  # AuditEntry is re-exported: custom stores import it from here
     "ACCOUNT_SCOPE",
@@ -58,6 +58,7 @@ __all__ = [  # AuditEntry is re-exported: custom stores import it from here
     "Stores",
     "SuppressionVersion",
     "WindowBatch",
+    "WindowTally",
     "Windows",
     "blocking",
     "lookup_key",

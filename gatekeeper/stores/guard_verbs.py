@@ -1,5 +1,5 @@
-"""The guard's optional store verbs: sliding windows (velocity rules) and a ledger (spend caps). Part of
-``stores.base`` (re-exported there), apart only to keep modules small."""
+"""The guard's optional store verbs: sliding windows (velocity rules, conversion tallies) and a ledger (spend
+caps). Part of ``stores.base`` (re-exported there), apart only to keep modules small."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ class WindowBatch(Protocol):
     ) -> list[tuple[int, float | None]]:
         """:meth:`Windows.hit` for each ``(key, window_seconds, limit)`` of ``checks``, with one event at ``at``;
         the answers in order."""
+
+
+@runtime_checkable
+class WindowTally(Protocol):
+    """Optional, beside :class:`Windows`: windows' events counted without recording one (the guard reads how many
+    verifications a prefix started and how many were approved, ``conversion.py``)."""
+
+    def tally(self, ranges: Sequence[tuple[str, float, float]]) -> list[int]:
+        """For each ``(key, since, until)``: how many of the key's events are at times in ``(since, until]``
+        (events a :meth:`Windows.hit` has not yet forgotten); the answers in order, in one step."""
 
 
 def check_window(window_seconds: float, limit: int) -> None:

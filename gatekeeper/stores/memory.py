@@ -388,6 +388,14 @@ class MemoryStore:
             count = len(times)
             return count, (times[count - limit][0] + window_seconds if count > limit else None)
 
+    def tally(self, ranges: Sequence[tuple[str, float, float]]) -> list[int]:
+        with self._lock:
+            held = [self._windows.get(key) for key, _, _ in ranges]
+            return [
+                0 if kept is None else sum(1 for at, _ in kept[0] if since < at <= until)
+                for kept, (_, since, until) in zip(held, ranges, strict=True)
+            ]
+
     # -- ledger ----------------------------------------------------------------------
     def spend(self, caps: Sequence[tuple[str, float]], amount: float, *, ttl_seconds: float) -> str | None:
         with self._lock:

@@ -331,6 +331,10 @@ class RedisStore(RedisVerbs):
         """Several windows' events in one round trip (see ``stores.base.WindowBatch``)."""
         return cast("list[tuple[int, float | None]]", self._run(self._hits(checks, event, at)))
 
+    def tally(self, ranges: Sequence[tuple[str, float, float]]) -> list[int]:
+        """Events per ``(key, since, until)`` in one round trip (see ``stores.base.WindowTally``)."""
+        return cast("list[int]", self._run(self._tally(ranges)))
+
     # -- audit ---------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:
         """Queued, and sent with the next batch by the write-behind (see ``stores.write_behind``)."""

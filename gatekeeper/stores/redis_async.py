@@ -308,6 +308,10 @@ class AsyncRedisStore(RedisVerbs):
         """Several windows' events in one round trip (see ``stores.base.WindowBatch``)."""
         return cast("list[tuple[int, float | None]]", await self._run(self._hits(checks, event, at)))
 
+    async def tally(self, ranges: Sequence[tuple[str, float, float]]) -> list[int]:
+        """Events per ``(key, since, until)`` in one round trip (see ``stores.base.WindowTally``)."""
+        return cast("list[int]", await self._run(self._tally(ranges)))
+
     # -- audit ---------------------------------------------------------------------
     async def record(self, entry: AuditEntry) -> None:
         """Queued, and sent with the next batch by a task on this loop (see ``stores.write_behind``)."""

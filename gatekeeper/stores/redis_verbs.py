@@ -350,6 +350,12 @@ class RedisVerbs:
         answers = (yield Pipe(scripts)) if scripts else []
         return [(int(count), float(free_at) if free_at else None) for count, free_at in answers]
 
+    def _tally(self, ranges: Sequence[tuple[str, float, float]]) -> Verb:
+        """Every window's ZCOUNT in one pipeline: one round trip."""
+        counts = tuple(Op("zcount", (self._k("win", key), f"({since!r}", repr(until))) for key, since, until in ranges)
+        answers = (yield Pipe(counts)) if counts else []
+        return [int(n) for n in answers]
+
     # -- audit ---------------------------------------------------------------------
     def _record(self, entries: Sequence[AuditEntry]) -> Verb:
         """Append, in order and in one command, trimming to ``audit_max`` (about) and, exactly, to

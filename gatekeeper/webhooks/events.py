@@ -22,6 +22,7 @@ exception in a hook is logged and swallowed (the event is already stored).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -335,7 +336,8 @@ class EventProcessor:
 
     # -- Verify events -------------------------------------------------------------
     def verify_event(self, incoming: Incoming) -> StatusEvent | None:
-        """Deduplicate one Verify event and hand it to ``on_status``; None for a duplicate."""
+        """Deduplicate one Verify events request, count the verifications it reports for the guard's
+        conversion-aware limits (``gate.record_verification``), and hand it to ``on_status``; None for a duplicate."""
         params = incoming.params
         ident = incoming.idempotency_token or params.get("uuid") or params.get("EventId") or params.get("event_id")
         if ident:
@@ -344,13 +346,21 @@ class EventProcessor:
             # Without an id the whole signed body identifies the event.
             key = statuses.opaque_key("verify", "body", hashlib.sha256(incoming.body).hexdigest())
         at = self.gate.clock()
-        ran, _ = self._once(key, lambda: b"")
+        found = verifications(incoming.body)
+
+        def work() -> bytes:  # counting never raises: an event is not refused for the guard's arithmetic
+            for to, sid, status in found:
+                self.gate.record_verification(to, sid, status)
+            return b""
+
+        ran, _ = self._once(key, work)
         if not ran:
             return None
+        first = found[0] if found else ("", "", "")
         event = StatusEvent(
             kind="verify",
-            sid=incoming.get("verification_sid", "VerificationSid", "sid", "Sid") or "",
-            status=incoming.get("status", "Status", "type", "Type") or "",
+            sid=incoming.get("verification_sid", "VerificationSid", "sid", "Sid") or first[1],
+            status=incoming.get("status", "Status", "type", "Type") or first[2],
             error_code=None,
             applied=False,
             to=None,
@@ -359,3 +369,28 @@ class EventProcessor:
         )
         _call_hook("on_status", self.on_status, event)
         return event
+
+
+#: Event Streams' type for a Verify verification's status (``…verification.approved``, ``…verification.pending``).
+VERIFICATION_EVENT = "com.twilio.accountsecurity.verify.verification."
+
+
+def verifications(body: bytes) -> list[tuple[str, str, str]]:
+    """The verifications a Verify events request reports, as ``(to, verification SID, status)``: Event Streams
+    posts CloudEvents (one, or a JSON array of them), each with ``data.to``, ``data.verification_sid`` and
+    ``data.verification_status``; an event of another type, or without those, reports none."""
+    try:
+        data = json.loads(body) if body[:1] in (b"[", b"{") else None
+    except (ValueError, RecursionError):
+        return []
+    found = []
+    for event in data if isinstance(data, list) else [data]:
+        if not isinstance(event, dict) or not str(event.get("type", "")).startswith(VERIFICATION_EVENT):
+            continue
+        inner = event.get("data")
+        if not isinstance(inner, dict):
+            continue
+        to, sid, status = inner.get("to"), inner.get("verification_sid"), inner.get("verification_status")
+        if isinstance(to, str) and isinstance(sid, str) and isinstance(status, str):
+            found.append((to, sid, status.lower()))
+    return found

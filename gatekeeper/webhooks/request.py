@@ -72,8 +72,10 @@ def _json_params(body: bytes) -> ImmutableMultiDict[str, str]:
         data = json.loads(body)
     except (ValueError, RecursionError):
         raise MalformedEvent("the request body is not valid JSON") from None
+    if isinstance(data, list):  # Event Streams posts an array of events: no fields, the route reads the body
+        return ImmutableMultiDict()
     if not isinstance(data, dict):
-        raise MalformedEvent("the JSON body must be an object")
+        raise MalformedEvent("the JSON body must be an object or an array of events")
     out: MultiDict[str, str] = MultiDict()
     for key, value in data.items():
         out.add(str(key), _scalar(value))

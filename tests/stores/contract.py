@@ -32,6 +32,7 @@ from gatekeeper.stores.base import (
     SuppressionVersion,
     WindowBatch,
     Windows,
+    WindowTally,
     lookup_key,
     version_reader,
 )
@@ -315,6 +316,19 @@ class StoreContract:
         assert store.hits(checks, "e2", at=T0 + 1) == [(2, pytest.approx(T0 + 61)), (2, None)]
         assert store.hit("b", "e3", at=T0 + 2, window_seconds=60, limit=2) == (3, pytest.approx(T0 + 61))
         assert store.hits([], "e4", at=T0) == []
+
+    def test_a_tally_counts_a_windows_events_in_a_range_without_recording_one(self, store: Any) -> None:
+        """tally() answers, per (key, since, until), the events at times in (since, until], in order; it records
+        nothing (a second tally answers the same); a key never hit counts 0."""
+        if not isinstance(store, WindowTally):
+            pytest.skip("this store cannot count a window without recording an event")
+        for i, at in enumerate((T0, T0 + 10, T0 + 20)):
+            store.hit("started", f"e{i}", at=at, window_seconds=3600, limit=100)
+        store.hit("approved", "e0", at=T0 + 15, window_seconds=3600, limit=100)
+        ranges = [("started", T0, T0 + 20), ("started", T0 - 1, T0 + 30), ("approved", T0, T0 + 30), ("none", 0, T0)]
+        assert store.tally(ranges) == [2, 3, 1, 0]
+        assert store.tally(ranges) == [2, 3, 1, 0]
+        assert store.tally([]) == []
 
     # -- ledger -----------------------------------------------------------------------
     def test_a_ledger_adds_to_every_total_or_to_none(self, store: Any, pass_time: Callable[[float], None]) -> None:

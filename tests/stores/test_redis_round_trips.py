@@ -95,7 +95,22 @@ def test_the_guard_counts_every_rule_of_an_mfa_decision_in_one_round_trip(
     gate: Gatekeeper, redis_store: RedisStore
 ) -> None:
     """The shipped MFA rules an attempt counts in (number, prefix, country; client with a key) go to Redis in one
-    pipeline: a repeated number's MFA decision is the screening's round trip and the guard's."""
+    pipeline, and the conversion tallies their limits may tighten by (started and approved, per prefix and per
+    country) in one more: a repeated number's MFA decision is the screening's round trip and the guard's two."""
+    gate.decide(TO, "mfa", client_key="ip:1")
+    redis_store.flush()
+    with counting() as trips:
+        gate.decide(TO, "mfa", client_key="ip:1")
+        caller = trips.of()
+    assert caller == (9, 3)  # the screening script; four ZCOUNTs in one pipeline; four window scripts in one
+
+
+def test_without_conversion_limits_the_guard_is_one_round_trip(redis_store: RedisStore) -> None:
+    """With ``[guard.conversion] enabled = false`` the guard reads no tallies: the rules' one pipeline only."""
+    settings = Settings(
+        lookup={"enabled": False}, webhooks={"public_base_url": PUBLIC}, guard={"conversion": {"enabled": False}}
+    )
+    gate = Gatekeeper(Client(SID, TOKEN, environment={}), stores=Stores.using(redis_store), settings=settings)
     gate.decide(TO, "mfa", client_key="ip:1")
     redis_store.flush()
     with counting() as trips:
