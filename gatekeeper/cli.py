@@ -77,7 +77,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     with _gate(args) as gate:
         looking = gate.derive(guarded=False)  # a look is no attempt: it counts in no window
-        decision: Decision = looking.decide(args.number, purpose=args.purpose, country=args.country)
+        decision: Decision = looking.decide(
+            args.number, purpose=args.purpose, country=args.country, last_verified=args.last_verified
+        )
         phone = normalize(args.number, args.country or gate.default_country)
         guard = gate.guard.describe(phone, args.purpose, args.client_key) if phone.ok else []
     if args.json:
@@ -295,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--purpose", choices=("notify", "mfa"), default="notify")
     check.add_argument("--json", action="store_true", help="print the Decision as JSON")
     check.add_argument("--client-key", help='who would ask ("ip:203.0.113.9"), for the guard\'s client rules')
+    check.add_argument(
+        "--last-verified", metavar="DAY", help="when you last confirmed the number was theirs (2026-01-15): Lookup's "
+        "reassigned_number is asked for that day ([policy] reassigned)"
+    )
     check.add_argument("--sandbox", action="store_true", help="ask an in-process sandbox instead of Twilio")
     check.set_defaults(func=cmd_check)
 

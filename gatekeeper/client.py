@@ -135,9 +135,11 @@ class _Door:
         if self.async_gate or self.async_client:
             raise self._cannot(asynchronous=False)
         gate: Gatekeeper = self.gate  # type: ignore[assignment]  # not an AsyncGatekeeper: async_gate is False
-        request, key = _client_key(request) if "client_key" in request.params else (request, None)
+        request, key, day = _gate_keywords(request) if request.params else (request, None, None)
         target = to if type(to) is str else _text(to)
-        decision = gate.check(target, request, purpose=purpose, country=country, uri=uri, client_key=key)
+        decision = gate.check(
+            target, request, purpose=purpose, country=country, uri=uri, client_key=key, last_verified=day
+        )
         return gate.act(_sayable(decision, request, uri), request, client=self.client).resource
 
     async def send_async(self, to: Any, request: SendRequest, purpose: Purpose, country: str | None, uri: str) -> Any:
@@ -146,11 +148,12 @@ class _Door:
         gate, target = self.gate, _text(to)
         if not self.async_client:
             raise self._cannot(asynchronous=True)
-        request, key = _client_key(request)
+        request, key, day = _gate_keywords(request)
+        asked = {"purpose": purpose, "country": country, "uri": uri, "client_key": key, "last_verified": day}
         if isinstance(gate, AsyncGatekeeper):  # (self.async_gate, spelled so the type checker sees it)
-            checked = await gate.check(target, request, purpose=purpose, country=country, uri=uri, client_key=key)
+            checked = await gate.check(target, request, **asked)
             return (await gate.act(_sayable(checked, request, uri), request, client=self.client)).resource
-        check = partial(gate.check, target, request, purpose=purpose, country=country, uri=uri, client_key=key)
+        check = partial(gate.check, target, request, **asked)
         decision = _sayable(await asyncio.to_thread(check), request, uri)
         return (await gate.act_async(decision, request, client=self.client)).resource
 
@@ -160,13 +163,18 @@ class _Door:
         return sid if sid and sid != self.client.account_sid else None
 
 
-def _client_key(request: SendRequest) -> tuple[SendRequest, str | None]:
-    """``client_key=`` given to a create (who asks, for the guard's client rules) is the gate's, never Twilio's."""
-    if "client_key" not in request.params:
-        return request, None
-    params = {name: value for name, value in request.params.items() if name != "client_key"}
-    key = request.params["client_key"]
-    return request._replace(params=params), None if key is None else str(key)
+#: Keywords a create may carry for the gate, never sent to Twilio: who asks (the guard's client rules), and when the
+#: caller last confirmed the number was the person's (Lookup's reassigned_number).
+GATE_KEYWORDS = ("client_key", "last_verified")
+
+
+def _gate_keywords(request: SendRequest) -> tuple[SendRequest, str | None, Any]:
+    """``request`` without :data:`GATE_KEYWORDS`, and their values (``client_key`` as text)."""
+    if not any(name in request.params for name in GATE_KEYWORDS):
+        return request, None, None
+    params = {name: value for name, value in request.params.items() if name not in GATE_KEYWORDS}
+    key = request.params.get("client_key")
+    return request._replace(params=params), None if key is None else str(key), request.params.get("last_verified")
 
 
 def _text(to: Any) -> str:

@@ -186,10 +186,12 @@ class GateCore:
             twin.lookup = self.lookup.with_before_request(before_lookup)
         return twin
 
-    def _strict(self, request: SendRequest, country: str | None, client_key: str | None = None) -> Ask:
+    def _strict(
+        self, request: SendRequest, country: str | None, client_key: str | None = None, last_verified: object = None
+    ) -> Ask:
         """How an adapter asks for ``request``: exactly its channel."""
         ask = pipeline.strict_ask(request, country, dropin_reroute=self.settings.routing.dropin_reroute)
-        return ask._replace(client_key=client_key) if client_key else ask
+        return ask._replace(client_key=client_key or None, last_verified=pipeline.verified_day(last_verified))
 
     def guard_steps(
         self, phone: Phone, purpose: Purpose, client_key: str | None

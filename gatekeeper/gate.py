@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import date
 from typing import Any
 
 from twilio.rest import Client
@@ -29,7 +30,7 @@ from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected
 from gatekeeper.idempotency import Once, check_key, fingerprint_of
 from gatekeeper.lookup import QUIET_REASONS, local_facts
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest
-from gatekeeper.pipeline import Ask, NeedScreen
+from gatekeeper.pipeline import Ask, NeedScreen, verified_day
 from gatekeeper.policy import Policy
 from gatekeeper.records import GateRecords
 from gatekeeper.router import Channel
@@ -90,9 +91,12 @@ class Gatekeeper(GateRecords):
         sender: str | None = None,
         email: str | None = None,
         client_key: str | None = None,
+        last_verified: date | str | None = None,
     ) -> Decision:
-        """The decision for one number, without acting: the best channel for it. Audited (``client_key``: who asks)."""
-        ask = Ask(country, channel, sender, have_email=bool(email), client_key=client_key)
+        """The decision for one number, without acting: the best channel for it. Audited (``client_key``: who asks;
+        ``last_verified``: when you last confirmed the number was the person's, for Lookup's reassigned_number)."""
+        day = verified_day(last_verified)
+        ask = Ask(country, channel, sender, have_email=bool(email), client_key=client_key, last_verified=day)
         return self._decide(number, purpose, ask)
 
     def check(
@@ -104,6 +108,7 @@ class Gatekeeper(GateRecords):
         country: str | None = None,
         uri: str = "",
         client_key: str | None = None,
+        last_verified: date | str | None = None,
     ) -> Decision:
         """The decision for sending ``request`` to ``to`` on exactly the channel it asks for. Audited.
 
@@ -111,7 +116,7 @@ class Gatekeeper(GateRecords):
         code Twilio would have answered (``uri`` names the resource in it); otherwise pass the
         decision to :meth:`act`.
         """
-        return self._checked(self._decide(to, purpose, self._strict(request, country, client_key)), uri)
+        return self._checked(self._decide(to, purpose, self._strict(request, country, client_key, last_verified)), uri)
 
     def _decide(self, number: str, purpose: Purpose, ask: Ask) -> Decision:
         pol = self._policy(purpose)
@@ -130,7 +135,7 @@ class Gatekeeper(GateRecords):
                     if answer is None and self.guard.applies(purpose):  # then count it, before a Lookup is paid
                         answer, observed = run(self.stores, self.guard_steps(need.phone, purpose, ask.client_key))
                 else:
-                    answer = self._enrich(need.phone, pol)
+                    answer = self._enrich(need.phone, need.policy)
                 need = steps.send(answer)
         except StopIteration as end:
             decided: pipeline.Decided = end.value
@@ -228,6 +233,7 @@ class Gatekeeper(GateRecords):
         country: str | None = None,
         idempotency_key: str | None = None,
         client_key: str | None = None,
+        last_verified: date | str | None = None,
         **params: Any,
     ) -> Outcome:
         """Reach ``to`` with ``body``: SMS (or the channel of a ``whatsapp:``… address), or a voice call for a
@@ -242,7 +248,7 @@ class Gatekeeper(GateRecords):
             params=params,
         )
 
-        ask = Ask(country, sender=request.sender, client_key=client_key)
+        ask = Ask(country, sender=request.sender, client_key=client_key, last_verified=verified_day(last_verified))
 
         def run_() -> Outcome:
             return self._outcome(self._decide(to, "notify", ask), request)
@@ -259,13 +265,15 @@ class Gatekeeper(GateRecords):
         country: str | None = None,
         idempotency_key: str | None = None,
         client_key: str | None = None,
+        last_verified: date | str | None = None,
         **params: Any,
     ) -> Outcome:
         """Start an MFA challenge: Verify SMS, a Verify call for landlines, TOTP or email for VoIP."""
         request, wanted = self._verify_request(channel, verify_service_sid, email, params)
+        day = verified_day(last_verified)
 
         def run_() -> Outcome:
-            ask = Ask(country, wanted, have_email=email is not None, client_key=client_key)
+            ask = Ask(country, wanted, have_email=email is not None, client_key=client_key, last_verified=day)
             decision = self._decide(to, "mfa", ask)
             return self._outcome(decision, request)
 

@@ -33,7 +33,7 @@ from twilio.rest import Client
 
 from gatekeeper import metrics
 from gatekeeper.errors import ConfigError, LookupUnavailable, RateLimited, StoreUnavailable
-from gatekeeper.models import LOOKUP_PACKAGES, Phone, PhoneFacts
+from gatekeeper.models import DATED, LOOKUP_PACKAGES, Phone, PhoneFacts, package
 from gatekeeper.phone import mask
 from gatekeeper.rates import LookupGuard
 from gatekeeper.retries import Backoff, TransientError, call_with_retries, parse_retry_after
@@ -104,6 +104,7 @@ def facts_from_payload(
         sms_pumping_risk_score=int(score) if score is not None else None,
         sms_pumping_blocked=risk.get("number_blocked"),
         sim_swapped=((payload.get("sim_swap") or {}).get("last_sim_swap") or {}).get("swapped_in_period"),
+        reassigned=(payload.get("reassigned_number") or {}).get("is_number_reassigned"),
         line_status=(payload.get("line_status") or {}).get("status"),
         fields=fields,
     )
@@ -196,7 +197,7 @@ class LookupService:
         return twin
 
     def _ttl(self, field: str) -> float:
-        return self._field_ttl.get(field, self.config.positive_ttl_seconds)
+        return self._field_ttl.get(package(field), self.config.positive_ttl_seconds)
 
     def _stale(
         self, entry: CachedLookup, fields: tuple[str, ...], now: float, max_age: float | None
@@ -303,7 +304,10 @@ class LookupService:
         """Lookup's query parameters for ``fields`` of a number parsed in ``region``."""
         params: dict[str, object] = {}
         if fields:
-            params["Fields"] = ",".join(fields)
+            params["Fields"] = ",".join(package(f) for f in fields)
+        for field in fields:
+            if DATED in field:
+                params["LastVerifiedDate"] = field.split(DATED, 1)[1]
         if region:
             params["CountryCode"] = region
         return params
@@ -318,7 +322,8 @@ class LookupService:
         negative = payload.get("valid") is False
         if partial is not None and not negative:
             merged = dict(partial.entry.payload)
-            merged.update({k: v for k, v in payload.items() if k not in _PACKAGES or k in wanted})
+            asked = {package(f) for f in wanted}
+            merged.update({k: v for k, v in payload.items() if k not in _PACKAGES or k in asked})
             times = {**partial.entry.field_times, **{f: now for f in wanted}}
         else:
             merged, times = dict(payload), {f: now for f in fields}

@@ -55,6 +55,22 @@ LOOKUP_PACKAGES: tuple[str, ...] = (
 #: Lookup v2 ``Fields`` values (an allowlist: a typo fails at load, not on the first paid request).
 LOOKUP_FIELDS: frozenset[str] = frozenset({"validation", *LOOKUP_PACKAGES})
 
+
+#: A field asked for a date, as ``reassigned_number@20260115`` (Lookup's ``LastVerifiedDate``): its answer depends on
+#: the date, so it is cached apart for each date.
+DATED = "@"
+
+
+def dated(field: str, day: str) -> str:
+    """``field`` asked for ``day`` (YYYYMMDD): its own cache key, and ``LastVerifiedDate`` on the request."""
+    return f"{field}{DATED}{day}"
+
+
+def package(field: str) -> str:
+    """The Lookup package a field asks for (``reassigned_number`` of ``reassigned_number@20260115``)."""
+    return field.split(DATED, 1)[0]
+
+
 FactsSource = Literal["local", "cache", "lookup"]
 PhoneKind = Literal["e164", "short_code", "alphanumeric", "address", "invalid"]
 
@@ -171,6 +187,7 @@ class PhoneFacts:
     sms_pumping_risk_score: int | None = None
     sms_pumping_blocked: bool | None = None  # Lookup's sms_pumping_risk.number_blocked (Twilio blocks it)
     sim_swapped: bool | None = None  # sim_swap: the SIM changed within Lookup's period (24 h)
+    reassigned: str | None = None  # reassigned_number since the caller's last-verified date: yes, no, no_data_available
     line_status: str | None = None  # line_status: "active", "inactive", "unreachable" …
     fields: tuple[str, ...] = ()
 

@@ -15,6 +15,8 @@ an async gate answers with awaits, and the order of the steps is written only he
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import time
 from collections.abc import Generator
 from typing import NamedTuple
@@ -22,7 +24,16 @@ from typing import NamedTuple
 from gatekeeper import phone as phones
 from gatekeeper import router
 from gatekeeper.errors import InvalidArgument
-from gatekeeper.models import CALL_ADDRESS_CHANNELS, Action, Decision, Phone, PhoneFacts, Purpose, SendRequest
+from gatekeeper.models import (
+    CALL_ADDRESS_CHANNELS,
+    Action,
+    Decision,
+    Phone,
+    PhoneFacts,
+    Purpose,
+    SendRequest,
+    dated,
+)
 from gatekeeper.policy import Policy, Verdict, evaluate, refuse, screen_number
 from gatekeeper.router import Channel
 
@@ -43,6 +54,31 @@ class Ask(NamedTuple):
     reroute_landline: bool = False
     have_email: bool = False
     client_key: str | None = None  # who asks (``"ip:203.0.113.9"``, ``"user:42"``), for the guard's client rules
+    last_verified: str | None = None  # YYYYMMDD: the caller last confirmed the number was the person's (verified_day)
+
+
+#: Lookup answers ``reassigned_number`` for US numbers only: elsewhere the date is not sent (nothing to pay for).
+REASSIGNED_COUNTRIES = frozenset({"US"})
+
+
+def verified_day(value: object) -> str | None:
+    """``last_verified=`` as Lookup's ``LastVerifiedDate`` (YYYYMMDD): a ``date``/``datetime``, ``"2026-01-15"`` or
+    ``"20260115"``; None stays None; anything else, or a day in the future, is an InvalidArgument."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        value = value.date()
+    if isinstance(value, str):
+        text = value.strip().replace("-", "")
+        try:
+            value = datetime.date(int(text[:4]), int(text[4:6]), int(text[6:])) if len(text) == 8 else None
+        except ValueError:
+            value = None
+    if not isinstance(value, datetime.date):
+        raise InvalidArgument("last_verified is a date, or a day like '2026-01-15' or '20260115'")
+    if value > datetime.date.today() + datetime.timedelta(days=1):  # a day of slack for time zones
+        raise InvalidArgument("last_verified is a day in the past: when you last confirmed the number was theirs")
+    return value.strftime("%Y%m%d")
 
 
 def strict_ask(request: SendRequest, country: str | None, *, dropin_reroute: bool) -> Ask:
@@ -106,7 +142,7 @@ def decide(
         verdict = screened
         t_supp = t_enrich = clock()
     if verdict is None and phone.e164 is not None:  # an address with no number behind it has nothing to look up
-        enriched = yield NeedFacts(phone, policy)
+        enriched = yield NeedFacts(phone, _asking(policy, phone, ask))
         assert isinstance(enriched, tuple)
         facts, lookup_error = enriched
         t_enrich = clock()
@@ -133,6 +169,14 @@ def decide(
 
 
 _CLEAR = Verdict(allowed=True)
+
+
+def _asking(policy: Policy, phone: Phone, ask: Ask) -> Policy:
+    """The policy whose fields the Lookup asks for: with ``reassigned_number`` for the caller's last-verified day
+    when a rule reads it (its answer depends on the day: cached apart per day, ``lookup.dated``)."""
+    if ask.last_verified is None or policy.reassigned == "ignore" or phone.region not in REASSIGNED_COUNTRIES:
+        return policy
+    return dataclasses.replace(policy, fields=(*policy.fields, dated("reassigned_number", ask.last_verified)))
 
 
 def consent_channel(phone: Phone, ask: Ask) -> str | None:

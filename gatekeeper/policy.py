@@ -65,6 +65,8 @@ class Policy:
     carrier_error: Literal["allow", "refuse"] = "allow"
     max_sms_pumping_risk: int | None = None
     sim_swap: Literal["ignore", "flag", "refuse"] = "ignore"  # a SIM changed in the last 24 h
+    # the number changed hands since the caller last verified it (asked only with a last-verified date, US only)
+    reassigned: Literal["ignore", "flag", "refuse"] = "refuse"
     refuse_line_statuses: frozenset[str] = frozenset()  # e.g. {"inactive", "unreachable"}
     max_age_seconds: float | None = None
     mode: Mode = "enforce"
@@ -168,7 +170,7 @@ def evaluate(
 
 def _risk(facts: PhoneFacts, policy: Policy, reasons: list[str]) -> Verdict | None:
     """Lookup's risk packages, where fetched: the pumping score and Twilio's own block, the line's status, a SIM
-    swap (``flag`` adds its reason to ``reasons``)."""
+    swap, a reassignment (``flag`` adds its reason to ``reasons``)."""
     risk = facts.sms_pumping_risk_score
     if risk is not None and policy.max_sms_pumping_risk is not None and risk > policy.max_sms_pumping_risk:
         return refuse("risk", *reasons, f"sms_pumping_risk:{risk}")
@@ -180,4 +182,8 @@ def _risk(facts: PhoneFacts, policy: Policy, reasons: list[str]) -> Verdict | No
         if policy.sim_swap == "refuse":
             return refuse("risk", *reasons, "sim_swap:recent")
         reasons.append("sim_swap:recent")
+    if facts.reassigned == "yes" and policy.reassigned != "ignore":
+        if policy.reassigned == "refuse":
+            return refuse("risk", *reasons, "reassigned_number:yes")
+        reasons.append("reassigned_number:yes")
     return None

@@ -108,7 +108,9 @@ class LookupSettings(_Section):
     retry_jitter_ms: int = Field(100, ge=0)
     max_retry_after_ms: int = Field(10_000, ge=0)
     fill_wait_ms: int = Field(10_000, ge=0)
-    field_ttl_seconds: dict[str, int] = {"sms_pumping_risk": 3_600, "sim_swap": 3_600, "line_status": 86_400}
+    field_ttl_seconds: dict[str, int] = {
+        "sms_pumping_risk": 3_600, "sim_swap": 3_600, "line_status": 86_400, "reassigned_number": 86_400
+    }
     max_concurrent: int = Field(50, ge=1)  # Lookups in flight at once, per process; more wait for a turn
     breaker_failures: int = Field(5, ge=1)  # failed Lookups in a row (after retries) that open the breaker
     breaker_interval_seconds: float = Field(30.0, gt=0)  # while open: no Lookup but one probe per interval
@@ -212,6 +214,7 @@ class PurposeSettings(_Section):
     carrier_error: Literal["allow", "refuse"] | None = None
     max_sms_pumping_risk: int | None = None
     sim_swap: Literal["ignore", "flag", "refuse"] | None = None
+    reassigned: Literal["ignore", "flag", "refuse"] | None = None
     refuse_line_statuses: list[str] | None = None
     max_age_seconds: int | None = Field(None, gt=0)  # facts older than this are looked up again; unset: mfa a day
     mode: Literal["enforce", "observe"] | None = None
@@ -252,6 +255,8 @@ class PolicySettings(_Section):
     max_sms_pumping_risk: int | None = None
     # Lookup's sim_swap (a SIM changed in 24 h): "ignore", "flag" (a reason), "refuse"; set, the field is fetched
     sim_swap: Literal["ignore", "flag", "refuse"] = "ignore"
+    # Lookup's reassigned_number, asked only when a caller gives last_verified= (US numbers): refused by default
+    reassigned: Literal["ignore", "flag", "refuse"] = "refuse"
     # Lookup's line_status values refused, e.g. ["inactive", "unreachable"]; set, the field is fetched
     refuse_line_statuses: list[str] = []
     opt_out_blocks_mfa: bool = False
@@ -290,6 +295,7 @@ class PolicySettings(_Section):
             carrier_error=pick("carrier_error", self.carrier_error),
             max_sms_pumping_risk=pick("max_sms_pumping_risk", self.max_sms_pumping_risk),
             sim_swap=pick("sim_swap", self.sim_swap),
+            reassigned=pick("reassigned", self.reassigned),
             refuse_line_statuses=frozenset(pick("refuse_line_statuses", self.refuse_line_statuses)),
             max_age_seconds=pick("max_age_seconds", defaults[2]),
             mode=pick("mode", self.mode),

@@ -90,6 +90,15 @@ def test_check_shows_the_guard_rules_a_number_would_count_in(capsys: pytest.Capt
     assert "velocity:client:ip:203.0.113.9:10m" in out and "velocity:number:10m" in out
 
 
+def test_check_asks_whether_a_number_was_reassigned_since_a_day(capsys: pytest.CaptureFixture[str]) -> None:
+    """check --last-verified asks Lookup's reassigned_number for that day (the answer in the facts); a day that is
+    not one is one clear line, exit 1."""
+    assert main(["check", "+14155550100", "--sandbox", "--json", "--last-verified", "2026-01-15"]) == 0
+    assert json.loads(capsys.readouterr().out)["facts"]["reassigned"] == "no"
+    assert main(["check", "+14155550100", "--sandbox", "--last-verified", "soon"]) == 1
+    assert "last_verified is a date" in capsys.readouterr().err
+
+
 def test_check_refusal_and_bad_number(capsys: pytest.CaptureFixture[str]) -> None:
     """A refused number exits 3 with its Twilio code; garbage is refused, never a crash."""
     assert main(["check", "not a number", "--sandbox"]) == 3

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from datetime import date
 from typing import Any, TypeVar
 
 from twilio.rest import Client
@@ -30,7 +31,7 @@ from gatekeeper.errors import GateRefused, LookupUnavailable, SendRejected, Stor
 from gatekeeper.idempotency import SleepStep, check_key, fingerprint_of, once
 from gatekeeper.lookup import QUIET_REASONS, local_facts
 from gatekeeper.models import Action, Decision, Outcome, Phone, PhoneFacts, Purpose, SendRequest, StatusRecord
-from gatekeeper.pipeline import Ask, NeedScreen
+from gatekeeper.pipeline import Ask, NeedScreen, verified_day
 from gatekeeper.policy import Policy, Verdict
 from gatekeeper.router import Channel
 from gatekeeper.routes import Route
@@ -103,9 +104,12 @@ class AsyncGatekeeper(GateCore):
         sender: str | None = None,
         email: str | None = None,
         client_key: str | None = None,
+        last_verified: date | str | None = None,
     ) -> Decision:
-        """The decision for one number, without acting: the best channel for it. Audited (``client_key``: who asks)."""
-        ask = Ask(country, channel, sender, have_email=bool(email), client_key=client_key)
+        """The decision for one number, without acting: the best channel for it. Audited (``client_key``: who asks;
+        ``last_verified``: when you last confirmed the number was the person's, for Lookup's reassigned_number)."""
+        day = verified_day(last_verified)
+        ask = Ask(country, channel, sender, have_email=bool(email), client_key=client_key, last_verified=day)
         return await self._decide(number, purpose, ask)
 
     async def check(
@@ -117,9 +121,11 @@ class AsyncGatekeeper(GateCore):
         country: str | None = None,
         uri: str = "",
         client_key: str | None = None,
+        last_verified: date | str | None = None,
     ) -> Decision:
         """The decision for sending ``request`` on exactly the channel it asks for; see ``Gatekeeper.check``."""
-        return self._checked(await self._decide(to, purpose, self._strict(request, country, client_key)), uri)
+        ask = self._strict(request, country, client_key, last_verified)
+        return self._checked(await self._decide(to, purpose, ask), uri)
 
     async def _decide(self, number: str, purpose: Purpose, ask: Ask) -> Decision:
         pol = self._policy(purpose)
@@ -138,7 +144,7 @@ class AsyncGatekeeper(GateCore):
                     if answer is None and self.guard.applies(purpose):  # then count it, before a Lookup is paid
                         answer, observed = await self._guarded(need.phone, purpose, ask.client_key)
                 else:
-                    answer = await self._enrich(need.phone, pol)
+                    answer = await self._enrich(need.phone, need.policy)
                 need = steps.send(answer)
         except StopIteration as end:
             decided: pipeline.Decided = end.value
@@ -233,6 +239,7 @@ class AsyncGatekeeper(GateCore):
         country: str | None = None,
         idempotency_key: str | None = None,
         client_key: str | None = None,
+        last_verified: date | str | None = None,
         **params: Any,
     ) -> Outcome:
         """Reach ``to`` with ``body``; see ``Gatekeeper.notify``. A refusal is an Outcome, not an error."""
@@ -245,7 +252,7 @@ class AsyncGatekeeper(GateCore):
             params=params,
         )
 
-        ask = Ask(country, sender=request.sender, client_key=client_key)
+        ask = Ask(country, sender=request.sender, client_key=client_key, last_verified=verified_day(last_verified))
 
         async def run_() -> Outcome:
             return await self._outcome(await self._decide(to, "notify", ask), request)
@@ -262,13 +269,15 @@ class AsyncGatekeeper(GateCore):
         country: str | None = None,
         idempotency_key: str | None = None,
         client_key: str | None = None,
+        last_verified: date | str | None = None,
         **params: Any,
     ) -> Outcome:
         """Start an MFA challenge; see ``Gatekeeper.start_verification``."""
         request, wanted = self._verify_request(channel, verify_service_sid, email, params)
+        day = verified_day(last_verified)
 
         async def run_() -> Outcome:
-            ask = Ask(country, wanted, have_email=email is not None, client_key=client_key)
+            ask = Ask(country, wanted, have_email=email is not None, client_key=client_key, last_verified=day)
             decision = await self._decide(to, "mfa", ask)
             return await self._outcome(decision, request)
 

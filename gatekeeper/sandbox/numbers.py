@@ -78,6 +78,7 @@ class NumberProfile:
     number_blocked: bool = False  # Lookup's sms_pumping_risk.number_blocked
     sim_swapped: bool = False  # Lookup's sim_swap.last_sim_swap.swapped_in_period
     line_status: str = "active"  # Lookup's line_status.status
+    reassigned_on: str | None = None  # YYYYMMDD the number changed hands: reassigned_number says yes before it
     create_error: int | None = None
     delivery: Delivery = "delivered"
     delivery_error_code: int | None = None

@@ -132,12 +132,15 @@ def _sim_swap(profile: NumberProfile, query: Mapping[str, str]) -> dict[str, Any
 
 
 def _reassigned_number(profile: NumberProfile, query: Mapping[str, str]) -> dict[str, Any]:
+    """Reassigned since ``LastVerifiedDate``: yes when the profile's ``reassigned_on`` is later; US numbers only."""
     date = query.get("LastVerifiedDate") or None
-    return {
-        "last_verified_date": date,
-        "is_number_reassigned": "no" if date else "no_data_available",
-        "error_code": None,
-    }
+    if profile.country_code != "US":
+        return {"last_verified_date": date, "is_number_reassigned": None, "error_code": "60607"}  # a string here
+    if date is None:
+        answer = "no_data_available"
+    else:
+        answer = "yes" if profile.reassigned_on is not None and date < profile.reassigned_on else "no"
+    return {"last_verified_date": date, "is_number_reassigned": answer, "error_code": None}
 
 
 def _identity_match(profile: NumberProfile, query: Mapping[str, str]) -> dict[str, Any]:
