@@ -73,15 +73,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pydantic import TypeAdapter
 
     from gatekeeper.models import Decision
-    from gatekeeper.phone import normalize
 
     with _gate(args) as gate:
         looking = gate.derive(guarded=False)  # a look is no attempt: it counts in no window
         decision: Decision = looking.decide(
             args.number, purpose=args.purpose, country=args.country, last_verified=args.last_verified
         )
-        phone = normalize(args.number, args.country or gate.default_country)
-        guard = gate.guard.describe(phone, args.purpose, args.client_key) if phone.ok else []
+        guard = gate.guard_report(args.number, args.purpose, country=args.country, client_key=args.client_key)
     if args.json:
         sys.stdout.write(TypeAdapter(Decision).dump_json(decision, indent=2).decode() + "\n")
     else:

@@ -79,16 +79,37 @@ class Guard:
         """Whether a list or a rule of ``purpose`` applies (none: the guard is not asked, no store call)."""
         return self._applies[purpose]  # on every decision: a lookup
 
-    def describe(self, phone: Phone, purpose: Purpose, client_key: str | None) -> list[str]:
-        """What the guard would do with an attempt, in words, counting nothing (``gatekeeper check``)."""
+    def describe_steps(self, phone: Phone, purpose: Purpose, client_key: str | None) -> Steps[list[str]]:
+        """What the guard would do with an attempt now, in words, counting nothing (``gatekeeper check``): each rule
+        it counts in, with the attempts already in its window where the store can say (``WindowTally``), and
+        whether the next one would trip it."""
         denied, safe = velocity.listed(phone, self._deny), velocity.listed(phone, self._safe)
         if denied is not None:
             return [f"guard:deny:{denied}: refused in every mode"]
         if safe is not None:
             return [f"safe list ({safe}): no rule counts it"]
-        counts = velocity.counts(phone, purpose, client_key, self._rules, pseudonym="-", dropped=self._dropped)
+        pseudonym = self._pseudonym(phone.e164) if phone.e164 else "-"
+        counts = velocity.counts(phone, purpose, client_key, self._rules, pseudonym=pseudonym, dropped=self._dropped)
+        tallies = isinstance(self._stores.windows, WindowTally)
+        tight: dict[str, Tightened] = {}
+        if tallies and self._tightens(purpose, counts):
+            tight = yield from self.conversion.tighten_steps(phone)
+        now = self._clock()
+        held: list[int] = []
+        if tallies and counts:
+            held = yield Call("windows", "tally", ([(c.key, now - c.rule.window_seconds, now) for c in counts],))
         mode = "refuses" if self._mode == "enforce" else "is named (observe)"
-        said = [f"{c.reason}: past {c.rule.limit} per {c.rule.window} it {mode}" for c in counts]
+        said = []
+        for i, c in enumerate(counts):
+            why = tight.get(c.rule.scope)
+            limit = velocity.tightened(c.rule.limit, why.factor) if why else c.rule.limit
+            line = f"{c.reason}: past {limit} per {c.rule.window} it {mode}"
+            if why is not None:
+                line += f" (tightened from {c.rule.limit}: {why.reason})"
+            if held:
+                trips = held[i] + 1 > limit
+                line += f"; {held[i]} in the window now, the next attempt {'trips it' if trips else 'goes'}"
+            said.append(line)
         terms = self.conversion.terms
         if terms is not None and purpose == "mfa" and any(c.rule.scope in TIGHTENED_SCOPES for c in counts):
             said.append(

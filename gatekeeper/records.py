@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gatekeeper import phone as phones
 from gatekeeper.core import GateCore, health_report
-from gatekeeper.models import StatusRecord
+from gatekeeper.models import Purpose, StatusRecord
 from gatekeeper.stores.base import run
 
 
@@ -51,6 +52,15 @@ class GateRecords(GateCore):
         under a keyed hash), so it is never messaged again. Raises InvalidArgumentType when a store cannot erase."""
         for call in self._erasure(number, country):
             getattr(getattr(self.stores, call.role), call.verb)(*call.args, **call.kwargs)
+
+    def guard_report(
+        self, number: str, purpose: Purpose = "notify", *, country: str | None = None, client_key: str | None = None
+    ) -> list[str]:
+        """What the guard would do with an attempt to ``number`` now, in words, counting nothing: each rule it
+        counts in, the attempts already in that rule's window and whether the next one trips it (``gatekeeper
+        check``). Empty for a number that cannot be parsed (the pipeline refuses it before the guard)."""
+        phone = phones.normalize(number, country or self.default_country)
+        return run(self.stores, self.guard.describe_steps(phone, purpose, client_key)) if phone.ok else []
 
     # -- verifications ---------------------------------------------------------------
     def record_verification(self, to: str, verification_sid: str, status: str) -> None:

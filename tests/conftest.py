@@ -180,11 +180,11 @@ def each_store_gate(
     request: pytest.FixtureRequest, sandbox_server: SandboxServer, tmp_path: Path
 ) -> Iterator[Callable[..., tuple[Gatekeeper, FakeClock]]]:
     """Gates on each store (memory, SQLite, Redis) over the sandbox, on one fake clock (the guard's windows take the
-    caller's time); ``make(**settings)`` builds one."""
+    caller's time); ``make(start=<epoch seconds>, **settings)`` builds one."""
     made: list[Gatekeeper] = []
 
-    def make(**settings: Any) -> tuple[Gatekeeper, FakeClock]:
-        clock = FakeClock()
+    def make(*, start: float = 1_800_000_000.0, **settings: Any) -> tuple[Gatekeeper, FakeClock]:
+        clock = FakeClock(start)
         if request.param == "memory":
             store: Any = MemoryStore(clock=clock)
         elif request.param == "sqlite":

@@ -170,3 +170,40 @@ def test_enrichment_counts_in_no_window(sandbox_server: SandboxServer, tmp_path:
     enrich_file(gate, rows, tmp_path / "out.jsonl", purpose="mfa", rate_per_second=1000)
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(lines) == len(PREFIX_BLOCK) and not any("velocity:" in line for line in lines)
+
+
+def test_an_otp_cooldown_beside_a_cap_per_window(each_store_gate: MakeGate) -> None:
+    """A cooldown (one code per number per 30 s) beside the cap (5 per 10 min): a resend within 30 s is refused
+    with the wait; spaced resends go until the cap, refused attempts counting too; the next waits for the oldest
+    to leave the 10 minutes."""
+    rules = [
+        {"scope": "number", "window": "30s", "limit": 1, "purpose": "mfa"},
+        {"scope": "number", "window": "10m", "limit": 5, "purpose": "mfa"},
+    ]
+    gate, clock = each_store_gate(guard={"rules": rules})
+    number = PREFIX_BLOCK[0]
+    assert not gate.decide(number, "mfa").refused
+    clock.advance(10)
+    assert gate.decide(number, "mfa").reasons == ("velocity:number:30s", "retry_after:30s")
+    for _ in range(3):  # at 41, 72 and 103 s: the cooldown has passed each time; 5 attempts in the 10 minutes
+        clock.advance(31)
+        assert not gate.decide(number, "mfa").refused
+    clock.advance(31)
+    capped = gate.decide(number, "mfa")
+    assert capped.reasons == ("velocity:number:10m", "retry_after:476s")  # when the attempt at 10 s leaves
+
+
+def test_the_guard_report_tells_what_each_window_holds_and_counts_nothing(each_store_gate: MakeGate) -> None:
+    """``gate.guard_report`` (``gatekeeper check``) names each rule an attempt counts in, the attempts already in its
+    window and whether the next trips it; asking twice counts nothing."""
+    gate, _ = each_store_gate()
+    for i, number in enumerate(PREFIX_BLOCK[:10]):
+        gate.decide(number, "mfa", client_key=f"ip:{i}")
+    report = gate.guard_report(PREFIX_BLOCK[10], "mfa", client_key="ip:9")
+    assert report[:3] == [
+        "velocity:number:10m: past 5 per 10m it refuses; 0 in the window now, the next attempt goes",
+        "velocity:prefix:+1415555:10m: past 10 per 10m it refuses; 10 in the window now, the next attempt trips it",
+        "velocity:client:ip:9:10m: past 10 per 10m it refuses; 1 in the window now, the next attempt goes",
+    ]
+    assert gate.guard_report(PREFIX_BLOCK[10], "mfa", client_key="ip:9") == report
+    assert gate.guard_report("not a number", "mfa") == []

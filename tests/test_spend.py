@@ -4,9 +4,8 @@ turning over at midnight in the configured zone; nothing charged without a cap."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,7 +16,6 @@ from support import FakeClock
 from gatekeeper import Action, ConfigError, GatedClient, Gatekeeper, GateRefused, Settings, Stores
 from gatekeeper.sandbox import Sandbox, SandboxServer
 from gatekeeper.stores.memory import MemoryStore
-from gatekeeper.stores.sqlite import SQLiteStore
 
 FROM = "+15005550006"
 US_SMS = 0.0083  # the starting table's US SMS price per segment (prices.STARTING_PRICES)
@@ -34,31 +32,17 @@ def mobiles(n: int) -> list[str]:
     return found
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def make_gate(
-    request: pytest.FixtureRequest, sandbox_server: SandboxServer, tmp_path: Path
-) -> Iterator[Callable[..., tuple[Gatekeeper, FakeClock]]]:
-    made: list[Gatekeeper] = []
+MakeGate = Callable[..., tuple[Gatekeeper, FakeClock]]
+
+
+@pytest.fixture
+def make_gate(each_store_gate: MakeGate) -> MakeGate:
+    """Gates on each store with ``[spend]`` from keywords, their clock starting at ``start``."""
 
     def make(start: float = 1_800_000_000.0, **spend: Any) -> tuple[Gatekeeper, FakeClock]:
-        clock = FakeClock(start)
-        if request.param == "memory":
-            store: Any = MemoryStore(clock=clock)
-        elif request.param == "sqlite":
-            store = SQLiteStore(tmp_path / f"gk{len(made)}.db", clock=clock)
-        else:
-            from gatekeeper.stores.redis import RedisStore
+        return each_store_gate(start=start, spend=spend)
 
-            url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-            store = RedisStore.from_url(url, prefix=f"{prefix}{len(made)}:")
-        gate = Gatekeeper(sandbox_server.client(), settings=Settings(spend=spend), clock=clock,
-                          stores=Stores.using(store))  # fmt: skip
-        made.append(gate)
-        return gate, clock
-
-    yield make
-    for gate in made:
-        gate.close()
+    return make
 
 
 def refusals(period: str, scope: str) -> float:
