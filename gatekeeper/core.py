@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
@@ -19,7 +20,7 @@ from typing import Any, TypeVar, cast
 from pydantic import TypeAdapter
 from twilio.rest import Client
 
-from gatekeeper import channels, pipeline, router
+from gatekeeper import channels, metrics, pipeline, router
 from gatekeeper import phone as phones
 from gatekeeper import policy as policies
 from gatekeeper.audit import Auditor
@@ -39,6 +40,7 @@ from gatekeeper.stores.base import Call, Erasure, Risk, Steps, Stores, run
 from gatekeeper.suppress import Suppression
 
 T = TypeVar("T")
+log = logging.getLogger("gatekeeper")
 #: The notifications quiet hours hold back, and those of them a Messaging Service can schedule (send_at).
 QUIET_ACTIONS = frozenset({Action.SMS, Action.MESSAGE, Action.WHATSAPP, Action.VOICE})
 SCHEDULABLE = frozenset({Action.SMS, Action.MESSAGE, Action.WHATSAPP})
@@ -250,6 +252,10 @@ class GateCore:
         now = self.clock()
         verdict = self.quiet_hours.check(phone.e164, now, "notify")
         if verdict.allowed:
+            return request
+        metrics.quiet_hours(mode, phone.region)
+        if mode == "observe":
+            log.info("quiet hours (observe): a notification to %s went in %s", phones.mask(phone.e164), verdict.reason)
             return request
         earliest = verdict.earliest
         if mode == "defer" and earliest is not None and request.messaging_service_sid and action in SCHEDULABLE:

@@ -138,6 +138,17 @@ def spend_refused(period: str, scope: str) -> None:
     SPEND_REFUSALS.labels(period, scope).inc()
 
 
+QUIET_HOURS = Counter(
+    "gatekeeper_quiet_hours",
+    "Notifications in the recipient's quiet hours, by what [quiet] did (refuse, defer, observe: sent) and country.",
+    ["mode", "country"],
+)
+
+
+def quiet_hours(mode: str, country: str | None) -> None:
+    QUIET_HOURS.labels(mode, country or "unknown").inc()
+
+
 def cache_read(hit: bool) -> None:
     (CACHE_HIT if hit else _CACHE_MISS).inc()
 

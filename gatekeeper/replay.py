@@ -96,7 +96,7 @@ def replay(records: Iterable[Mapping[str, Any]], settings: Settings, *, since: f
             verdict = tripped.verdict
         after: Fate = "blocked" if verdict is not None and policy.mode == "enforce" else "allowed"
         rule = verdict.reasons[0] if verdict is not None else ""
-        if after == "allowed" and quiet != "off" and phone.e164 is not None:
+        if after == "allowed" and quiet not in ("off", "observe") and phone.e164 is not None:
             hour = hours.check(phone.e164, at, purpose)
             if not hour.allowed:
                 after, rule = ("deferred" if quiet == "defer" else "blocked"), hour.reason or "quiet_hours"

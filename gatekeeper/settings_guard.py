@@ -87,8 +87,9 @@ class QuietSettings(_Section):
     """Quiet hours in the recipient's local time for notifications (gatekeeper/quiet.py); MFA is exempt."""
 
     # off: not checked; refuse: a notification in quiet hours is refused (quiet_hours:US:America/New_York);
-    # defer: one with a Messaging Service is scheduled for the window's opening (send_at), any other answered DEFER
-    mode: Literal["off", "refuse", "defer"] = "off"
+    # defer: one with a Messaging Service is scheduled for the window's opening (send_at), any other answered DEFER;
+    # observe: it goes, logged and counted (gatekeeper_quiet_hours_total{mode="observe"}), to tune before enforcing
+    mode: Literal["off", "observe", "refuse", "defer"] = "off"
     window: str = "08:00-21:00"  # when sending is allowed, local time; an end before the start wraps midnight
     countries: dict[str, str | None] = {}  # per ISO country, e.g. {"FR": "09:00-20:00"}; null: no quiet hours
 

@@ -1,9 +1,11 @@
 """Quiet hours in the gate (``[quiet]``): a notification in the recipient's night is refused (refuse), scheduled
-through a Messaging Service for the window's opening or answered DEFER (defer), never held back for MFA; off by
-default. The recipient's zones and the window's arithmetic are ``quiet.py``'s (tests/test_quiet.py)."""
+through a Messaging Service for the window's opening or answered DEFER (defer), sent and counted (observe), never
+held back for MFA; off by default. The recipient's zones and the window's arithmetic are ``quiet.py``'s
+(tests/test_quiet.py)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -49,6 +51,27 @@ def test_refuse_mode_refuses_at_night_names_the_zone_and_when(sandbox_server: Sa
     assert info.value.code == 20429
     assert sandbox.messages() == []
     assert gate(sandbox_server, DAY, mode="refuse").notify(ny_mobile(), "hi", from_=FROM).action is Action.SMS
+
+
+def test_observe_mode_sends_at_night_and_counts_it(
+    sandbox_server: SandboxServer, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Observe: a notification in quiet hours goes, counted by country and logged with the number masked, so an
+    operator sees what refuse or defer would hold back before enforcing."""
+    from prometheus_client import REGISTRY
+
+    def observed() -> float:
+        labels = {"mode": "observe", "country": "US"}
+        return REGISTRY.get_sample_value("gatekeeper_quiet_hours_total", labels) or 0.0
+
+    before, number = observed(), ny_mobile()
+    with caplog.at_level(logging.INFO, logger="gatekeeper"):
+        out = gate(sandbox_server, NIGHT, mode="observe").notify(number, "hi", from_=FROM)
+    assert out.action is Action.SMS and len(sandbox.messages()) == 1
+    assert observed() == before + 1
+    assert "quiet hours (observe)" in caplog.text and number not in caplog.text and number[:-4] in caplog.text
+    gate(sandbox_server, DAY, mode="observe").notify(number, "hi", from_=FROM)
+    assert observed() == before + 1  # daytime: nothing to observe
 
 
 def test_mfa_is_exempt(sandbox_server: SandboxServer, sandbox: Sandbox) -> None:
