@@ -193,7 +193,9 @@ class GateCore:
     ) -> Ask:
         """How an adapter asks for ``request``: exactly its channel."""
         ask = pipeline.strict_ask(request, country, dropin_reroute=self.settings.routing.dropin_reroute)
-        return ask._replace(client_key=client_key or None, last_verified=pipeline.verified_day(last_verified))
+        if client_key or last_verified is not None:  # a rare ask: the common one stays as strict_ask made it
+            ask = ask._replace(client_key=client_key or None, last_verified=pipeline.verified_day(last_verified))
+        return ask
 
     def guard_steps(
         self, phone: Phone, purpose: Purpose, client_key: str | None

@@ -186,7 +186,8 @@ class Gatekeeper(GateRecords):
         except SendRejected as exc:
             self.heard(decision, action, exc)
             raise
-        if (code := self.sent_code(outcome)) is not None:  # counted for the guard's conversion-aware limits
+        # a Verify code sent: counted for the guard's conversion-aware limits (a notification never is)
+        if decision.purpose == "mfa" and (code := self.sent_code(outcome)) is not None:
             self.record_verification(*code)
         return outcome
 
@@ -203,7 +204,7 @@ class Gatekeeper(GateRecords):
         except SendRejected as exc:
             await asyncio.to_thread(self.heard, decision, action, exc)
             raise
-        if (code := self.sent_code(outcome)) is not None:
+        if decision.purpose == "mfa" and (code := self.sent_code(outcome)) is not None:
             await asyncio.to_thread(self.record_verification, *code)
         return outcome
 

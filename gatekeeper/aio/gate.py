@@ -211,7 +211,8 @@ class AsyncGatekeeper(GateCore):
         except SendRejected as exc:
             await self.heard(decision, action, exc)
             raise
-        if (code := self.sent_code(outcome)) is not None:  # counted for the guard's conversion-aware limits
+        # a Verify code sent: counted for the guard's conversion-aware limits (a notification never is)
+        if decision.purpose == "mfa" and (code := self.sent_code(outcome)) is not None:
             await self.record_verification(*code)
         return outcome
 
