@@ -36,7 +36,7 @@ from gatekeeper.router import Channel
 from gatekeeper.routes import Routes
 from gatekeeper.settings import Settings
 from gatekeeper.spend import Spend
-from gatekeeper.stores.base import Call, Erasure, Risk, Steps, Stores, run
+from gatekeeper.stores.base import Call, Erasure, Risk, Steps, Stores, Windows, run
 from gatekeeper.suppress import Suppression
 
 T = TypeVar("T")
@@ -210,6 +210,8 @@ class GateCore:
         started, ``approved`` as approved (``conversion.py``); None when there is nothing to count."""
         kind = {"pending": "started", "approved": "approved"}.get(str(status).lower())
         if kind is None or not self.guard.conversion.enabled or not isinstance(verification_sid, str):
+            return None
+        if not isinstance(self.stores.windows, Windows):  # a store without windows counts nothing (guard.py warns)
             return None
         phone = phones.normalize(to, self.default_country) if isinstance(to, str) and verification_sid else None
         if phone is None or phone.e164 is None:

@@ -187,6 +187,18 @@ def test_a_store_that_cannot_count_never_fails_a_sent_code(
     assert "could not count a verification pending: unavailable" in caplog.text
 
 
+def test_stores_without_windows_count_nothing_and_fail_nothing(sandbox_server: SandboxServer, sandbox: Sandbox) -> None:
+    """A gate whose stores keep no windows (a custom store without ``Windows``) sends and checks codes as usual:
+    nothing is counted, nothing raised."""
+    clock = FakeClock()
+    gate = Gatekeeper(sandbox_server.client(), clock=clock, stores=Stores.using(MemoryStore(clock=clock)))
+    gate.stores.windows = None  # as Stores.using leaves it for a backend without the verbs
+    assert gate.start_verification(BLOCK[0], verify_service_sid=VA).action is Action.VERIFY_SMS
+    checked = gate.verify_check(BLOCK[0], sandbox.verification_code(BLOCK[0]), verify_service_sid=VA)
+    assert checked.status == "approved"
+    gate.record_verification(BLOCK[0], checked.sid, "approved")
+
+
 def test_the_verify_events_webhook_counts_event_streams_verifications(sandbox_server: SandboxServer) -> None:
     """A signed Event Streams delivery (a JSON array of CloudEvents) counts each verification's status once: a
     repeat of the delivery, and events of other types, count nothing."""
