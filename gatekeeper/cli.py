@@ -105,7 +105,9 @@ def _print_decision(decision: Decision, guard: Sequence[str] = ()) -> None:
     table.add_row("enforced", "yes" if decision.enforced else "no (observe mode)")
     if decision.facts is not None:
         f = decision.facts
-        for name in ("country_code", "line_type", "carrier_name", "mcc", "mnc", "caller_name", "source"):
+        shown = ("country_code", "line_type", "carrier_name", "mcc", "mnc", "caller_name", "sms_pumping_risk_score",
+                 "sms_pumping_blocked", "sim_swapped", "line_status", "reassigned", "source")  # fmt: skip
+        for name in shown:
             value = getattr(f, name)
             if value is not None:
                 table.add_row(name.replace("_", " "), str(value))

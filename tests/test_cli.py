@@ -95,6 +95,8 @@ def test_check_asks_whether_a_number_was_reassigned_since_a_day(capsys: pytest.C
     not one is one clear line, exit 1."""
     assert main(["check", "+14155550100", "--sandbox", "--json", "--last-verified", "2026-01-15"]) == 0
     assert json.loads(capsys.readouterr().out)["facts"]["reassigned"] == "no"
+    assert main(["check", "+14155550100", "--sandbox", "--last-verified", "2026-01-15"]) == 0
+    assert re.search(r"reassigned\s+no", capsys.readouterr().out)
     assert main(["check", "+14155550100", "--sandbox", "--last-verified", "soon"]) == 1
     assert "last_verified is a date" in capsys.readouterr().err
 
