@@ -7,8 +7,9 @@ reached). Over a limit, in ``enforce`` mode the attempt is refused with the firs
 carries the reason with ``:observe`` appended, for the audit and for tuning. A store without windows
 (``stores.base.Windows``) counts nothing: the guard says so once and lets attempts through.
 
-Each check is one store call per rule (``Windows.hit``); the shipped rules are on MFA only, so a notification
-costs no call here.
+Each check is one store call per rule (``Windows.hit``; one step for them all with ``WindowBatch``), and for an
+MFA attempt that a prefix or country rule counts, one more before them: the conversion tallies its limits may be
+tightened by (``conversion.py``). The shipped rules are on MFA only, so a notification costs no call here.
 """
 
 from __future__ import annotations
