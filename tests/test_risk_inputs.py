@@ -87,8 +87,9 @@ def test_a_number_reassigned_since_the_caller_last_verified_it_is_refused(
 def test_reassigned_answers_are_cached_per_day_and_only_for_us_numbers(
     sandbox_server: SandboxServer, sandbox: Sandbox
 ) -> None:
-    """The same day again is answered from the cache; another day is one more Lookup; a number outside the US (where
-    Lookup has no reassigned data) is not asked about it; ``flag`` lets the attempt go with the reason."""
+    """The same day again is answered from the cache, for a day (its own TTL); another day is one more Lookup; a
+    number outside the US (where Lookup has no reassigned data) is not asked about it; ``flag`` lets the attempt go
+    with the reason."""
     g = gate(sandbox_server, sandbox, reassigned="flag")
     flagged = g.decide(REASSIGNED, last_verified="2026-01-15")
     assert not flagged.refused and "reassigned_number:yes" in flagged.reasons
@@ -98,6 +99,12 @@ def test_reassigned_answers_are_cached_per_day_and_only_for_us_numbers(
     g.decide("+447400123456", last_verified="2026-01-15")
     assert len(lookups(sandbox)) == 3 and lookups(sandbox)[-1]["CountryCode"] == ["GB"]
     assert "LastVerifiedDate" not in lookups(sandbox)[-1]
+    g.decide(PLAIN)  # the number's answer without a day, held too: no route is kept from it for a dated ask
+    g.decide(PLAIN, last_verified="2026-01-15")
+    g.clock.advance(86_401)  # reassigned_number's own TTL (1 day) is over
+    g.decide(PLAIN, last_verified="2026-01-15")
+    dated = [r for r in sandbox.requests(route="lookup") if r.path.endswith(PLAIN) and "LastVerifiedDate" in r.query]
+    assert len(dated) == 2  # asked again once its day's answer aged out, though the line type was still fresh
     ignoring = gate(sandbox_server, sandbox, reassigned="ignore")
     assert not ignoring.decide(REASSIGNED, "mfa", last_verified="2026-01-15").refused
 
