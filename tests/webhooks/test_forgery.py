@@ -98,10 +98,14 @@ def test_an_error_inside_the_check_is_a_403(monkeypatch: pytest.MonkeyPatch) -> 
     def broken(*args: object, **kwargs: object) -> bool:
         raise ValueError("validator broke")
 
+    params = inbound("STOP")
+    signed = {"X-Twilio-Signature": sign(f"{OURS}{PREFIX}/messages/inbound", params)}  # before the validator breaks
     monkeypatch.setattr(RequestValidator, "validate", broken)
+    monkeypatch.setattr(RequestValidator, "compute_signature", broken)
     app, recorder, _ = deployed_app(public_base_url=OURS)
     with app.test_client() as client:
-        assert post(client, "/messages/inbound", inbound("STOP"), base_url=OURS).status_code == 403
+        answer = post(client, "/messages/inbound", params, token=None, headers=signed, base_url=OURS)
+        assert answer.status_code == 403
     assert recorder.inbound == []
 
 
