@@ -358,6 +358,8 @@ class WebhookSettings(_Section):
     trusted_proxy_hops: int = Field(0, ge=0, le=10)
     max_body_bytes: int = Field(64 * 1024, gt=0)  # a larger request is refused (413)
     auth_tokens: list[SecretStr] = []  # more tokens signatures may be made with (an auth-token rotation)
+    # Secrets of the shared keys Twilio signs webhooks with (Webhooks configuration API, beta), by key id
+    shared_keys: dict[str, SecretStr] = {}
     advanced_opt_out: bool = False
     replies: Replies = Replies()
     keywords: Keywords = Keywords()

@@ -270,8 +270,22 @@ class PrivateCluster:
         self.url = f"redis://127.0.0.1:{self.ports[0][0]}/0"
         self.urls = [f"redis://127.0.0.1:{port}/0" for port, _ in self.ports]
 
-    def start(self, timeout: float = 20.0) -> PrivateCluster:
-        deadline = time.monotonic() + timeout
+    def start(self, timeout: float = 20.0, attempts: int = 3) -> PrivateCluster:
+        """Start the nodes and join them; a port taken between picking it and binding it (another process got
+        there first: the pick is only a guess) means new ports and another try."""
+        for _ in range(attempts - 1):
+            try:
+                return self._start(time.monotonic() + timeout)
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc):
+                    raise
+                self.ports = [_free_port_pair() for _ in self.ports]
+                self.url = f"redis://127.0.0.1:{self.ports[0][0]}/0"
+                self.urls = [f"redis://127.0.0.1:{port}/0" for port, _ in self.ports]
+                self.procs = []
+        return self._start(time.monotonic() + timeout)
+
+    def _start(self, deadline: float) -> PrivateCluster:
         try:
             for port, bus in self.ports:
                 where = self.root / str(port)

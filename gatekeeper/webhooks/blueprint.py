@@ -158,6 +158,7 @@ def create_blueprint(
         trusted_proxy_hops=wh.trusted_proxy_hops,
         allowed_hosts=wh.allowed_hosts,
         url_fragment=wh.connection_overrides,
+        shared_keys={key: secret.get_secret_value() for key, secret in wh.shared_keys.items()},
     )
     processor = EventProcessor(gate, on_inbound=on_inbound, on_consent=on_consent, on_status=on_status)
 

@@ -19,6 +19,12 @@ account's webhook hosts verifies when replayed here with that ``Host``. The
 blueprint refuses to be registered with neither set, unless the app is in debug
 or testing mode (see :mod:`gatekeeper.webhooks.blueprint`).
 
+A webhook Twilio signs with a *shared key* (the Webhooks configuration API's signing settings, a public
+beta) carries ``X-Twilio-Webhooks-Signature-Settings: key=<id>,algorithm=HMAC_SHA256``: it is checked with
+that key's secret from ``[webhooks] shared_keys`` and the header's algorithm, never with an auth token; a
+key this app does not hold, or an algorithm twilio's validator does not know, is refused with its reason.
+Without the header, the auth tokens and HMAC-SHA1, as always.
+
 Twilio signs no timestamp, so a replayed request verifies; replays are stopped
 by the idempotency store (see :mod:`gatekeeper.webhooks.events`).
 """
@@ -31,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
-from twilio.request_validator import RequestValidator, compare
+from twilio.request_validator import RequestValidator, compare, get_signature_algorithm
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import get_host
 
@@ -46,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gatekeeper.webhooks")
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+_ALGORITHMS = frozenset({"HMAC_SHA1", "HMAC_SHA256"})  # what twilio's RequestValidator computes
 BODY_HASH_PARAM = "bodySHA256"
 _FORM = "application/x-www-form-urlencoded"
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -59,7 +67,8 @@ def resolve_tokens(gate: Gatekeeper, auth_token: str | None = None) -> tuple[str
     The account token is ``auth_token``, else ``[twilio] auth_token``, else the
     twilio client's password when the client logs in with the account SID. An
     API key's secret cannot check signatures, so with API-key auth and no token
-    configured this raises :class:`~gatekeeper.errors.ConfigError`.
+    configured this raises :class:`~gatekeeper.errors.ConfigError`, unless ``[webhooks]
+    shared_keys`` holds the keys every webhook is signed with (then none: ``()``).
     """
     settings = gate.settings
     primary = auth_token
@@ -71,6 +80,8 @@ def resolve_tokens(gate: Gatekeeper, auth_token: str | None = None) -> tuple[str
         primary = password if isinstance(password, str) and password else None
     extras = [t.get_secret_value() for t in settings.webhooks.auth_tokens]
     tokens = tuple(dict.fromkeys(t for t in (primary, *extras) if t))
+    if not tokens and settings.webhooks.shared_keys:  # every webhook signed with a shared key: no token needed
+        return ()
     if not tokens:
         how = (
             "the twilio client authenticates with an API key, whose secret cannot validate webhook signatures"
@@ -104,10 +115,12 @@ class SignatureVerifier:
         trusted_proxy_hops: int = 0,
         allowed_hosts: Iterable[str] = (),
         url_fragment: str = "",
+        shared_keys: Mapping[str, str] | None = None,
     ) -> None:
         self._validators = [RequestValidator(t) for t in tokens]
-        if not self._validators:
-            raise InvalidArgument("at least one auth token is needed")
+        self._shared = {key: RequestValidator(secret) for key, secret in (shared_keys or {}).items()}
+        if not self._validators and not self._shared:
+            raise InvalidArgument("at least one auth token (or shared key) is needed")
         self._base = public_base_url.rstrip("/") if public_base_url else None
         self._hops = trusted_proxy_hops
         self._hosts = frozenset(h.lower().rstrip(".") for h in allowed_hosts)
@@ -119,7 +132,10 @@ class SignatureVerifier:
         return self._base is not None or bool(self._hosts)
 
     def __repr__(self) -> str:  # never show the tokens
-        return f"SignatureVerifier(tokens={len(self._validators)}, base={self._base!r}, hops={self._hops})"
+        return (
+            f"SignatureVerifier(tokens={len(self._validators)}, shared_keys={sorted(self._shared)}, "
+            f"base={self._base!r}, hops={self._hops})"
+        )
 
     def public_url(self, request: Request) -> str:
         """The URL Twilio requested: configured base or (trusted) forwarded headers, plus the raw path and query."""
@@ -173,6 +189,7 @@ class SignatureVerifier:
             url = self.public_url(request)
         except UnicodeDecodeError:  # a query string that is not UTF-8 was not signed by Twilio
             raise InvalidSignature("mismatch") from None
+        validators, algorithm = self._signers(request.headers.get(SETTINGS_HEADER))
         expected_hash = request.args.get(BODY_HASH_PARAM)
         if expected_hash is not None:
             if not _SHA256_HEX.fullmatch(expected_hash):  # twilio's validator fails on an empty one
@@ -181,16 +198,33 @@ class SignatureVerifier:
                 text = body.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidSignature("body_not_utf8") from None
-            if any(v.validate(u, text, signature) for v in self._validators for u in self._signed(url)):
+            if any(v.validate(u, text, signature, algorithm) for v in validators for u in self._signed(url)):
                 return
-            if self._validators[0].compute_hash(text) != expected_hash:
+            if validators[0].compute_hash(text) != expected_hash:
                 raise InvalidSignature("body_hash_mismatch")
             raise InvalidSignature("mismatch")
         if body and request.mimetype != _FORM:
             # Twilio signs a form's fields, or a JSON body through bodySHA256; anything else is not covered.
             raise InvalidSignature("unsigned_body")
-        if not any(_form_signed(v, u, form, signature) for v in self._validators for u in self._signed(url)):
+        if not any(_form_signed(v, u, form, signature, algorithm) for v in validators for u in self._signed(url)):
             raise InvalidSignature("mismatch")
+
+    def _signers(self, settings: str | None) -> tuple[list[RequestValidator], str | None]:
+        """Who may have signed a request, and with which algorithm: the shared key its settings header names (and
+        that header's algorithm), or, with no header, the auth tokens and HMAC-SHA1."""
+        if not settings:
+            if not self._validators:
+                raise InvalidSignature("unsigned_by_shared_key")  # only shared keys are configured
+            return self._validators, None
+        algorithm = get_signature_algorithm(settings).upper()
+        if algorithm not in _ALGORITHMS:
+            raise InvalidSignature("unsupported_algorithm")
+        fields = dict(part.strip().partition("=")[::2] for part in settings.split(","))
+        key = fields.get("key", "").strip()
+        if key not in self._shared:
+            log.error("a webhook was signed with shared key %r, which [webhooks] shared_keys does not hold", key[:64])
+            raise InvalidSignature("unknown_shared_key")
+        return [self._shared[key]], algorithm
 
     def _signed(self, url: str) -> tuple[str, ...]:
         """The URLs Twilio may have signed: the one requested, and, with connection overrides configured, the
@@ -199,12 +233,14 @@ class SignatureVerifier:
         return (url, f"{url}#{self._fragment}") if self._fragment else (url,)
 
 
-def _form_signed(validator: RequestValidator, url: str, form: Mapping[str, Any], signature: str) -> bool:
+def _form_signed(
+    validator: RequestValidator, url: str, form: Mapping[str, Any], signature: str, algorithm: str | None
+) -> bool:
     """twilio's check of a form request, the common case first: Twilio signs the URL as it called it, so one HMAC
     of that URL usually settles it; only when it does not, ``validate`` tries it with and without the port (two
     more). Both are twilio's own code: the HMAC is never derived here."""
-    return bool(compare(validator.compute_signature(url, form), signature)) or bool(
-        validator.validate(url, form, signature)
+    return bool(compare(validator.compute_signature(url, form, algorithm), signature)) or bool(
+        validator.validate(url, form, signature, algorithm)
     )
 
 

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Request
 from gatekeeper.errors import ConfigError, InvalidSignature
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.settings import Settings
+from gatekeeper.webhooks import init_app
 from gatekeeper.webhooks.request import parse_form
 from gatekeeper.webhooks.signature import SignatureVerifier, resolve_tokens
 
@@ -397,3 +398,94 @@ def test_verifier_repr_hides_tokens() -> None:
 def test_extension_state_is_registered(app: Flask, gate: Gatekeeper) -> None:
     """init_app keeps the state in app.extensions["gatekeeper"]."""
     assert app.extensions["gatekeeper"].gate is gate
+
+
+# -- shared keys (the Webhooks configuration API's signing settings) -------------------------------------------
+KEY_ID, KEY_SECRET = "webhooks_sharedkey_a1", "shared-key-secret-0f9e8d7c6b5a"
+SHARED_URL = "https://hooks.example.com/twilio/messages/status"
+
+
+def _shared_request(
+    params: dict[str, str],
+    *,
+    secret: str = KEY_SECRET,
+    algorithm: str = "HMAC_SHA256",
+    key: str = KEY_ID,
+    claimed: str | None = None,
+) -> Request:
+    """A request signed with ``secret`` and ``algorithm``, its settings header naming ``key`` and ``claimed`` (the
+    algorithm it says it used; by default the one it did)."""
+    signature = RequestValidator(secret).compute_signature(SHARED_URL, params, algorithm)
+    headers = {
+        "X-Twilio-Signature": signature,
+        "X-Twilio-Webhooks-Signature-Settings": f"key={key},algorithm={claimed or algorithm}",
+    }
+    builder = EnvironBuilder(path="/twilio/messages/status", base_url="https://hooks.example.com", method="POST",
+                             data=MultiDict(params), headers=headers)  # fmt: skip
+    return Request(builder.get_environ())
+
+
+def _check(request: Request, verifier: SignatureVerifier) -> None:
+    body = request.get_data()
+    verifier.verify(request, body, parse_form(body))
+
+
+def test_a_webhook_signed_with_a_shared_key_is_checked_with_that_key_and_its_algorithm() -> None:
+    """With the signature-settings header, the named shared key's secret and the header's algorithm check the
+    request (HMAC-SHA256 or SHA1); an auth token's signature, an unknown key, an unknown algorithm or a tampered
+    field are refused, each with its reason; without the header the auth tokens check it as always."""
+    params = {"MessageSid": "SM" + "1" * 32, "MessageStatus": "delivered"}
+    verifier = SignatureVerifier([TOKEN], shared_keys={KEY_ID: KEY_SECRET}, public_base_url="https://hooks.example.com")
+    _check(_shared_request(params), verifier)
+    _check(_shared_request(params, algorithm="HMAC_SHA1"), verifier)
+    refusals = {
+        "mismatch": _shared_request(params, secret=TOKEN),  # the auth token cannot sign for a shared key
+        "unknown_shared_key": _shared_request(params, key="webhooks_sharedkey_other"),
+        "unsupported_algorithm": _shared_request(params, claimed="HMAC_MD5"),
+    }
+    for reason, request in refusals.items():
+        with pytest.raises(InvalidSignature) as info:
+            _check(request, verifier)
+        assert info.value.reason == reason
+    tampered = _shared_request(params)
+    tampered = Request(EnvironBuilder(path="/twilio/messages/status", base_url="https://hooks.example.com",
+                                      method="POST", data=MultiDict({**params, "MessageStatus": "failed"}),
+                                      headers=dict(tampered.headers)).get_environ())  # fmt: skip
+    with pytest.raises(InvalidSignature):
+        _check(tampered, verifier)
+    body = '{"type": "com.twilio.accountsecurity.verify.verification.approved"}'
+    query = f"bodySHA256={hashlib.sha256(body.encode()).hexdigest()}"
+    signature = RequestValidator(KEY_SECRET).compute_signature(f"{SHARED_URL}?{query}", {}, "HMAC_SHA256")
+    headers = {
+        "X-Twilio-Signature": signature,
+        "X-Twilio-Webhooks-Signature-Settings": f"key={KEY_ID},algorithm=HMAC_SHA256",
+    }
+    json_request = Request(EnvironBuilder(path="/twilio/messages/status", base_url="https://hooks.example.com",
+                                          query_string=query, method="POST", data=body, content_type="application/json",
+                                          headers=headers).get_environ())  # fmt: skip
+    verifier.verify(json_request, body.encode(), MultiDict())  # a JSON body through bodySHA256, with the key
+    assert KEY_SECRET not in repr(verifier) and KEY_ID in repr(verifier)
+
+
+def test_shared_keys_alone_need_no_auth_token_and_refuse_token_signed_requests() -> None:
+    """An API-key client with ``[webhooks] shared_keys`` mounts the webhooks without an auth token; a request
+    carrying no signature settings is then refused (nothing could have signed it)."""
+    gate = Gatekeeper(
+        Client("SK" + "1" * 32, "api-key-secret", ACCOUNT_SID, environment={}),
+        settings=Settings(
+            webhooks={"shared_keys": {KEY_ID: KEY_SECRET}, "public_base_url": "https://hooks.example.com"}
+        ),
+    )
+    assert resolve_tokens(gate) == ()
+    app = Flask("shared")
+    init_app(app, gate)
+    params = {"MessageSid": "SM" + "2" * 32, "MessageStatus": "delivered", "To": ALICE}
+    shared = _shared_request(params)
+    client = app.test_client()
+    ok = client.post(
+        "/twilio/messages/status", data=params, headers=dict(shared.headers), base_url="https://hooks.example.com"
+    )
+    assert ok.status_code == 200
+    plain = {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(SHARED_URL, params)}
+    refused = client.post("/twilio/messages/status", data=params, headers=plain, base_url="https://hooks.example.com")
+    assert refused.status_code == 403
