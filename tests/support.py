@@ -390,8 +390,22 @@ class PrivateSentinel:
         self.primary_url = f"redis://:{self.primary_password}@127.0.0.1:{self.primary_port}/0"
         self.sentinels = [f"127.0.0.1:{self.sentinel_port}"]
 
-    def start(self, timeout: float = 20.0) -> PrivateSentinel:
-        deadline = time.monotonic() + timeout
+    def start(self, timeout: float = 20.0, attempts: int = 3) -> PrivateSentinel:
+        """Start the primary and the Sentinel; a picked port taken before it could be bound means new ports and
+        another try (as :meth:`PrivateCluster.start`)."""
+        for _ in range(attempts - 1):
+            try:
+                return self._start(time.monotonic() + timeout)
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc):
+                    raise
+                self.primary_port, self.sentinel_port = free_port(), free_port()
+                self.primary_url = f"redis://:{self.primary_password}@127.0.0.1:{self.primary_port}/0"
+                self.sentinels = [f"127.0.0.1:{self.sentinel_port}"]
+                self.procs = []
+        return self._start(time.monotonic() + timeout)
+
+    def _start(self, deadline: float) -> PrivateSentinel:
         try:
             primary = [
                 self.server, "--port", str(self.primary_port), "--bind", "127.0.0.1", "--save", "",
