@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -246,6 +246,22 @@ def _free_port_pair() -> tuple[int, int]:
             return a, b
 
 
+S = TypeVar("S")
+
+
+def _on_fresh_ports(start: Callable[[float], S], pick_ports: Callable[[], None], timeout: float, attempts: int) -> S:
+    """``start(deadline)``; when a port it was given was taken before its server could bind it (a free port is only
+    a guess: another process may get there first), ``pick_ports()`` and try again, ``attempts`` times in all."""
+    for _ in range(attempts - 1):
+        try:
+            return start(time.monotonic() + timeout)
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc):
+                raise
+            pick_ports()
+    return start(time.monotonic() + timeout)
+
+
 def _stop_all(procs: list[subprocess.Popen[str]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -265,25 +281,19 @@ class PrivateCluster:
     def __init__(self, root: Path, primaries: int = 3) -> None:
         self.server, self.cli = _server_binaries("redis-server", "redis-cli")
         self.root = root
-        self.ports = [_free_port_pair() for _ in range(primaries)]
+        self.ports: list[tuple[int, int]] = [(0, 0)] * primaries
         self.procs: list[subprocess.Popen[str]] = []
-        self.url = f"redis://127.0.0.1:{self.ports[0][0]}/0"
-        self.urls = [f"redis://127.0.0.1:{port}/0" for port, _ in self.ports]
+        self._pick_ports()
 
     def start(self, timeout: float = 20.0, attempts: int = 3) -> PrivateCluster:
-        """Start the nodes and join them; a port taken between picking it and binding it (another process got
-        there first: the pick is only a guess) means new ports and another try."""
-        for _ in range(attempts - 1):
-            try:
-                return self._start(time.monotonic() + timeout)
-            except RuntimeError as exc:
-                if "Address already in use" not in str(exc):
-                    raise
-                self.ports = [_free_port_pair() for _ in self.ports]
-                self.url = f"redis://127.0.0.1:{self.ports[0][0]}/0"
-                self.urls = [f"redis://127.0.0.1:{port}/0" for port, _ in self.ports]
-                self.procs = []
-        return self._start(time.monotonic() + timeout)
+        """Start the nodes and join them (on new ports if one picked was taken: :func:`_on_fresh_ports`)."""
+        return _on_fresh_ports(self._start, self._pick_ports, timeout, attempts)
+
+    def _pick_ports(self) -> None:
+        self.ports = [_free_port_pair() for _ in self.ports]
+        self.url = f"redis://127.0.0.1:{self.ports[0][0]}/0"
+        self.urls = [f"redis://127.0.0.1:{port}/0" for port, _ in self.ports]
+        self.procs = []
 
     def _start(self, deadline: float) -> PrivateCluster:
         try:
@@ -383,27 +393,20 @@ class PrivateSentinel:
     def __init__(self, root: Path) -> None:
         (self.server,) = _server_binaries("redis-server")
         self.root = root
-        self.primary_port, self.sentinel_port = free_port(), free_port()
         self.procs: list[subprocess.Popen[str]] = []
         # The host of a Sentinel URL is not connected to: the Sentinel names the primary.
         self.url = f"redis://:{self.primary_password}@{self.service_name}/0"
-        self.primary_url = f"redis://:{self.primary_password}@127.0.0.1:{self.primary_port}/0"
-        self.sentinels = [f"127.0.0.1:{self.sentinel_port}"]
+        self._pick_ports()
 
     def start(self, timeout: float = 20.0, attempts: int = 3) -> PrivateSentinel:
-        """Start the primary and the Sentinel; a picked port taken before it could be bound means new ports and
-        another try (as :meth:`PrivateCluster.start`)."""
-        for _ in range(attempts - 1):
-            try:
-                return self._start(time.monotonic() + timeout)
-            except RuntimeError as exc:
-                if "Address already in use" not in str(exc):
-                    raise
-                self.primary_port, self.sentinel_port = free_port(), free_port()
-                self.primary_url = f"redis://:{self.primary_password}@127.0.0.1:{self.primary_port}/0"
-                self.sentinels = [f"127.0.0.1:{self.sentinel_port}"]
-                self.procs = []
-        return self._start(time.monotonic() + timeout)
+        """Start the primary and the Sentinel (on new ports if one picked was taken: :func:`_on_fresh_ports`)."""
+        return _on_fresh_ports(self._start, self._pick_ports, timeout, attempts)
+
+    def _pick_ports(self) -> None:
+        self.primary_port, self.sentinel_port = free_port(), free_port()
+        self.primary_url = f"redis://:{self.primary_password}@127.0.0.1:{self.primary_port}/0"
+        self.sentinels = [f"127.0.0.1:{self.sentinel_port}"]
+        self.procs = []
 
     def _start(self, deadline: float) -> PrivateSentinel:
         try:

@@ -211,3 +211,26 @@ def test_gatekeeper_check_warns_of_the_risks_and_answers(
     assert json.loads(out)["action"] == "sms"
     assert "store durability: persistence:none" in err
     assert "error" not in err
+
+
+def test_the_suites_private_cluster_moves_off_a_port_taken_before_it_binds(tmp_path: Path) -> None:
+    """A free port is only a guess: when another process takes one the suite picked for a cluster node before the
+    node binds it, the cluster starts on new ports instead of failing every cluster test."""
+    import socket
+
+    import redis
+    from support import PrivateCluster
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = PrivateCluster(tmp_path)
+        cluster.ports[0] = (port, cluster.ports[0][1])
+        try:
+            cluster.start()
+            assert cluster.ports[0][0] != port and len(cluster.urls) == 3
+            with redis.Redis.from_url(cluster.url) as node:
+                assert node.cluster("info")["cluster_state"] == "ok"
+        finally:
+            cluster.stop()
