@@ -27,7 +27,7 @@ from typing import Literal
 
 from gatekeeper import velocity
 from gatekeeper.errors import StoreUnavailable
-from gatekeeper.models import Action, Phone
+from gatekeeper.models import API_OF, Action, Phone
 from gatekeeper.stores.base import Call, Steps
 from gatekeeper.velocity import Terms, factor
 
@@ -35,10 +35,8 @@ log = logging.getLogger("gatekeeper.guard")
 
 Kind = Literal["started", "approved"]
 SCOPES = ("prefix", "country")
-#: The actions that send a Verify code to a number (an email code has no prefix to pump).
-SENT_CODES = frozenset(
-    {Action.VERIFY_SMS, Action.VERIFY_CALL, Action.VERIFY_WHATSAPP, Action.VERIFY_SNA, Action.VERIFY_AUTO}
-)
+#: The actions that send a Verify code to a number: Verify's, less email (an address has no prefix to pump).
+SENT_CODES = frozenset(a for a, api in API_OF.items() if api == "verify") - {Action.EMAIL}
 _UNLIMITED = 2**31  # a conversion window counts; it never refuses
 
 

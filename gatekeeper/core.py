@@ -209,12 +209,12 @@ class GateCore:
         """The store steps counting one verification for the guard's conversion-aware limits: ``pending`` as
         started, ``approved`` as approved (``conversion.py``); None when there is nothing to count."""
         kind = {"pending": "started", "approved": "approved"}.get(str(status).lower())
-        if kind is None or not self.guard.conversion.enabled or not isinstance(verification_sid, str):
+        if kind is None or not verification_sid or not isinstance(verification_sid, str) or not isinstance(to, str):
             return None
-        if not isinstance(self.stores.windows, Windows):  # a store without windows counts nothing (guard.py warns)
-            return None
-        phone = phones.normalize(to, self.default_country) if isinstance(to, str) and verification_sid else None
-        if phone is None or phone.e164 is None:
+        if not self.guard.conversion.enabled or not isinstance(self.stores.windows, Windows):
+            return None  # off, or a store without windows: nothing counted (guard.py warns of the latter)
+        phone = phones.normalize(to, self.default_country)
+        if phone.e164 is None:
             return None
         return self.guard.conversion.record_steps(phone, verification_sid, cast("Kind", kind))
 

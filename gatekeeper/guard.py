@@ -101,9 +101,8 @@ class Guard:
             held = yield Call("windows", "tally", ([(c.key, now - c.rule.window_seconds, now) for c in counts],))
         mode = "refuses" if self._mode == "enforce" else "is named (observe)"
         said = []
-        for i, c in enumerate(counts):
+        for i, (c, limit) in enumerate(zip(counts, _limits(counts, tight), strict=True)):
             why = tight.get(c.rule.scope)
-            limit = velocity.tightened(c.rule.limit, why.factor) if why else c.rule.limit
             line = f"{c.reason}: past {limit} per {c.rule.window} it {mode}"
             if why is not None:
                 line += f" (tightened from {c.rule.limit}: {why.reason})"
@@ -135,10 +134,7 @@ class Guard:
         tight: dict[str, Tightened] = {}
         if self._tightens(purpose, counts):
             tight = yield from self.conversion.tighten_steps(phone)
-        limits = [
-            velocity.tightened(c.rule.limit, tight[c.rule.scope].factor) if c.rule.scope in tight else c.rule.limit
-            for c in counts
-        ]
+        limits = _limits(counts, tight)
         at, event = self._clock(), secrets.token_hex(8)
         if isinstance(self._stores.windows, WindowBatch):  # every rule in one step (one Redis round trip)
             checks = [(c.key, c.rule.window_seconds, limit) for c, limit in zip(counts, limits, strict=True)]
@@ -166,3 +162,11 @@ class Guard:
             and any(c.rule.scope in TIGHTENED_SCOPES for c in counts)
             and isinstance(self._stores.windows, WindowTally)
         )
+
+
+def _limits(counts: list[velocity.Count], tight: dict[str, Tightened]) -> list[int]:
+    """Each rule's limit for this attempt: its own, or tightened where its scope's conversion has collapsed."""
+    return [
+        velocity.tightened(c.rule.limit, tight[c.rule.scope].factor) if c.rule.scope in tight else c.rule.limit
+        for c in counts
+    ]
