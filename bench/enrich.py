@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import sys
 import tempfile
 import time
 import uuid
@@ -27,6 +28,9 @@ from typing import Any
 from gatekeeper import Gatekeeper, Stores
 from gatekeeper.batch import enrich_file
 from gatekeeper.sandbox import SandboxServer, sandbox_client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support import most_in_one_second
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RUNS = (("redis", 1), ("redis", 2), ("memory", 1))
@@ -48,17 +52,6 @@ class Job:
 
 def numbers(count: int, start: int) -> list[str]:
     return [f"+1415{start + i:07d}" for i in range(count)]
-
-
-def most_in_one_second(times: list[float]) -> int:
-    """The most events in any half-open one-second window [t, t + 1), as the strict limit counts them."""
-    times = sorted(times)
-    most, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - 1.0:
-            j += 1
-        most = max(most, i - j + 1)
-    return most
 
 
 def redis_answers() -> bool:

@@ -14,6 +14,7 @@ at a directory of its own (``data_home``).
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -202,3 +203,14 @@ def each_store_gate(
     yield make
     for gate in made:
         gate.close()
+
+
+@pytest.fixture
+def root_logging_restored() -> Iterator[None]:
+    """The CLI's ``main()`` installs its own root handler (as a console script should): the tests that run it get
+    the root logger's handlers and level back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +19,7 @@ from gatekeeper.sandbox import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, sandbox_client
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def root_logging_restored() -> Iterator[None]:
-    """main() installs the CLI's own root handler (as a console script should); later tests get theirs back."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("root_logging_restored")  # every test here runs main()
 
 
 @pytest.fixture(autouse=True)

@@ -187,16 +187,11 @@ def test_health_reports_the_durability_risks(
 
 
 @pytest.fixture
-def cli_logging_restored(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """main() installs the CLI's own root handler; later tests get theirs back. No variable of the environment
-    steers the command: only the file."""
+def cli_logging_restored(monkeypatch: pytest.MonkeyPatch, root_logging_restored: None) -> None:
+    """main() with the root logger given back afterwards; no variable of the environment steers the command: only
+    the file."""
     for name in ("GATEKEEPER_CONFIG", "GATEKEEPER_REDIS_URL", "GATEKEEPER_SANDBOX_URL", "TWILIO_ACCOUNT_SID"):
         monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_gatekeeper_check_warns_of_the_risks_and_answers(

@@ -178,15 +178,9 @@ def test_settings_alone_reads_no_nested_variable(monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_command_line_reports_a_misspelt_variable(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], root_logging_restored: None
 ) -> None:
     monkeypatch.delenv("GATEKEEPER_CONFIG", raising=False)
     monkeypatch.setenv("GATEKEEPER_POLICY__MODEE", "observe")
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        assert main(["check", "+14155550100", "--sandbox"]) == 1  # main() installs its own root handler
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    assert main(["check", "+14155550100", "--sandbox"]) == 1
     assert "GATEKEEPER_POLICY__MODEE names no setting" in capsys.readouterr().err

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,15 +131,10 @@ def test_a_keyboard_interrupt_raised_in_the_run_still_writes_the_rows_in_flight(
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def cli_env(monkeypatch: pytest.MonkeyPatch, root_logging_restored: None) -> None:
     """The CLI's settings from defaults only, and the root logger given back after main() installed its own."""
     for name in ("GATEKEEPER_CONFIG", "GATEKEEPER_REDIS_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_enrich_command_exits_130_with_one_line_and_resumes(sandbox_server, files, monkeypatch, capsys, cli_env):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import most_in_one_second
 
 from gatekeeper import Gatekeeper, Stores
 from gatekeeper.batch import enrich_file
@@ -28,17 +29,6 @@ def enrich_process(url: str, redis_url: str, prefix: str, src: str, out: str, re
     summary = enrich_file(gate, src, out, rate_per_second=RATE)
     done.put(summary.looked_up)
     gate.close()
-
-
-def most_in_one_second(times: list[float]) -> int:
-    """The most events in any half-open one-second window [t, t + 1), as the strict limit counts them."""
-    times = sorted(times)
-    most, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - 1.0:
-            j += 1
-        most = max(most, i - j + 1)
-    return most
 
 
 @pytest.mark.redis

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import multiprocessing
 import os
 import shutil
@@ -500,20 +499,14 @@ def test_settings_choose_sqlite_by_default_and_the_others_on_request(tmp_path: P
 
 
 def test_the_cli_keeps_its_lookup_cache_in_the_default_file(
-    data_home: Path, capsys: pytest.CaptureFixture[str]
+    data_home: Path, capsys: pytest.CaptureFixture[str], root_logging_restored: None
 ) -> None:
     """gatekeeper check, run twice (each run a new in-process sandbox), pays one Lookup: the second answer comes
     from the SQLite file in the user's data directory."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        sources = []
-        for _ in range(2):
-            assert main(["check", MOBILE, "--sandbox", "--json"]) == 0
-            sources.append(json.loads(capsys.readouterr().out)["facts"]["source"])
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    sources = []
+    for _ in range(2):
+        assert main(["check", MOBILE, "--sandbox", "--json"]) == 0
+        sources.append(json.loads(capsys.readouterr().out)["facts"]["source"])
     assert sources == ["lookup", "cache"]
     assert (data_home / "gatekeeper" / "gatekeeper.db").is_file()
 
