@@ -171,6 +171,9 @@ class RedisSettings(_Section):
     # for one, then fails: StoreUnavailable, which the gate reports as store:pool_exhausted.
     max_connections: int = Field(50, ge=1)
     pool_timeout_ms: int = Field(2_000, ge=0)
+    # Standalone: Redis pushes every write to consent keys to each process, which then screens a repeated number
+    # without a round trip while it has heard from Redis within this many ms. 0: consent read on every send.
+    consent_watch_ms: int = Field(1_000, ge=0)
     sentinels: list[str] = []  # sentinel: "host:port" of each Sentinel
     service_name: str | None = None  # sentinel: the name the Sentinels monitor the primary under
     sentinel_password: SecretStr | None = None  # sentinel: the Sentinels' own requirepass, if any

@@ -210,6 +210,7 @@ def redis_target(settings: Settings) -> RedisTarget:
         timeout_seconds=r.timeout_ms / 1000,
         max_connections=r.max_connections,
         pool_timeout_seconds=r.pool_timeout_ms / 1000,
+        consent_watch_seconds=r.consent_watch_ms / 1000,
     )
 
 

@@ -301,7 +301,7 @@ def test_opt_out_written_by_another_process_through_redis(
     redis_store: RedisStore,
     redis_prefix: str,
 ) -> None:
-    """Every decision reads the shared store, so it sees opt-outs another process wrote."""
+    """Opt-outs another process wrote apply to the next decision: Redis pushes the write to this store's watch."""
     g = Gatekeeper(twilio_client, clock=clock, sleep=clock.sleep, stores=Stores.using(redis_store))
     g.decide(MOBILE), g.decide(MOBILE)
     elsewhere = RedisStore.from_url(redis_url, prefix=redis_prefix)  # as another host's webhook would

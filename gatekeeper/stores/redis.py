@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, cast
 
@@ -43,6 +43,7 @@ from gatekeeper.stores.base import (
 from gatekeeper.stores.redis_connect import RedisTarget, connect, durability_risks, primaries_risks
 from gatekeeper.stores.redis_scripts import SCRIPTS
 from gatekeeper.stores.redis_verbs import Op, Pipe, RedisVerbs, Verb, unavailable
+from gatekeeper.stores.redis_watch import ConsentWatch, watch_connection
 from gatekeeper.stores.write_behind import AuditWriter
 
 __all__ = ["SCRIPTS", "Op", "Pipe", "RedisStore", "RedisVerbs", "durability_risks", "unavailable"]
@@ -60,11 +61,17 @@ class RedisStore(RedisVerbs):
         audit_max: int = 100_000,
         audit_max_age_seconds: float | None = None,
         lock_poll_seconds: float = 0.005,
+        consent_watch_seconds: float = 1.0,
     ) -> None:
         """``client``, or a function making it at the first command (a cluster client asks for the slots when
-        made: a cluster down when the process starts then fails commands, as a server down would, not the start)."""
+        made: a cluster down when the process starts then fails commands, as a server down would, not the start).
+        ``consent_watch_seconds``: how long the consent watch (``redis_watch``) is trusted without hearing from
+        Redis; 0, no watch: every send reads consent from Redis."""
         super().__init__(prefix=prefix, audit_max=audit_max, audit_max_age_seconds=audit_max_age_seconds)
         self._lock_poll = lock_poll_seconds
+        self._watch_seconds = consent_watch_seconds
+        self._watch: ConsentWatch | None = None
+        self._writes, self._writing = 0, threading.Lock()  # this store's own suppressing writes: see below
         self._client: Any = None
         self._make = None if isinstance(client, (redis.Redis, RedisCluster)) else client
         self._making = threading.Lock()
@@ -82,12 +89,13 @@ class RedisStore(RedisVerbs):
         audit_max_age_seconds: float | None = None,
         max_connections: int = 50,
         pool_timeout_seconds: float = 2.0,
+        consent_watch_seconds: float = 1.0,
     ) -> RedisStore:
         """One Redis server, with timeouts set (a dead Redis fails fast instead of hanging a send) and a pool of
         ``max_connections`` that a burst waits on, up to ``pool_timeout_seconds``."""
         target = RedisTarget(
             url, timeout_seconds=timeout_seconds, max_connections=max_connections,
-            pool_timeout_seconds=pool_timeout_seconds,
+            pool_timeout_seconds=pool_timeout_seconds, consent_watch_seconds=consent_watch_seconds,
         )  # fmt: skip
         return cls.connect(target, prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
 
@@ -96,11 +104,18 @@ class RedisStore(RedisVerbs):
         cls, target: RedisTarget, *, prefix: str = "gk:", audit_max_age_seconds: float | None = None
     ) -> RedisStore:
         """The store on ``target``: one server, a cluster or a Sentinel-watched primary (see ``redis_connect``)."""
-        return cls(lambda: connect(target), prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
+        return cls(
+            lambda: connect(target), prefix=prefix, audit_max_age_seconds=audit_max_age_seconds,
+            consent_watch_seconds=target.consent_watch_seconds,
+        )  # fmt: skip
 
     def _use(self, client: Any) -> None:
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
         self._cluster = isinstance(client, RedisCluster)
+        opener = None if self._cluster or self._watch_seconds <= 0 else watch_connection(client)
+        if opener is not None:
+            suppressing = [f"{self._p}{kind}:" for kind in ("optout", "fail", "supp")]
+            self._watch = ConsentWatch(opener, suppressing, max_silence=self._watch_seconds)
         self._client = client
 
     @property
@@ -116,6 +131,8 @@ class RedisStore(RedisVerbs):
 
     def close(self) -> None:
         self._audit.close()
+        if self._watch is not None:
+            self._watch.close()
         if self._client is not None:
             self._client.close()
 
@@ -203,6 +220,21 @@ class RedisStore(RedisVerbs):
                 with suppress(LockError, RedisError, RedisClusterException):
                     lock.release()
 
+    # -- suppression version ----------------------------------------------------------
+    def suppression_version(self) -> Hashable:
+        """Changes with every suppressing write, by this process or any other, while the consent watch can vouch
+        for it (``redis_watch``: standalone Redis, ``consent_watch_seconds`` > 0); otherwise a new object each
+        time, equal to nothing, so the gate reads Redis. This store's own writes are counted as they return, so a
+        process never waits on Redis's push to see what it wrote itself."""
+        if self._client is None:
+            self._r  # noqa: B018 - made, so the watch is
+        watch = self._watch
+        return object() if watch is None else (watch.version(), self._writes)
+
+    def _wrote(self) -> None:
+        with self._writing:
+            self._writes += 1
+
     # -- secrets and erasure --------------------------------------------------------
     def secret(self, name: str) -> bytes:
         """32 random bytes kept in Redis under ``name``: the same for every process on this prefix."""
@@ -211,11 +243,17 @@ class RedisStore(RedisVerbs):
     def erase(self, e164: str, *, to_hash: str, at: float) -> None:
         """Forget the number, keeping a do-not-contact tombstone (see ``stores.base.Erasure``)."""
         self._audit.flush()  # a queued record of the number is erased with the others
-        self._run(self._erase(e164, to_hash, at))
+        try:
+            self._run(self._erase(e164, to_hash, at))
+        finally:
+            self._wrote()
 
     # -- opt-outs -------------------------------------------------------------------
     def opt_out(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
-        return bool(self._run(self._opt_out(e164, scope, source, at)))
+        try:
+            return bool(self._run(self._opt_out(e164, scope, source, at)))
+        finally:
+            self._wrote()  # even when it failed: it may have been written before the answer was lost
 
     def opt_in(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
         return bool(self._run(self._opt_in(e164, scope, source, at)))
@@ -228,10 +266,16 @@ class RedisStore(RedisVerbs):
 
     # -- delivery failures and suppression -----------------------------------------
     def record_failure(self, e164: str, event_id: str, *, at: float, window_seconds: float) -> int:
-        return int(self._run(self._record_failure(e164, event_id, at, window_seconds)))
+        try:
+            return int(self._run(self._record_failure(e164, event_id, at, window_seconds)))
+        finally:
+            self._wrote()
 
     def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
-        self._run(self._suppress(e164, ttl_seconds, reason))
+        try:
+            self._run(self._suppress(e164, ttl_seconds, reason))
+        finally:
+            self._wrote()
 
     def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
         return cast("str | None", self._run(self._suppression(e164, now, window_seconds, threshold)))

@@ -70,6 +70,7 @@ class RedisTarget:
     timeout_seconds: float = 2.0
     max_connections: int = 50
     pool_timeout_seconds: float = 2.0
+    consent_watch_seconds: float = 1.0  # the blocking store's consent watch (``redis_watch``); 0: none
 
     def _sockets(self) -> dict[str, Any]:
         return {"socket_timeout": self.timeout_seconds, "socket_connect_timeout": self.timeout_seconds}

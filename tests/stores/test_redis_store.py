@@ -243,7 +243,8 @@ def test_unreachable_redis_raises_store_unavailable(private_redis: PrivateRedis)
     assert time.monotonic() - started < 5
 
 
-def test_redis_store_has_no_suppression_version(redis_store: RedisStore) -> None:
-    """Redis offers no suppression version (other processes write it), so the gate reads it on every send."""
-    assert not isinstance(redis_store, SuppressionVersion)
-    assert (version_reader(redis_store, "opt_outs"), version_reader(redis_store, "failures")) == (None, None)
+def test_redis_store_vouches_for_its_screening_reads(redis_store: RedisStore) -> None:
+    """Its version (the consent watch, ``test_redis_watch``) stands for both roles' reads and writes."""
+    assert isinstance(redis_store, SuppressionVersion)
+    opt_outs, failures = version_reader(redis_store, "opt_outs"), version_reader(redis_store, "failures")
+    assert opt_outs is not None and failures is not None and opt_outs() == failures()

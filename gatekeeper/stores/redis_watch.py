@@ -1,0 +1,182 @@
+"""Consent watched by Redis itself: a repeated number's screening without a round trip.
+
+The gate screens a repeated number on every send, unless the store can tell that nothing suppressing was written
+since the number was last found clear (``stores.base.SuppressionVersion``). The memory store counts its writes and
+SQLite reads ``data_version``; here Redis tells. One connection per store asks the server to track the key prefixes
+that suppress (``CLIENT TRACKING ON BCAST PREFIX {prefix}optout: …``, redirected to itself, subscribed to
+``__redis__:invalidate``), so the server pushes a message for every write to those keys by anyone: another host,
+an older Gatekeeper that knows nothing of this, ``redis-cli``, a script, an expiry, ``FLUSHALL``. The version is the
+count of messages received on that connection. Nothing has to publish: a host that writes without knowing of the
+watch is still seen.
+
+What it holds: a count, and when Redis last proved that every push before then has arrived. That proof is a
+``PING``'s answer: Redis answers in order on one connection, so once the pong for a ping sent at time *t* is read,
+every push for a write Redis made before *t* has been counted. A ping goes out, unawaited, when the last proof is
+``max_silence / 4`` old and a caller asks; a caller that finds the last proof older than ``max_silence`` (an idle
+process, a link gone quiet) waits for a pong, one round trip, as the screening would have cost. What ends the
+trust, so that the gate reads Redis on the next send as it would without the watch: the connection lost, not yet
+made, or not answering in the store's timeout (a new connection is a new epoch: no mark from before it equals a
+version after). What it buys: the screening round trip of a repeated number's send (a fifth to a quarter of a
+send to a local Twilio).
+
+The bound: a write by another process is seen here once its push has reached this host, and never more than
+``max_silence`` after Redis made it. Every caller reads what has arrived before it answers (a non-blocking read),
+so what remains is the time from Redis's answer to the writer to its push reaching this process: Redis writes the
+two in the same turn of its event loop, so about one network delay, far less than Twilio takes to deliver the
+STOP itself. Own writes are counted by the store as they return (see ``RedisStore.suppression_version``), so a
+process never misses its own. With ``max_silence = 0`` there is no watch, and every send reads Redis.
+
+Standalone Redis only: a cluster pushes per node, and a Sentinel failover can move the primary under a
+connection that stays open, so on those the version is never trusted and every send reads Redis, as before.
+Callers never wait on the watch: one that finds another thread reading the connection, or the connection being
+remade (at most once a second), is told to read Redis instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+from redis.connection import Connection, UnixDomainSocketConnection
+from redis.exceptions import RedisError
+
+log = logging.getLogger("gatekeeper.stores")
+
+CHANNEL = b"__redis__:invalidate"
+RETRY_SECONDS = 1.0
+
+
+class ConsentWatch:
+    """The version of the consent keys under ``prefixes``, as the pushes of one tracking connection count it.
+
+    ``open_connection`` makes a new, unconnected redis-py ``Connection`` speaking RESP2 (``watch_connection``);
+    ``clock`` is monotonic seconds."""
+
+    def __init__(
+        self,
+        open_connection: Callable[[], Any],
+        prefixes: Sequence[str],
+        *,
+        max_silence: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._open = open_connection
+        self._prefixes = tuple(prefixes)
+        self._max_silence = max_silence
+        self._heartbeat = max_silence / 4
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._epoch = 0
+        self._seen = 0  # pushes received on this epoch's connection
+        self._confirmed = float("-inf")  # when the ping last answered was sent: every earlier push is counted
+        self._ping: tuple[bytes, float] | None = None  # the ping awaiting its pong: nonce, when sent
+        self._nonces = itertools.count()
+        self._retry_at = float("-inf")
+        self._closed = False
+        self._quiet = False  # the watch's trouble told already: told again only once it has worked in between
+
+    def version(self) -> Hashable:
+        """``(epoch, pushes seen)`` while the watch can vouch for it, else a new object, equal to nothing."""
+        if self._max_silence <= 0 or not self._lock.acquire(blocking=False):
+            return object()
+        try:
+            now = self._clock()
+            if self._conn is None and not self._start(now):
+                return object()
+            conn = self._conn
+            while conn.can_read(timeout=0):  # count what has arrived, without waiting for more
+                self._take(conn.read_response())
+            if self._ping is None and now - self._confirmed >= self._heartbeat:
+                self._send_ping(now)
+            while now - self._confirmed > self._max_silence:
+                # Silent too long (an idle process, or a link gone quiet): wait for a ping's answer, one round
+                # trip, as the screening would have cost; a Redis that does not answer in time ends the watch.
+                if self._ping is None:
+                    self._send_ping(now)
+                self._take(conn.read_response())
+            return (self._epoch, self._seen)
+        except (RedisError, OSError, ValueError) as exc:
+            self._lose(exc)
+            return object()
+        finally:
+            self._lock.release()
+
+    def _start(self, now: float) -> bool:
+        if self._closed or now < self._retry_at:
+            return False
+        self._retry_at = now + RETRY_SECONDS
+        conn = self._open()
+        try:
+            conn.connect()
+            conn.send_command("CLIENT", "ID")
+            ident = conn.read_response()
+            tracking = ["CLIENT", "TRACKING", "ON", "REDIRECT", ident, "BCAST"]
+            for prefix in self._prefixes:
+                tracking += ["PREFIX", prefix]
+            conn.send_command(*tracking)
+            conn.read_response()
+            conn.send_command("SUBSCRIBE", CHANNEL)
+            conn.read_response()  # subscribed: every write after this is pushed here
+        except (RedisError, OSError, ValueError) as exc:
+            conn.disconnect()
+            self._tell("consent watch unavailable (%s): every send reads Redis until it is back", exc)
+            return False
+        self._conn, self._epoch, self._seen, self._quiet = conn, self._epoch + 1, 0, False
+        self._confirmed, self._ping = now, None
+        return True
+
+    def _send_ping(self, now: float) -> None:
+        nonce = b"%d" % next(self._nonces)
+        self._conn.send_command("PING", nonce)
+        self._ping = (nonce, now)
+
+    def _take(self, message: object) -> None:
+        """Count a push; a pong confirms everything Redis wrote before its ping."""
+        if not isinstance(message, list) or not message:
+            return
+        kind = message[0]
+        if kind == b"message" and len(message) == 3 and message[1] == CHANNEL:
+            self._seen += 1
+        elif kind == b"pong" and self._ping is not None and message[1:] == [self._ping[0]]:
+            self._confirmed, self._ping = self._ping[1], None
+
+    def _tell(self, message: str, exc: BaseException) -> None:
+        if not self._quiet:
+            log.warning(message, type(exc).__name__)
+            self._quiet = True
+
+    def _lose(self, exc: BaseException) -> None:
+        self._tell("consent watch lost (%s): every send reads Redis until it is back", exc)
+        conn, self._conn, self._ping = self._conn, None, None
+        self._epoch += 1  # no mark from the lost connection equals a version of the next
+        self._retry_at = self._clock() + RETRY_SECONDS
+        if conn is not None:
+            conn.disconnect()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.disconnect()
+                self._conn = None
+
+
+def watch_connection(client: Any) -> Callable[[], Any] | None:
+    """How to open a RESP2 connection like the pool of ``client`` (a standalone ``redis.Redis``) makes, or None
+    where a watch cannot vouch (a cluster, a Sentinel-managed primary, a pool of another kind)."""
+    pool = getattr(client, "connection_pool", None)
+    cls: object = getattr(pool, "connection_class", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if not isinstance(cls, type) or not issubclass(cls, (Connection, UnixDomainSocketConnection)):
+        return None
+    if not isinstance(kwargs, dict) or "connection_pool" in kwargs:  # a Sentinel-managed primary
+        return None
+    options = {k: v for k, v in kwargs.items() if not k.startswith("maint_")}  # RESP3-only push handling
+    options.update(protocol=2, health_check_interval=0, client_name="gatekeeper-consent-watch")
+    made = cls
+    return lambda: made(**options)
