@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -78,10 +79,13 @@ class ConsentWatch:
         self._nonces = itertools.count()
         self._retry_at = float("-inf")
         self._closed = False
+        self._pid = os.getpid()
         self._quiet = False  # the watch's trouble told already: told again only once it has worked in between
 
     def version(self) -> Hashable:
         """``(epoch, pushes seen)`` while the watch can vouch for it, else a new object, equal to nothing."""
+        if self._pid != os.getpid():
+            self._forked()
         if self._max_silence <= 0 or not self._lock.acquire(blocking=False):
             return object()
         try:
@@ -157,6 +161,17 @@ class ConsentWatch:
         self._retry_at = self._clock() + RETRY_SECONDS
         if conn is not None:
             conn.disconnect()
+
+    def _forked(self) -> None:
+        """In a child process (a pre-forking server's worker): the parent's connection is the parent's. Read from
+        here too, the two would split its pushes between them, each missing the other's share; so the child
+        drops it (redis-py closes only its own descriptor, the parent's stays open) and makes its own."""
+        self._lock = threading.Lock()  # held by another thread of the parent, perhaps, when it forked
+        if self._conn is not None:
+            self._conn.disconnect()
+        self._conn, self._ping, self._pid = None, None, os.getpid()
+        self._epoch += 1
+        self._retry_at = float("-inf")
 
     def close(self) -> None:
         with self._lock:

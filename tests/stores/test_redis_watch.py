@@ -170,3 +170,36 @@ def test_where_a_watch_cannot_vouch_every_send_reads_redis(redis_url: str, redis
     finally:
         store.close()
     assert redis_target(Settings(redis={"url": redis_url})).consent_watch_seconds == 1.0
+
+
+def test_a_forked_worker_makes_its_own_watch_and_neither_misses_a_push(
+    redis_url: str, redis_prefix: str, elsewhere: RedisStore
+) -> None:
+    """A store made before a pre-forking server forks: parent and child sharing one connection would split its
+    pushes between them. The child makes its own (a new epoch); each then sees a STOP written by a third."""
+    store = RedisStore.from_url(redis_url, prefix=redis_prefix)
+    parent_before = store.suppression_version()
+    reader, writer = os.pipe()
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its versions before and after the STOP, then leave at once
+        try:
+            before = store.suppression_version()
+            os.write(writer, b"r")
+            os.read(go_read, 1)  # the STOP is written
+            after = moved(store.suppression_version, before)
+            fresh = before not in (parent_before, after)
+            os.write(writer, b"1" if fresh else b"0")
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(reader, 1) == b"r"
+        elsewhere.opt_out(E164, source="sms:STOP", at=T0)
+        os.write(go_write, b"g")
+        assert os.read(reader, 1) == b"1"
+        assert moved(store.suppression_version, parent_before) != parent_before
+    finally:
+        os.waitpid(pid, 0)
+        for fd in (reader, writer, go_read, go_write):
+            os.close(fd)
+        store.close()
