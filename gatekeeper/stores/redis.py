@@ -43,7 +43,7 @@ from gatekeeper.stores.base import (
 from gatekeeper.stores.redis_connect import RedisTarget, connect, durability_risks, primaries_risks
 from gatekeeper.stores.redis_scripts import SCRIPTS
 from gatekeeper.stores.redis_verbs import Op, Pipe, RedisVerbs, Verb, unavailable
-from gatekeeper.stores.redis_watch import ConsentWatch, watch_connection
+from gatekeeper.stores.redis_watch import ConsentVersion
 from gatekeeper.stores.write_behind import AuditWriter
 
 __all__ = ["SCRIPTS", "Op", "Pipe", "RedisStore", "RedisVerbs", "durability_risks", "unavailable"]
@@ -70,8 +70,7 @@ class RedisStore(RedisVerbs):
         super().__init__(prefix=prefix, audit_max=audit_max, audit_max_age_seconds=audit_max_age_seconds)
         self._lock_poll = lock_poll_seconds
         self._watch_seconds = consent_watch_seconds
-        self._watch: ConsentWatch | None = None
-        self._writes, self._writing = 0, threading.Lock()  # this store's own suppressing writes: see below
+        self._consent = ConsentVersion()
         self._client: Any = None
         self._make = None if isinstance(client, (redis.Redis, RedisCluster)) else client
         self._making = threading.Lock()
@@ -112,10 +111,8 @@ class RedisStore(RedisVerbs):
     def _use(self, client: Any) -> None:
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
         self._cluster = isinstance(client, RedisCluster)
-        opener = None if self._cluster or self._watch_seconds <= 0 else watch_connection(client)
-        if opener is not None:
-            suppressing = [f"{self._p}{kind}:" for kind in ("optout", "fail", "supp")]
-            self._watch = ConsentWatch(opener, suppressing, max_silence=self._watch_seconds)
+        if not self._cluster:
+            self._consent.watch_with(client, self._p, self._watch_seconds, wait=True)
         self._client = client
 
     @property
@@ -131,8 +128,7 @@ class RedisStore(RedisVerbs):
 
     def close(self) -> None:
         self._audit.close()
-        if self._watch is not None:
-            self._watch.close()
+        self._consent.close()
         if self._client is not None:
             self._client.close()
 
@@ -224,16 +220,10 @@ class RedisStore(RedisVerbs):
     def suppression_version(self) -> Hashable:
         """Changes with every suppressing write, by this process or any other, while the consent watch can vouch
         for it (``redis_watch``: standalone Redis, ``consent_watch_seconds`` > 0); otherwise a new object each
-        time, equal to nothing, so the gate reads Redis. This store's own writes are counted as they return, so a
-        process never waits on Redis's push to see what it wrote itself."""
+        time, equal to nothing, so the gate reads Redis."""
         if self._client is None:
             self._r  # noqa: B018 - made, so the watch is
-        watch = self._watch
-        return object() if watch is None else (watch.version(), self._writes)
-
-    def _wrote(self) -> None:
-        with self._writing:
-            self._writes += 1
+        return self._consent.read()
 
     # -- secrets and erasure --------------------------------------------------------
     def secret(self, name: str) -> bytes:
@@ -243,17 +233,13 @@ class RedisStore(RedisVerbs):
     def erase(self, e164: str, *, to_hash: str, at: float) -> None:
         """Forget the number, keeping a do-not-contact tombstone (see ``stores.base.Erasure``)."""
         self._audit.flush()  # a queued record of the number is erased with the others
-        try:
+        with self._consent.writing():
             self._run(self._erase(e164, to_hash, at))
-        finally:
-            self._wrote()
 
     # -- opt-outs -------------------------------------------------------------------
     def opt_out(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
-        try:
+        with self._consent.writing():
             return bool(self._run(self._opt_out(e164, scope, source, at)))
-        finally:
-            self._wrote()  # even when it failed: it may have been written before the answer was lost
 
     def opt_in(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
         return bool(self._run(self._opt_in(e164, scope, source, at)))
@@ -266,16 +252,12 @@ class RedisStore(RedisVerbs):
 
     # -- delivery failures and suppression -----------------------------------------
     def record_failure(self, e164: str, event_id: str, *, at: float, window_seconds: float) -> int:
-        try:
+        with self._consent.writing():
             return int(self._run(self._record_failure(e164, event_id, at, window_seconds)))
-        finally:
-            self._wrote()
 
     def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
-        try:
+        with self._consent.writing():
             self._run(self._suppress(e164, ttl_seconds, reason))
-        finally:
-            self._wrote()
 
     def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
         return cast("str | None", self._run(self._suppression(e164, now, window_seconds, threshold)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, cast
 
@@ -32,6 +32,7 @@ from gatekeeper.stores.redis_connect import (
 )
 from gatekeeper.stores.redis_scripts import SCRIPTS
 from gatekeeper.stores.redis_verbs import Op, Pipe, RedisVerbs, Verb, unavailable
+from gatekeeper.stores.redis_watch import ConsentVersion
 from gatekeeper.stores.write_behind import AsyncAuditWriter
 
 
@@ -47,13 +48,19 @@ class AsyncRedisStore(RedisVerbs):
         audit_max: int = 100_000,
         audit_max_age_seconds: float | None = None,
         lock_poll_seconds: float = 0.005,
+        consent_watch_seconds: float = 1.0,
     ) -> None:
+        """``consent_watch_seconds``: as the blocking store's (``redis_watch``); here the watch never makes the
+        event loop wait: while it connects (in a thread) or awaits a pong, sends read Redis."""
         super().__init__(prefix=prefix, audit_max=audit_max, audit_max_age_seconds=audit_max_age_seconds)
         self._r: Any = client
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_poll = lock_poll_seconds
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
         self._cluster = isinstance(client, AsyncRedisCluster)
+        self._consent = ConsentVersion()
+        if not self._cluster:
+            self._consent.watch_with(client, self._p, consent_watch_seconds, wait=False)
         self._audit = AsyncAuditWriter(lambda entries: self._run(self._record(entries)))
 
     @classmethod
@@ -66,12 +73,13 @@ class AsyncRedisStore(RedisVerbs):
         audit_max_age_seconds: float | None = None,
         max_connections: int = 50,
         pool_timeout_seconds: float = 2.0,
+        consent_watch_seconds: float = 1.0,
     ) -> AsyncRedisStore:
         """One Redis server, with timeouts set (a dead Redis fails fast instead of holding a send) and a pool of
         ``max_connections`` that a burst waits on, up to ``pool_timeout_seconds``."""
         target = RedisTarget(
             url, timeout_seconds=timeout_seconds, max_connections=max_connections,
-            pool_timeout_seconds=pool_timeout_seconds,
+            pool_timeout_seconds=pool_timeout_seconds, consent_watch_seconds=consent_watch_seconds,
         )  # fmt: skip
         return cls.connect(target, prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
 
@@ -81,11 +89,15 @@ class AsyncRedisStore(RedisVerbs):
     ) -> AsyncRedisStore:
         """The store on ``target``: one server, a cluster or a Sentinel-watched primary (see ``redis_connect``).
         Nothing is connected until the first verb, in its event loop."""
-        return cls(connect_async(target), prefix=prefix, audit_max_age_seconds=audit_max_age_seconds)
+        return cls(
+            connect_async(target), prefix=prefix, audit_max_age_seconds=audit_max_age_seconds,
+            consent_watch_seconds=target.consent_watch_seconds,
+        )  # fmt: skip
 
     async def close(self) -> None:
         self._same_loop()
         await self._audit.close()
+        self._consent.close()
         await self._r.aclose()
 
     async def durability(self) -> list[Risk]:
@@ -180,6 +192,11 @@ class AsyncRedisStore(RedisVerbs):
                 with suppress(LockError, RedisError, RedisClusterException):
                     await lock.release()
 
+    # -- suppression version ----------------------------------------------------------
+    async def suppression_version(self) -> Hashable:
+        """As the blocking store's (``RedisStore.suppression_version``); it never waits on Redis."""
+        return self._consent.read()
+
     # -- secrets and erasure --------------------------------------------------------
     async def secret(self, name: str) -> bytes:
         """32 random bytes kept in Redis under ``name``: the same for every store on this prefix, blocking or async."""
@@ -188,11 +205,13 @@ class AsyncRedisStore(RedisVerbs):
     async def erase(self, e164: str, *, to_hash: str, at: float) -> None:
         """Forget the number, keeping a do-not-contact tombstone (see ``stores.base.Erasure``)."""
         await self._audit.flush()  # a queued record of the number is erased with the others
-        await self._run(self._erase(e164, to_hash, at))
+        with self._consent.writing():
+            await self._run(self._erase(e164, to_hash, at))
 
     # -- opt-outs -------------------------------------------------------------------
     async def opt_out(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
-        return bool(await self._run(self._opt_out(e164, scope, source, at)))
+        with self._consent.writing():
+            return bool(await self._run(self._opt_out(e164, scope, source, at)))
 
     async def opt_in(self, e164: str, scope: str = ACCOUNT_SCOPE, *, source: str, at: float) -> bool:
         return bool(await self._run(self._opt_in(e164, scope, source, at)))
@@ -205,10 +224,12 @@ class AsyncRedisStore(RedisVerbs):
 
     # -- delivery failures and suppression -----------------------------------------
     async def record_failure(self, e164: str, event_id: str, *, at: float, window_seconds: float) -> int:
-        return int(await self._run(self._record_failure(e164, event_id, at, window_seconds)))
+        with self._consent.writing():
+            return int(await self._run(self._record_failure(e164, event_id, at, window_seconds)))
 
     async def suppress(self, e164: str, *, ttl_seconds: float, reason: str, at: float) -> None:
-        await self._run(self._suppress(e164, ttl_seconds, reason))
+        with self._consent.writing():
+            await self._run(self._suppress(e164, ttl_seconds, reason))
 
     async def suppression(self, e164: str, *, now: float, window_seconds: float, threshold: int) -> str | None:
         return cast("str | None", await self._run(self._suppression(e164, now, window_seconds, threshold)))

@@ -28,8 +28,10 @@ process never misses its own. With ``max_silence = 0`` there is no watch, and ev
 
 Standalone Redis only: a cluster pushes per node, and a Sentinel failover can move the primary under a
 connection that stays open, so on those the version is never trusted and every send reads Redis, as before.
-Callers never wait on the watch: one that finds another thread reading the connection, or the connection being
-remade (at most once a second), is told to read Redis instead.
+Callers never wait on another caller: one that finds another thread reading the connection, or the connection
+being remade (at most once a second), is told to read Redis instead. The asyncio store's watch (``wait=False``)
+never waits on Redis either: it connects in a thread of its own, and after a silence it sends its ping and reads
+Redis until the pong is in; its connection is a blocking one, read only when the socket has data.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from redis.connection import Connection, UnixDomainSocketConnection
+from redis.asyncio import connection as aconnection
+from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import RedisError
 
 log = logging.getLogger("gatekeeper.stores")
@@ -64,7 +68,12 @@ class ConsentWatch:
         *,
         max_silence: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        wait: bool = True,
     ) -> None:
+        """``wait``: whether a caller may wait on Redis, to connect (three round trips) or for a pong after a silence.
+        An event loop's may not: it is told to read Redis instead, while the watch connects in a thread of its own
+        or the pong is on its way."""
+        self._wait = wait
         self._open = open_connection
         self._prefixes = tuple(prefixes)
         self._max_silence = max_silence
@@ -90,7 +99,7 @@ class ConsentWatch:
             return object()
         try:
             now = self._clock()
-            if self._conn is None and not self._start(now):
+            if self._conn is None and not self._connected(now):
                 return object()
             conn = self._conn
             while conn.can_read(timeout=0):  # count what has arrived, without waiting for more
@@ -102,6 +111,8 @@ class ConsentWatch:
                 # trip, as the screening would have cost; a Redis that does not answer in time ends the watch.
                 if self._ping is None:
                     self._send_ping(now)
+                if not self._wait:
+                    return object()
                 self._take(conn.read_response())
             return (self._epoch, self._seen)
         except (RedisError, OSError, ValueError) as exc:
@@ -110,11 +121,27 @@ class ConsentWatch:
         finally:
             self._lock.release()
 
-    def _start(self, now: float) -> bool:
+    def _connected(self, now: float) -> bool:
+        """Connect now (at most once a second), or, when the caller may not wait, in a thread of its own."""
         if self._closed or now < self._retry_at:
             return False
         self._retry_at = now + RETRY_SECONDS
-        conn = self._open()
+        if self._wait:
+            return self._start(now)
+        threading.Thread(target=self._start_behind, name="gatekeeper-consent-watch", daemon=True).start()
+        return False
+
+    def _start_behind(self) -> None:
+        with self._lock:
+            if self._conn is None and not self._closed:
+                self._start(self._clock())
+
+    def _start(self, now: float) -> bool:
+        try:
+            conn = self._open()
+        except (TypeError, ValueError) as exc:  # options a connection of this redis-py does not take
+            self._tell("consent watch unavailable (%s): every send reads Redis", exc)
+            return False
         try:
             conn.connect()
             conn.send_command("CLIENT", "ID")
@@ -181,17 +208,73 @@ class ConsentWatch:
                 self._conn = None
 
 
+class ConsentVersion:
+    """What a Redis store's ``suppression_version`` answers: the watch's count of pushes, and the store's own
+    suppressing writes, counted as they return (so a process never waits on Redis's push to see what it wrote
+    itself). Without a watch (a cluster, a Sentinel, ``consent_watch_ms = 0``) a new object each time: never
+    trusted, so the gate reads Redis on every send."""
+
+    #: The kinds of key (``stores.base``'s layout) whose writes can suppress a number.
+    SUPPRESSING = ("optout", "fail", "supp")
+
+    def __init__(self) -> None:
+        self.watch: ConsentWatch | None = None
+        self._writes = 0
+        self._lock = threading.Lock()
+
+    def watch_with(self, client: Any, prefix: str, max_silence: float, *, wait: bool) -> None:
+        """Watch the keys under ``prefix`` on a connection like ``client``'s, when a watch can vouch there."""
+        opener = watch_connection(client) if max_silence > 0 else None
+        if opener is not None:
+            prefixes = [f"{prefix}{kind}:" for kind in self.SUPPRESSING]
+            self.watch = ConsentWatch(opener, prefixes, max_silence=max_silence, wait=wait)
+
+    def read(self) -> Hashable:
+        watch = self.watch
+        return object() if watch is None else (watch.version(), self._writes)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a suppressing write: counted once it returns, or fails (it may have been written before its
+        answer was lost)."""
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._writes += 1
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+
+
 def watch_connection(client: Any) -> Callable[[], Any] | None:
     """How to open a RESP2 connection like the pool of ``client`` (a standalone ``redis.Redis``) makes, or None
     where a watch cannot vouch (a cluster, a Sentinel-managed primary, a pool of another kind)."""
     pool = getattr(client, "connection_pool", None)
     cls: object = getattr(pool, "connection_class", None)
     kwargs = getattr(pool, "connection_kwargs", None)
-    if not isinstance(cls, type) or not issubclass(cls, (Connection, UnixDomainSocketConnection)):
-        return None
     if not isinstance(kwargs, dict) or "connection_pool" in kwargs:  # a Sentinel-managed primary
         return None
-    options = {k: v for k, v in kwargs.items() if not k.startswith("maint_")}  # RESP3-only push handling
+    if isinstance(cls, type) and issubclass(cls, (Connection, UnixDomainSocketConnection)):
+        options = {k: v for k, v in kwargs.items() if not k.startswith("maint_")}  # RESP3-only push handling
+    elif (made := _BLOCKING_OF.get(cls)) is not None:  # an asyncio pool: the blocking twin, with what it names
+        options = {k: v for k, v in kwargs.items() if k in _PLAIN or k.startswith("ssl_")}
+        cls = made
+    else:
+        return None
     options.update(protocol=2, health_check_interval=0, client_name="gatekeeper-consent-watch")
-    made = cls
-    return lambda: made(**options)
+    opener: Callable[..., Any] = cls
+    return lambda: opener(**options)
+
+
+#: What an asyncio pool's connection options say that a blocking connection takes alike (its retry object,
+#: parser and handlers are the event loop's own).
+_PLAIN = frozenset(
+    ("host", "port", "path", "db", "username", "password", "socket_timeout", "socket_connect_timeout")
+)
+_BLOCKING_OF: dict[object, type] = {
+    aconnection.Connection: Connection,
+    aconnection.SSLConnection: SSLConnection,
+    aconnection.UnixDomainSocketConnection: UnixDomainSocketConnection,
+}

@@ -37,7 +37,6 @@ from gatekeeper.stores.base import (
     OptOutStore,
     RateLimiter,
     StatusStore,
-    SuppressionVersion,
     lookup_key,
     subject_key,
     version_reader,
@@ -186,11 +185,44 @@ def test_secret_and_erase_are_coroutines() -> None:
     assert inspect.iscoroutinefunction(AsyncRedisStore.erase)
 
 
-def test_async_store_has_no_suppression_version(async_store: Blocking) -> None:
-    """Like the blocking Redis store, no suppression version: the gate reads Redis on every send."""
-    assert not hasattr(AsyncRedisStore, "suppression_version")
-    assert not isinstance(async_store, SuppressionVersion)
-    assert (version_reader(async_store, "opt_outs"), version_reader(async_store, "failures")) == (None, None)
+def test_the_async_store_watches_consent_and_never_makes_the_loop_wait(
+    sandbox_server: SandboxServer, redis_store: RedisStore, redis_url: str, redis_prefix: str
+) -> None:
+    """Its version is the consent watch's (``test_redis_watch``), read without waiting on Redis: untrusted while
+    the watch connects in a thread of its own, then standing. Through an AsyncGatekeeper a repeated number is then
+    screened by the watch alone, and another host's STOP (a blocking store on the same keys) refuses the next send."""
+    assert inspect.iscoroutinefunction(AsyncRedisStore.suppression_version)
+
+    async def body(store: AsyncRedisStore) -> None:
+        assert version_reader(store, "opt_outs") is not None and version_reader(store, "failures") is not None
+        assert await store.suppression_version() != await store.suppression_version()  # Redis is read meanwhile
+        give_up = time.monotonic() + 5
+        while await store.suppression_version() != await store.suppression_version():
+            assert time.monotonic() < give_up, "the watch never connected"
+            await asyncio.sleep(0.01)  # the watch's thread connecting to Redis: real time, not a clock's
+        screenings: list[str] = []
+        screening = store.screening
+
+        async def counted(e164: str, *args: Any, **kwargs: Any) -> tuple[str | None, str | None]:
+            screenings.append(e164)
+            return await screening(e164, *args, **kwargs)
+
+        store.screening = counted  # type: ignore[method-assign]
+        client = sandbox_server.async_client()
+        try:
+            agate = AsyncGatekeeper(client, stores=Stores.using(store))
+            for _ in range(3):  # fetched; the facts from memory and the route kept; found clear under the route
+                assert (await agate.decide(NUMBER)).action is Action.SMS
+            screened = len(screenings)
+            assert [(await agate.decide(NUMBER)).action for _ in range(5)] == [Action.SMS] * 5
+            assert len(screenings) == screened  # the watch vouched: no screening read
+            assert redis_store.opt_out(NUMBER, source="sms:STOP", at=T0) is True
+            assert (await agate.decide(NUMBER)).twilio_code == 21610
+            assert len(screenings) == screened + 1
+        finally:
+            await client.http_client.close()
+
+    run_with_store(redis_url, redis_prefix, body)
 
 
 def test_facade_hides_no_error(async_store: Blocking) -> None:

@@ -76,7 +76,7 @@ def test_writes_that_cannot_suppress_leave_the_version_alone(redis_store: RedisS
     """A cache fill, a claim, a status, a window, an audit record by another host push nothing: the one opt-out
     after them moves the count of pushes by exactly one."""
     redis_store.suppression_version()  # the store connects, and its watch with it
-    watch = redis_store._watch
+    watch = redis_store._consent.watch
     assert watch is not None
     epoch, pushes = watch.version()  # type: ignore[misc]
     elsewhere.put_lookup("lookup:v2:x", entry(), ttl_seconds=60)
@@ -166,7 +166,7 @@ def test_where_a_watch_cannot_vouch_every_send_reads_redis(redis_url: str, redis
     store = RedisStore.connect(redis_target(settings), prefix=redis_prefix)
     try:
         assert store.suppression_version() != store.suppression_version()
-        assert store._watch is None
+        assert store._consent.watch is None
     finally:
         store.close()
     assert redis_target(Settings(redis={"url": redis_url})).consent_watch_seconds == 1.0
