@@ -48,11 +48,13 @@ from typing import Any
 from redis.asyncio import connection as aconnection
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 log = logging.getLogger("gatekeeper.stores")
 
 CHANNEL = b"__redis__:invalidate"
 RETRY_SECONDS = 1.0
+PONG_SECONDS = 2.0  # the longest a caller waits for a pong (less when the client's socket timeout is less)
 
 
 class ConsentWatch:
@@ -113,6 +115,8 @@ class ConsentWatch:
                     self._send_ping(now)
                 if not self._wait:
                     return object()
+                if not conn.can_read(timeout=min(conn.socket_timeout or PONG_SECONDS, PONG_SECONDS)):
+                    raise RedisTimeout("no answer to the consent watch's ping")  # bounded, whatever the client's
                 self._take(conn.read_response())
             return (self._epoch, self._seen)
         except (RedisError, OSError, ValueError) as exc:
@@ -263,7 +267,9 @@ def watch_connection(client: Any) -> Callable[[], Any] | None:
         cls = made
     else:
         return None
-    options.update(protocol=2, health_check_interval=0, client_name="gatekeeper-consent-watch")
+    # RESP2 (pushes as pub/sub messages), and bytes whatever the client decodes to: a push read as text would
+    # match nothing, and go uncounted.
+    options.update(protocol=2, decode_responses=False, health_check_interval=0, client_name="gatekeeper-consent-watch")
     opener: Callable[..., Any] = cls
     return lambda: opener(**options)
 

@@ -121,6 +121,20 @@ def watch_on(url: str, clock: FakeClock, *, timeout: float = 2.0) -> ConsentWatc
     return ConsentWatch(opener, ["w:optout:"], max_silence=1.0, clock=clock)
 
 
+def test_a_client_that_decodes_to_text_is_watched_in_bytes_all_the_same(redis_url: str) -> None:
+    """The watch's connection reads bytes whatever its client decodes to: pushes and pongs read as text would
+    match nothing, and a STOP would go uncounted."""
+    opener = watch_connection(redis.Redis.from_url(redis_url, decode_responses=True))
+    assert opener is not None
+    watch = ConsentWatch(opener, ["w:optout:"], max_silence=1.0, clock=FakeClock())
+    before = watch.version()
+    with redis.Redis.from_url(redis_url) as raw:
+        raw.hset("w:optout:{x}", "*", "{}")
+        raw.delete("w:optout:{x}")
+    assert moved(watch.version, before) != before
+    watch.close()
+
+
 def test_an_idle_watch_waits_for_one_pong_and_stays_trusted(redis_url: str) -> None:
     clock = FakeClock()
     watch = watch_on(redis_url, clock)
