@@ -83,13 +83,17 @@ def trips_table(twilio_url: str) -> None:
         answer = web.post(path, data=params, headers=signed(f"{PUBLIC}{path}", params))
         assert answer.status_code == 200, answer.status_code
 
-    gate.decide(TO)  # warm: the secrets read, the facts cached, connections open
+    unwatched_store = RedisStore.from_url(REDIS_URL, prefix=key_prefix, consent_watch_seconds=0)
+    unwatched = Gatekeeper(client_for(twilio_url), stores=Stores.using(unwatched_store))
+    for _ in range(3):  # warm: the secrets read, the facts cached, connections open, the route kept and found clear
+        gate.decide(TO), unwatched.decide(TO)
     other.decide("+14155550100")
     post("/twilio/messages/status", status_params(0))
-    store._audit.flush()
-    other_store._audit.flush()
+    for flushed in (store, other_store, unwatched_store):
+        flushed._audit.flush()
     operations: dict[str, Callable[[], object]] = {
         "decide, repeated number": lambda: gate.decide(TO),
+        "the same, consent_watch_ms = 0": lambda: unwatched.decide(TO),
         "decide, facts cached by another process": lambda: other.decide(TO),
         "status callback": lambda: post("/twilio/messages/status", status_params(1)),
         "inbound STOP": lambda: post(
@@ -102,13 +106,14 @@ def trips_table(twilio_url: str) -> None:
         with counting() as trips:
             operation()
             caller = trips.of()
-            store._audit.flush()
-            other_store._audit.flush()
+            for flushed in (store, other_store, unwatched_store):
+                flushed._audit.flush()
         commands, round_trips = caller
         print(f"  {name:42s} {commands:3d} commands in {round_trips} round trip(s); in all "
               f"{trips.total()[0]} in {trips.total()[1]}")  # fmt: skip
     gate.close()
     other.close()
+    unwatched.close()
     drop(key_prefix)
 
 
