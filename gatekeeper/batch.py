@@ -398,7 +398,6 @@ class _Pacer:
     ) -> None:
         patient = gate.settings.rates.model_copy(update={"max_wait_ms": _PATIENCE_MS})
         spaced = rate_per_second / (1 + JITTER_MARGIN_SECONDS)
-        self._interval = 1 / spaced
         self.budgets = Budgets(gate.stores, patient, clock=clock, paced={"lookups": spaced})
         self.stores = gate.stores
         self.account: str | None = gate.client.account_sid
@@ -448,12 +447,8 @@ class _Pacer:
         # that and keeps the rest for the way to Twilio; past it the next permits move by the excess, or the ones
         # after this request, on time, would reach Twilio bunched up with it. A process's first request also takes
         # cold paths (code run the first time, every process starting at once): the next permits leave it
-        # _COLD_SECONDS more. A request later than a whole interval (a stall of the process) has let the schedule
-        # run past it: the next permit is then stamped when asked for, after this request, and needs only one
-        # interval more. Moving it by the whole excess from there wasted the lateness a second time (a request
-        # 112 ms late cost 209 ms of the run).
-        excess = min(max(0.0, self.clock() - due - _LATE_SECONDS), self._interval)
-        push = excess + (_COLD_SECONDS if cold else 0.0)
+        # _COLD_SECONDS more.
+        push = max(0.0, self.clock() - due - _LATE_SECONDS) + (_COLD_SECONDS if cold else 0.0)
         if push > 0:
             self._store(self.budgets.push_steps("lookups", self.account, push))
 

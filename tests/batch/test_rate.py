@@ -183,24 +183,6 @@ def test_a_request_going_late_moves_the_next_permits(files):
     assert times[3] - times[2] == pytest.approx(spacing(10) - batch._LATE_SECONDS, abs=1e-6)
 
 
-def test_a_request_going_later_than_an_interval_moves_the_next_permit_by_one_interval(files):
-    """The host stalls 250 ms after the third permit, longer than an interval (103 ms at 10/s): the schedule has run
-    past the late request, so the next permit, stamped when asked for, comes one interval after it, not the
-    whole excess after it; no one-second window at Twilio holds more than the rate."""
-    clock = FakeClock()
-    stores, budget = recording(MemoryStore(clock=clock))
-    budget.after_permit = lambda count: clock.advance(0.25) if count == 3 else None
-    src = files.csv("phone\n" + "\n".join(numbers(8)) + "\n")
-    with SandboxServer(create_app(clock=clock)) as server:
-        gate = Gatekeeper(server.client(), stores=stores, clock=clock, sleep=clock.sleep)
-        enrich_file(gate, src, files.out, rate_per_second=10, concurrency=1, clock=clock, sleep=clock.sleep)
-        times = [r.received_at for r in server.sandbox.requests("lookup")]
-    assert budget.pushes == pytest.approx([batch._COLD_SECONDS, spacing(10)], abs=1e-6)
-    assert times[3] - times[2] == pytest.approx(spacing(10), abs=1e-6)  # was 0.25 - _LATE_SECONDS: 235 ms
-    assert min(b - a for a, b in itertools.pairwise(times)) >= spacing(10) - batch._LATE_SECONDS - 1e-6
-    assert most_in_one_second(times) <= 10
-
-
 def test_a_live_lookup_budget_is_not_charged_twice(sandbox_server, files):
     """With [rates] lookups_per_second set for live traffic, each batch Lookup still takes one permit (the batch's,
     at its own rate and no burst) from the one lookups bucket: the live burst never lets a batch run ahead."""
