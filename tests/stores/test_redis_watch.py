@@ -4,7 +4,9 @@ servers: the shared (or suite's) Redis, and private ones this file stops, freeze
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -206,13 +208,20 @@ def test_a_forked_worker_makes_its_own_watch_and_neither_misses_a_push(
             os.write(writer, b"1" if fresh else b"0")
         finally:
             os._exit(0)
+
+    def answer() -> bytes:  # the child's, or a failure (never a hang) should it be stuck
+        ready, _, _ = select.select([reader], [], [], 30)
+        return os.read(reader, 1) if ready else b"(no answer in 30 s)"
+
     try:
-        assert os.read(reader, 1) == b"r"
+        assert answer() == b"r"
         elsewhere.opt_out(E164, source="sms:STOP", at=T0)
         os.write(go_write, b"g")
-        assert os.read(reader, 1) == b"1"
+        assert answer() == b"1"
         assert moved(store.suppression_version, parent_before) != parent_before
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # gone already, unless stuck
         os.waitpid(pid, 0)
         for fd in (reader, writer, go_read, go_write):
             os.close(fd)
