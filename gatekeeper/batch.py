@@ -49,6 +49,7 @@ Reading the input and the output is :mod:`gatekeeper.batch_files`.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -201,7 +202,7 @@ def enrich_file(
         sink = out.open("ab", buffering=0)
     except OSError as exc:
         raise BatchError(f"cannot write {out}: {exc.strerror}; check the path and its permissions") from exc
-    with sink, reading(src, number_column) as (_, rows), _first_interrupt_stops(stop, interrupted):
+    with sink, reading(src, number_column) as (_, rows), _first_interrupt_stops(stop, interrupted), _heap_frozen():
 
         def emit(row: Row, status: RowStatus, record: dict[str, Any] | None) -> None:
             if record is not None:
@@ -286,6 +287,23 @@ def _run(
 
 
 _Emit = Callable[[Row, RowStatus, "dict[str, Any] | None"], None]
+
+
+@contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """For the run, what the process held before it is left out of the garbage collector's full collections
+    (``gc.freeze``), which then look only at what the run allocates. A full collection stops every thread of the
+    process; over a heap of imported modules (80,000 objects, the resume index) one took 70-80 ms on a 2-core
+    host, and a Lookup that late moves every later permit (0.93 of the rate instead of 0.96, bench/enrich.py). A
+    process that froze its own heap already (``gc.get_freeze_count()``) is left as it is."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import replace
 from unittest.mock import ANY
@@ -204,6 +205,35 @@ def test_progress_reports_every_row_with_running_counts(make_gate, files):
     assert sorted(e.row for e in events) == [1, 2, 3, 4]
     assert sorted(e.status for e in events) == ["error", "ok", "ok", "refused"]
     assert events[-1].so_far == replace(summary, elapsed_seconds=events[-1].so_far.elapsed_seconds, achieved_rate=ANY)
+
+
+def test_the_run_leaves_the_heap_held_before_it_out_of_full_collections(make_gate, files):
+    """During a run, what the process held before it is frozen (a full collection stops every thread, and a Lookup
+    that late moves every later permit); afterwards it is unfrozen, after a failed run too."""
+    assert gc.get_freeze_count() == 0, "an earlier test left the heap frozen"
+    src = files.csv("phone\n+14155550100\n+14155550101\n")
+    during: list[int] = []
+    enrich_file(make_gate(), src, files.out, progress=lambda _: during.append(gc.get_freeze_count()))
+    assert len(during) == 2 and min(during) > 0
+    assert gc.get_freeze_count() == 0
+
+    def fail(_: ProgressEvent) -> None:
+        raise KeyboardInterrupt
+
+    again = files.csv("phone\n+14155550102\n", "again.csv")
+    with pytest.raises(KeyboardInterrupt):
+        enrich_file(make_gate(), again, again.with_suffix(".jsonl"), progress=fail)
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_process_that_froze_its_own_heap_keeps_it_frozen(make_gate, files):
+    """A process that froze its heap itself (a pre-fork server) finds it as it left it after a run."""
+    gc.freeze()
+    try:
+        enrich_file(make_gate(), files.csv("phone\n+14155550100\n"), files.out)
+        assert gc.get_freeze_count() > 0  # frozen objects freed since leave the count; an unfreeze empties it
+    finally:
+        gc.unfreeze()
 
 
 def test_an_interrupted_run_keeps_every_record_it_wrote(make_gate, files):
