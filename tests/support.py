@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -152,6 +153,15 @@ class FakeTwilio:
             sid = f"{prefix}{len(target):032x}"
         status = "pending" if kind == "verification" else "queued"
         return 201, {}, json.dumps({"sid": sid, "status": status, "to": form.get("To"), "channel": form.get("Channel")})
+
+
+# -- processes ----------------------------------------------------------------------------
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the shell's TWILIO_* and GATEKEEPER_* variables, plus ``extra``: what a
+    child process the test starts reads, so a developer's own settings never reach it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEKEEPER_"))}
+    env.update(extra)
+    return env
 
 
 # -- Redis --------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from support import clean_env, free_port
 
 from gatekeeper.cli import main
 from gatekeeper.sandbox import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, sandbox_client
@@ -131,15 +131,9 @@ def _start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str],
     return proc, first
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEKEEPER_"))}
-    env.update(extra)
-    return env
-
-
 def test_sandbox_command_serves_twilio_paths() -> None:
     """gatekeeper sandbox prints its URL and the test pair, then answers the real SDK."""
-    proc, first = _start(["sandbox", "--port", "0"], _env())
+    proc, first = _start(["sandbox", "--port", "0"], clean_env())
     try:
         url = re.search(r"http://127\.0\.0\.1:\d+", first)
         assert url, first
@@ -156,7 +150,7 @@ def test_sandbox_command_serves_twilio_paths() -> None:
 def test_sandbox_command_accepts_configured_credentials_and_never_prints_them() -> None:
     """With TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN set, those open the sandbox and the token is not printed."""
     sid, token = "AC" + "7" * 32, "my-real-looking-token"
-    proc, first = _start(["sandbox", "--port", "0"], _env(TWILIO_ACCOUNT_SID=sid, TWILIO_AUTH_TOKEN=token))
+    proc, first = _start(["sandbox", "--port", "0"], clean_env(TWILIO_ACCOUNT_SID=sid, TWILIO_AUTH_TOKEN=token))
     try:
         url = re.search(r"http://127\.0\.0\.1:\d+", first).group(0)  # type: ignore[union-attr]
         credentials = proc.stdout.readline()  # type: ignore[union-attr]
@@ -171,8 +165,8 @@ def test_sandbox_command_accepts_configured_credentials_and_never_prints_them() 
 def test_serve_mounts_the_webhooks() -> None:
     """gatekeeper serve runs the blueprint under waitress; a health check answers and unsigned posts get 403;
     /metrics is served on [metrics] port, counting that 403, and not on the public webhook port."""
-    sock_port, metrics_port = __import__("support").free_port(), __import__("support").free_port()
-    env = _env(
+    sock_port, metrics_port = free_port(), free_port()
+    env = clean_env(
         TWILIO_ACCOUNT_SID="AC" + "7" * 32, TWILIO_AUTH_TOKEN="serve-token", GATEKEEPER_METRICS__PORT=str(metrics_port)
     )
     proc, first = _start(["serve", "--port", str(sock_port), "--public-url", f"http://127.0.0.1:{sock_port}"], env)
@@ -210,7 +204,7 @@ def test_serve_without_credentials_fails_clearly() -> None:
         [sys.executable, "-m", "gatekeeper.cli", "serve", "--port", "8089"],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=clean_env(),
         timeout=60,
         check=False,
     )
@@ -273,7 +267,7 @@ def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.Captu
 def test_serve_refuses_to_start_without_a_pinned_url(tmp_path: Path) -> None:
     """Without --public-url, [webhooks] public_base_url or allowed_hosts, serve exits 1 with one line saying
     what to set, before listening (signatures would otherwise be checked against any Host)."""
-    env = _env(TWILIO_ACCOUNT_SID="AC" + "7" * 32, TWILIO_AUTH_TOKEN="serve-token")
+    env = clean_env(TWILIO_ACCOUNT_SID="AC" + "7" * 32, TWILIO_AUTH_TOKEN="serve-token")
     done = subprocess.run(
         [sys.executable, "-m", "gatekeeper.cli", "serve", "--port", "8089"],
         capture_output=True, text=True, env=env, timeout=60, check=False, cwd=tmp_path,

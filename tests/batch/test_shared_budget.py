@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import most_in_one_second
+from support import clean_env, most_in_one_second
 
 from gatekeeper import Gatekeeper, Stores
 from gatekeeper.batch import enrich_file
@@ -34,9 +33,8 @@ def twilio() -> Iterator[tuple[str, SandboxControlClient]]:
     session's process it shared a GIL with the session's threads and heap, and a stall there dated a few requests
     late and together: the strict window then counted 101 (1 run in 6 after the webhook and store suites; in its
     own process, 0 in 12, and the rate 94.7-95.4 against 90.1-94.9)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEKEEPER_"))}
     cmd = [sys.executable, "-m", "gatekeeper.cli", "sandbox", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=clean_env())
     try:
         assert proc.stdout is not None
         found = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from stores.contract import E164, FROM, T0, OnFakeClock, audit_entry, entry
-from support import FakeClock
+from support import FakeClock, clean_env
 
 from gatekeeper import Action, Gatekeeper, Settings, Stores
 from gatekeeper.aio import AsyncGatekeeper
@@ -536,8 +536,7 @@ def test_the_async_gate_runs_the_store_in_worker_threads(db: Path, sandbox_serve
 def test_an_opt_out_survives_kill_9(sandbox_server: SandboxServer, sandbox: Sandbox, data_home: Path) -> None:
     """A process opts a number out through a gate built from settings (the default store) and is killed with
     SIGKILL right after the call returns; a new process with the same settings refuses to notify it (21610)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEKEEPER_"))}
-    env |= {"GATEKEEPER_SANDBOX_URL": sandbox_server.url, "PYTHONPATH": str(ROOT)}
+    env = clean_env(GATEKEEPER_SANDBOX_URL=sandbox_server.url, PYTHONPATH=str(ROOT))
     worker = [sys.executable, str(HERE / "sqlite_worker.py")]
     with subprocess.Popen([*worker, "opt-out", MOBILE], stdout=subprocess.PIPE, text=True, env=env) as first:
         try:
