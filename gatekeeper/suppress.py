@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Hashable
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar, cast
 
 from gatekeeper import phone as phones
 from gatekeeper import policy as policies
@@ -347,10 +347,11 @@ class Suppression:
     def record_status_event(
         self, event: str, sid: str, status: str, rank: int, *, error_code: int | None, to_hash: str | None
     ) -> Delivery | None:
-        """Store the status of the event ``event`` in one step; None when that event was taken already."""
+        """Store the status of the event ``event`` in one step; None when that event was taken already. Only
+        after :meth:`takes_status_event` said yes."""
         at = self._clock()
-        store = self._stores.statuses
-        assert isinstance(store, StatusEvents)
+        # takes_status_event() said yes, and remembers why: a Protocol isinstance here would cost ~30 us a callback
+        store = cast(StatusEvents, self._stores.statuses)
         ttl = self._settings.status_ttl_seconds
         new, applied = store.apply_status_event(
             event, sid, status, rank, error_code=error_code, at=at, to_hash=to_hash, ttl_seconds=ttl
