@@ -5,7 +5,9 @@ Prints, from one run (every ratio against a baseline measured in the same run):
   2. ``GatedClient.messages.create`` against a bare ``Client.messages.create`` for a repeated number, both
      against the same local HTTP server in another process, each gated send paired with the bare send
      beside it; several rounds, their median and range (target: overhead <= 5 %);
-  3. the same for a new number on every send (facts cached, no route kept yet), for the record;
+  3. the same for a new number on every send (facts cached, no route kept yet), for the record; then the gate's
+     own Python per send with Twilio answered inside this process (no I/O), run back to back and run right
+     after 1 ms of idle, as each send runs after the reply it waited for;
   4. what each cache buys: decide for a repeated number with each in-process memo on and off, on the
      memory store, on the SQLite store (a file in a temporary directory) and on Redis (when one answers on
      127.0.0.1:6379); what reading the SQLite store's suppression version costs; the normalizer's LRU.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import multiprocessing
 import statistics
 import tempfile
@@ -26,7 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import phonenumbers
+from twilio.http import HttpClient
 from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 
 from gatekeeper import GatedClient, Gatekeeper, Settings, Stores
@@ -36,6 +41,16 @@ from gatekeeper.stores.sqlite import SQLiteStore
 SID = "AC" + "0" * 32
 TO, FROM = "+14155552671", "+15005550006"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+MESSAGE_ANSWER = {"sid": "SM" + "0" * 32, "status": "queued", "to": TO, "from": FROM, "body": "x"}
+
+
+def lookup_answer(path: str) -> dict[str, object]:
+    """Lookup v2's answer for the number at the end of ``path``: a valid US mobile."""
+    number = path.split("?", maxsplit=1)[0].rsplit("/", 1)[-1]
+    line = {"type": "mobile", "error_code": None}
+    return {"phone_number": number, "valid": True, "country_code": "US", "line_type_intelligence": line}
 
 
 class FakeTwilio(BaseHTTPRequestHandler):
@@ -51,23 +66,26 @@ class FakeTwilio(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:  # Lookup v2
-        number = self.path.split("?")[0].rsplit("/", 1)[-1]
-        self._send(
-            200,
-            {
-                "phone_number": number,
-                "valid": True,
-                "country_code": "US",
-                "line_type_intelligence": {"type": "mobile", "error_code": None},
-            },
-        )
+        self._send(200, lookup_answer(self.path))
 
     def do_POST(self) -> None:  # Messages.json
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self._send(201, {"sid": "SM" + "0" * 32, "status": "queued", "to": TO, "from": FROM, "body": "x"})
+        self._send(201, MESSAGE_ANSWER)
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class CannedTwilio(HttpClient):
+    """FakeTwilio's answers, given inside this process: the SDK does all its own work, and no byte is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("bench.canned"), is_async=False)
+
+    def request(self, method: str, uri: str, *args: Any, **kwargs: Any) -> Response:
+        if method == "GET":
+            return Response(200, json.dumps(lookup_answer(uri)))
+        return Response(201, json.dumps(MESSAGE_ANSWER))
 
 
 class Server(ThreadingHTTPServer):
@@ -136,6 +154,43 @@ def rounds(bare: Client, gated: GatedClient, batches: list[list[str]]) -> tuple[
         ratios.append((bare_p50 + extra) / bare_p50)
         bares.append(bare_p50)
     return ratios, statistics.median(bares)
+
+
+def own_python(sends: int) -> None:
+    """The gate's own Python per ``messages.create`` (repeated number, memory store): gated minus bare with
+    Twilio answered in process, run back to back, then each after 1 ms asleep, as a send over the network runs
+    after the reply it waited for."""
+    bare = Client(SID, "bench-token", environment={}, http_client=CannedTwilio())
+    gated = GatedClient(bare, Gatekeeper(bare))
+    gated.messages.create(to=TO, from_=FROM, body="warm-up")
+    body = "Your package arrives today"
+    found = {}
+    for idle in (0.0, 0.001):
+        gc.collect()
+        gc.disable()
+        extra: list[float] = []
+        bare_t: list[float] = []
+        try:
+            for _ in range(sends):
+                times = []
+                for create in (bare.messages.create, gated.messages.create):
+                    if idle:
+                        time.sleep(idle)
+                    t0 = time.perf_counter()
+                    create(to=TO, from_=FROM, body=body)
+                    times.append(time.perf_counter() - t0)
+                bare_t.append(times[0])
+                extra.append(times[1] - times[0])
+        finally:
+            gc.enable()
+        found[idle] = statistics.median(extra) * 1e6, statistics.median(bare_t) * 1e6
+    (hot, sdk_hot), (idle_cost, sdk_idle) = found[0.0], found[0.001]
+    print(
+        f"the gate's own Python per messages.create, Twilio answered in process (no I/O): back to back p50 "
+        f"{hot:.1f} us; each after 1 ms idle p50 {idle_cost:.1f} us ({idle_cost / hot:.1f}x; the SDK's own "
+        f"{sdk_hot:.1f} -> {sdk_idle:.1f} us)"
+    )
+    gated.gate.close()
 
 
 def p50_us(fn: Callable[[], object], n: int) -> float:
@@ -261,6 +316,7 @@ def main() -> None:
         f"{mid:.3f} (overhead {100 * (mid - 1):+.1f} %, rounds {100 * (min(ratios) - 1):+.1f} to "
         f"{100 * (max(ratios) - 1):+.1f} %)"
     )
+    own_python(args.sends)
     cache_table(url, min(args.decisions, 5_000))
     server.terminate()
 
