@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -20,10 +21,16 @@ import pytest
 import redis
 import responses
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token"  # a fake credential for intercepted HTTP
 API = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}"
 LOOKUP = re.compile(r"https://lookups\.twilio\.com/v2/PhoneNumbers/(?P<number>[^?]+)")
+PYPROJECT: dict[str, Any] = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
 
 
 class FakeClock:
@@ -156,10 +163,11 @@ class FakeTwilio:
 
 
 # -- processes ----------------------------------------------------------------------------
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without the shell's TWILIO_* and GATEKEEPER_* variables, plus ``extra``: what a
-    child process the test starts reads, so a developer's own settings never reach it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEKEEPER_"))}
+def clean_env(*also_dropped: str, **extra: str) -> dict[str, str]:
+    """This process's environment without the shell's TWILIO_* and GATEKEEPER_* variables (and those starting with
+    ``also_dropped``), plus ``extra``: what a child process the test starts reads, so a developer's own settings
+    never reach it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEKEEPER_", *also_dropped))}
     env.update(extra)
     return env
 

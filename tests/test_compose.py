@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
+from support import PYPROJECT
 
 from gatekeeper import Settings
 
@@ -168,5 +163,5 @@ def test_the_image_copies_what_its_install_and_command_need() -> None:
         assert (ROOT / source).exists(), source
     assert {"pyproject.toml", "README.md", "LICENSE", "gatekeeper", "deploy/gunicorn.conf.py"} <= sources
     assert "'.[deploy]'" in DOCKERFILE
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = PYPROJECT["project"]["optional-dependencies"]
     assert any(requirement.startswith("gunicorn") for requirement in extras["deploy"])

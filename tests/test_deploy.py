@@ -4,7 +4,6 @@ deploy/gunicorn.conf.py and two workers, /metrics apart from them, all on loopba
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from support import _spawn, free_port
+from support import _spawn, clean_env, free_port
 from twilio.request_validator import RequestValidator
 
 from gatekeeper import Action, Gatekeeper, Settings
@@ -60,8 +59,8 @@ def recipe(tmp_path: Path, sandbox_server: SandboxServer) -> Iterator[Recipe]:
     procs = [_spawn(args, "Ready to accept connections", "redis-server", time.monotonic() + 10)]
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     webhooks = f"http://127.0.0.1:{web_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEKEEPER_", "PROMETHEUS_"))}
-    env.update(
+    env = clean_env(
+        "PROMETHEUS_",
         GATEKEEPER_REDIS_URL=redis_url,
         GATEKEEPER_REDIS__REQUIRE_PERSISTENCE="true",  # the recipe's Redis passes the gate's own check
         GATEKEEPER_SANDBOX_URL=sandbox_server.url,

@@ -9,16 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import PYPROJECT
 
 import gatekeeper
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 ROOT = Path(__file__).resolve().parent.parent
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
 DISTRIBUTION = "gatekeeper-twilio"
 
