@@ -99,10 +99,12 @@ def serve(ready: Any) -> None:
     server.serve_forever()
 
 
-def client_for(url: str) -> Client:
-    client = Client(SID, "bench-token", environment={}, http_client=TwilioHttpClient(timeout=5))
-    client.api.base_url = url
-    client.lookups.base_url = url
+def client_for(url: str | None, http_client: HttpClient | None = None) -> Client:
+    """The bench's twilio Client, on the fake Twilio at ``url`` (None: Twilio's own URLs, for ``http_client``)."""
+    client = Client(SID, "bench-token", environment={}, http_client=http_client or TwilioHttpClient(timeout=5))
+    if url is not None:
+        client.api.base_url = url
+        client.lookups.base_url = url
     return client
 
 
@@ -160,7 +162,7 @@ def own_python(sends: int) -> None:
     """The gate's own Python per ``messages.create`` (repeated number, memory store): gated minus bare with
     Twilio answered in process, run back to back, then each after 1 ms asleep, as a send over the network runs
     after the reply it waited for."""
-    bare = Client(SID, "bench-token", environment={}, http_client=CannedTwilio())
+    bare = client_for(None, CannedTwilio())
     gated = GatedClient(bare, Gatekeeper(bare))
     gated.messages.create(to=TO, from_=FROM, body="warm-up")
     body = "Your package arrives today"
